@@ -1,0 +1,190 @@
+"""`arb`: run experiment grids of local vs. API LLMs, before and after DSPy optimization.
+
+    arb plan smoke            # what a grid would run, without running it
+    arb run smoke             # run it (local Ray, embedded llama.cpp models, local MLflow store)
+    arb status                # finished / running / errored / pending trials per grid
+    arb resume smoke          # finish an interrupted grid: only unfinished trials run
+    arb ui                    # browse the runs in the MLflow UI
+    arb report smoke --out report/
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from grid.errors import ArbError
+
+app = typer.Typer(
+    help="Can a cheap local model, prompt-optimized, do this task as well as GPT-4o? Run grids that measure it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI. Default: $MLFLOW_TRACKING_URI, else sqlite in $ARB_HOME (./arb-results).",
+    ),
+]
+ModelsFile = Annotated[
+    Path | None, typer.Option("--models", help="Model registry YAML (default: the shipped grid/models.yaml).")
+]
+
+
+def _uri(tracking_uri: str | None) -> str:
+    from trainables.tracking import default_home, default_tracking_uri
+
+    if tracking_uri:
+        return tracking_uri
+    default_home().mkdir(parents=True, exist_ok=True)
+    return default_tracking_uri()
+
+
+def _launch(spec_loader: object, tracking_uri: str | None, models: Path | None, embedded_port: int) -> None:
+    from grid.launch import run_grid, summary_line
+    from grid.registry import load_registry
+    from trainables.tracking import default_home
+
+    spec, registry_path = spec_loader() if callable(spec_loader) else spec_loader  # type: ignore[misc]
+    registry_path = str(models) if models else registry_path
+    uri = _uri(tracking_uri)
+    registry = load_registry(registry_path)
+    home = default_home()
+    outcome = run_grid(spec, registry, uri, home, registry_path=registry_path, embedded_port=embedded_port)
+    typer.echo(summary_line(outcome))
+    typer.echo(f"MLflow store: {uri}")
+    typer.echo(f"Browse the runs: arb ui{'' if tracking_uri is None else f' --tracking-uri {uri}'}  (then open http://127.0.0.1:5000)")
+    if outcome.failed:
+        raise ArbError(f"{len(outcome.failed)} of {outcome.total} trials errored", f"see `arb status`, then `arb resume {spec.name}`")
+    if outcome.interrupted:
+        raise ArbError("the sweep stopped before every trial ended", f"`arb resume {spec.name}` finishes the rest")
+
+
+@app.command()
+def run(
+    gridfile: Annotated[str, typer.Argument(help="Grid YAML file, or the name of a shipped grid (e.g. smoke).")],
+    tracking_uri: TrackingUri = None,
+    models: ModelsFile = None,
+    embedded_port: Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")] = 8761,
+) -> None:
+    """Run every trial of a grid; trials already finished in MLflow are reused, not re-run."""
+    from grid.spec import load_grid
+
+    _launch((load_grid(gridfile), None), tracking_uri, models, embedded_port)
+
+
+@app.command()
+def resume(
+    grid: Annotated[str, typer.Argument(help="Name of a grid that was run before (its MLflow experiment).")],
+    tracking_uri: TrackingUri = None,
+    models: ModelsFile = None,
+    embedded_port: Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")] = 8761,
+) -> None:
+    """Finish an interrupted grid: the spec is read back from MLflow and only unfinished trials run."""
+    from grid.launch import stored_spec
+
+    _launch(stored_spec(_uri(tracking_uri), grid), tracking_uri, models, embedded_port)
+
+
+@app.command()
+def plan(
+    gridfile: Annotated[str, typer.Argument(help="Grid YAML file, or the name of a shipped grid.")],
+    models: ModelsFile = None,
+) -> None:
+    """Print the trials a grid expands to, and their count, without running anything."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from grid.registry import load_registry
+    from grid.spec import expand, load_grid
+
+    spec = load_grid(gridfile)
+    trials = expand(spec, load_registry(models))
+    table = Table(title=f"grid {spec.name} (phase {spec.phase})")
+    for col in ("#", "trial key", "model", "task", "optimizer", "teacher", "demos", "n_labeled", "seed"):
+        table.add_column(col)
+    for i, t in enumerate(trials, 1):
+        table.add_row(str(i), t.key, t.model, t.task, t.optimizer, t.teacher or "(self)", str(t.demos), str(t.n_labeled), str(t.seed))
+    Console().print(table)
+    typer.echo(f"{len(trials)} trials")
+
+
+@app.command()
+def status(
+    grid: Annotated[list[str] | None, typer.Argument(help="Grid names (default: every grid in the store).")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Trials finished / compile_failed / running / errored / pending, per grid, from MLflow."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from analysis.runs import grid_status
+
+    uri = _uri(tracking_uri)
+    frame = grid_status(uri, grid or None)
+    if frame.empty:
+        typer.echo(f"no grids in {uri}")
+        return
+    table = Table(title=f"grids in {uri}")
+    for col in frame.columns:
+        table.add_column(str(col))
+    for row in frame.itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    Console().print(table)
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingUri = None,
+    port: Annotated[int, typer.Option(help="Port for the MLflow UI on 127.0.0.1.")] = 5000,
+) -> None:
+    """Serve the MLflow UI for the store (Ctrl-C stops it)."""
+    uri = _uri(tracking_uri)
+    if uri.startswith("http"):
+        typer.echo(f"the store is a tracking server: open {uri} in a browser")
+        return
+    typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}  (Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def report(
+    grid: Annotated[list[str] | None, typer.Argument(help="Grid names (default: every grid in the store).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Directory for the Markdown and CSV tables.")] = Path("report"),
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Write the study's tables for the given grids as Markdown and CSV, and print the summary."""
+    from analysis.report import write_report
+
+    path = write_report(_uri(tracking_uri), grid or None, out)
+    typer.echo(path.read_text())
+    typer.echo(f"report written to {out.resolve()}")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    try:
+        app()
+    except ArbError as exc:
+        typer.echo(f"arb: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("arb: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

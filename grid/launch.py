@@ -1,0 +1,186 @@
+"""Launching a grid on Ray Tune: one trial per grid point, results in MLflow, progress on the console.
+
+`run_grid` is what `arb run` and `arb resume` call. Exactly-once does not rely on Tune's experiment state:
+each trial first looks up its key in MLflow and returns the stored result if the run is finished, so running
+a grid again (which is what resume does) only does the work that is not done yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grid.embedded import DEFAULT_PORT, serve_embedded
+from grid.errors import ArbError
+from grid.registry import ModelRegistry
+from grid.spec import GridSpec, Trial, expand
+
+SPEC_TAG = "arb.grid_spec"
+REGISTRY_TAG = "arb.registry_path"
+
+
+@dataclass
+class GridOutcome:
+    """How a launch ended, trial by trial (by trial key)."""
+
+    total: int
+    statuses: dict[str, str] = field(default_factory=dict)
+    reused: int = 0
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[str]:
+        return [k for k, s in self.statuses.items() if s == "errored"]
+
+
+def _progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) -> Any:
+    from ray.tune import Callback
+
+    names = {t.key: t.run_name for t in trials}
+
+    class Progress(Callback):
+        """One line per trial as it ends: status, baseline → optimized, time."""
+
+        def __init__(self) -> None:
+            self.started: dict[str, float] = {}
+
+        def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            self.started[trial.trial_id] = time.monotonic()
+            key = Trial.model_validate(trial.config["trial"]).key
+            print(f"  ▶ start    {names.get(key, key)}", file=stream, flush=True)
+
+        def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any) -> None:
+            key = Trial.model_validate(trial.config["trial"]).key
+            outcome.statuses[key] = "finished"
+            outcome.reused += int(result.get("reused", 0))
+            done = len(outcome.statuses)
+            took = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+            how = "reused " if result.get("reused") else "finished"
+            print(
+                f"  ✔ [{done}/{outcome.total}] {how} {names.get(key, key)}: "
+                f"baseline {result.get('baseline_score', float('nan')):.1f} → optimized "
+                f"{result.get('optimized_score', float('nan')):.1f} ({result.get('delta_pp', 0):+.1f} pp), "
+                f"{int(result.get('lm_calls', 0))} LM calls, {took:.0f} s",
+                file=stream,
+                flush=True,
+            )
+
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+            key = Trial.model_validate(trial.config["trial"]).key
+            outcome.statuses[key] = "errored"
+            print(f"  ✘ [{len(outcome.statuses)}/{outcome.total}] errored  {names.get(key, key)}", file=stream, flush=True)
+
+    return Progress()
+
+
+def run_grid(
+    spec: GridSpec,
+    registry: ModelRegistry,
+    tracking_uri: str,
+    home: Path,
+    *,
+    registry_path: str | None = None,
+    embedded_port: int = DEFAULT_PORT,
+    stream: Any = sys.stderr,
+) -> GridOutcome:
+    """Expand, check, and run every trial of `spec`; returns how each trial ended."""
+    from trainables import tracking
+
+    trials = expand(spec, registry)
+    used = sorted({t.model for t in trials} | ({spec.teacher} if spec.teacher else set()))
+    registry.require_keys(used)
+    experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
+    _remember_spec(tracking_uri, experiment_id, spec, registry_path)
+    outcome = GridOutcome(total=len(trials))
+
+    print(f"grid {spec.name!r}: {len(trials)} trials → MLflow experiment {spec.name!r} at {tracking_uri}", file=stream)
+    with serve_embedded(used, registry, home / "logs", base_port=embedded_port) as endpoints:
+        if endpoints:
+            print(f"embedded llama.cpp servers: {endpoints}", file=stream, flush=True)
+        _fit(spec, trials, tracking_uri, experiment_id, registry_path, endpoints, home, outcome, stream)
+    return outcome
+
+
+def _remember_spec(tracking_uri: str, experiment_id: str, spec: GridSpec, registry_path: str | None) -> None:
+    """Store the grid spec on its experiment, so that `arb resume NAME` needs nothing but the tracking store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.set_experiment_tag(experiment_id, SPEC_TAG, spec.model_dump_json())
+    client.set_experiment_tag(experiment_id, REGISTRY_TAG, registry_path or "")
+
+
+def stored_spec(tracking_uri: str, name: str) -> tuple[GridSpec, str | None]:
+    """The spec (and registry path) a grid was last launched with, read back from its experiment."""
+    from mlflow.tracking import MlflowClient
+
+    from trainables.tracking import ensure_experiment
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None or SPEC_TAG not in exp.tags:
+        ensure_experiment(tracking_uri, "Default")  # a store that cannot be reached fails here, with its own message
+        raise ArbError(f"no grid named {name!r} has been run in {tracking_uri}", "check `arb status`, or `arb run GRIDFILE`")
+    return GridSpec.model_validate_json(exp.tags[SPEC_TAG]), exp.tags.get(REGISTRY_TAG) or None
+
+
+def _fit(
+    spec: GridSpec,
+    trials: list[Trial],
+    tracking_uri: str,
+    experiment_id: str,
+    registry_path: str | None,
+    endpoints: dict[str, str],
+    home: Path,
+    outcome: GridOutcome,
+    stream: Any,
+) -> None:
+    import ray
+    from ray import tune
+
+    from trainables.trial import Runtime, run_trial
+
+    runtime = Runtime(
+        tracking_uri=tracking_uri, experiment_id=experiment_id, registry_path=registry_path, endpoints=endpoints
+    )
+    # Workers inherit the driver's environment; nothing secret is put in the config itself.
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS"),
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level="ERROR",
+    )
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(run_trial, {"cpu": spec.trial_cpus}),
+            param_space={
+                "trial": tune.grid_search([t.model_dump() for t in trials]),
+                "runtime": runtime.model_dump(),
+            },
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=str(home / "ray"),
+                verbose=0,
+                callbacks=[_progress_callback(trials, outcome, stream)],
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
+        results = tuner.fit()
+        for result in results:
+            if result.error is not None and result.config:
+                outcome.statuses[Trial.model_validate(result.config["trial"]).key] = "errored"
+        outcome.interrupted = len(outcome.statuses) < outcome.total
+    finally:
+        ray.shutdown()
+
+
+def summary_line(outcome: GridOutcome) -> str:
+    ok = sum(s == "finished" for s in outcome.statuses.values())
+    return json.dumps({"trials": outcome.total, "finished": ok, "errored": len(outcome.failed), "reused": outcome.reused})

@@ -1,0 +1,119 @@
+"""The model registry: a YAML file mapping model names to provider, endpoint and price.
+
+Prices are configuration, not code: edit `grid/models.yaml` or pass `--models FILE` to use your own registry.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from grid.errors import ArbError, unknown_name
+
+DEFAULT_REGISTRY = Path(__file__).with_name("models.yaml")
+DEFAULT_OLLAMA = "http://127.0.0.1:11434"
+DEFAULT_OPENAI = "https://api.openai.com/v1"
+
+Provider = Literal["ollama", "openai", "embedded"]
+
+
+class ModelEntry(BaseModel):
+    """One model: how to reach it and what a call costs. See the header of `grid/models.yaml` for each field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Provider
+    id: str = Field(min_length=1)
+    endpoint: str | None = None
+    api_key_env: str | None = None
+    input_usd_per_mtok: float = Field(default=0.0, ge=0)
+    output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    gpu_hour_usd: float = Field(default=0.0, ge=0)
+    reasoning: bool = False
+    max_tokens: int = Field(default=1024, gt=0)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    gguf: str | None = None
+    context: int = Field(default=4096, gt=0)
+
+    @model_validator(mode="after")
+    def _provider_fields(self) -> ModelEntry:
+        if self.provider == "embedded" and not self.gguf:
+            raise ValueError("embedded models need `gguf` (where the model file comes from)")
+        if self.provider != "embedded" and self.gguf:
+            raise ValueError("`gguf` is only for embedded models")
+        if self.provider == "openai" and not self.api_key_env:
+            raise ValueError("openai models need `api_key_env` (the variable that holds the key)")
+        return self
+
+    def resolved_endpoint(self) -> str | None:
+        """The base URL to call; Ollama's default follows the `OLLAMA_HOST` convention of the ollama CLI."""
+        if self.endpoint:
+            return self.endpoint
+        if self.provider == "ollama":
+            host = os.environ.get("OLLAMA_HOST", DEFAULT_OLLAMA)
+            return host if host.startswith("http") else f"http://{host}"
+        if self.provider == "openai":
+            return os.environ.get("OPENAI_BASE_URL", DEFAULT_OPENAI)
+        return None
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int, model_seconds: float = 0.0) -> float:
+        """API price of the tokens, plus GPU time for local models priced per GPU-hour."""
+        api = (prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok) / 1e6
+        return api + self.gpu_hour_usd * model_seconds / 3600.0
+
+
+class ModelRegistry(BaseModel):
+    """All models known to a grid, keyed by the name grid files use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: dict[str, ModelEntry]
+
+    def get(self, name: str) -> ModelEntry:
+        """The entry for `name`, or an error listing the known names."""
+        try:
+            return self.models[name]
+        except KeyError:
+            raise unknown_name("model", name, self.models) from None
+
+    def require_keys(self, names: list[str]) -> None:
+        """Fail before any trial starts if an API model's key variable is unset."""
+        for name in names:
+            entry = self.get(name)
+            if entry.api_key_env and not os.environ.get(entry.api_key_env):
+                raise ArbError(
+                    f"model {name!r} needs an API key but ${entry.api_key_env} is not set",
+                    f"export {entry.api_key_env}=... before `arb run`, or remove {name!r} from the grid",
+                )
+
+
+def load_registry(path: Path | str | None = None) -> ModelRegistry:
+    """Load and validate a registry file (the shipped one by default)."""
+    path = Path(path) if path else DEFAULT_REGISTRY
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ArbError(f"model registry {path} does not exist", "pass an existing file with --models") from None
+    except yaml.YAMLError as exc:
+        raise ArbError(f"model registry {path} is not valid YAML: {_first_line(exc)}", "fix the YAML") from None
+    try:
+        return ModelRegistry.model_validate(raw)
+    except ValidationError as exc:
+        raise ArbError(f"model registry {path} is invalid: {_pydantic_summary(exc)}", "see grid/models.yaml") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _pydantic_summary(exc: ValidationError) -> str:
+    """Pydantic's errors squeezed into one line: `field.path: message; ...`."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

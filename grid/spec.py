@@ -1,0 +1,228 @@
+"""Grid files: YAML validated into a typed `GridSpec`, and its expansion into trials.
+
+A grid is the cross product model × task × demos × n_labeled × seed, run with one optimizer and teacher.
+Expansion happens here and only here, so the trial key (a stable hash of what defines the work) is computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from grid.errors import ArbError, unknown_name
+from grid.registry import ModelRegistry, _first_line, _pydantic_summary
+
+PHASES_DIR = Path(__file__).with_name("phases")
+_MAX_GRID_BYTES = 256 * 1024  # grid files are hand-written; anything larger is a mistake or an attack
+_MAX_INCLUDE_DEPTH = 8
+
+DataSource = Literal["hub", "sample"]
+
+
+def _unique(values: list[Any], field: str) -> list[Any]:
+    if not values:
+        raise ValueError(f"`{field}` must list at least one value")
+    dupes = sorted({str(v) for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"`{field}` lists duplicates: {', '.join(dupes)}")
+    return values
+
+
+class GridSpec(BaseModel):
+    """One grid file, after `include:` is resolved. Every field is documented with its unit or its reason."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    """MLflow experiment name and Ray Tune run directory; one experiment per grid."""
+    phase: str = "adhoc"
+    """Study phase this grid belongs to (tag `arb.phase`): 1..5, smoke or adhoc."""
+    description: str = ""
+    models: list[str]
+    """Student models, by name in the model registry."""
+    tasks: list[str]
+    """Task names from `trainables.tasks.TASKS`."""
+    optimizer: str = "mipro"
+    """Optimizer name from `trainables.optimizers.OPTIMIZERS`."""
+    teacher: str | None = None
+    """Model that bootstraps demos and proposes instructions; null means the student teaches itself."""
+    demos: list[int] = Field(default_factory=lambda: [4])
+    """Maximum few-shot demos the optimizer may put in the prompt (bootstrapped and labeled alike)."""
+    n_labeled: list[int] = Field(default_factory=lambda: [50])
+    """Labeled training examples the optimizer may see (the cut of the train split)."""
+    n_val: int = Field(default=20, ge=1)
+    """Validation examples the optimizer scores candidates on (separate from train and test)."""
+    n_eval: int = Field(default=50, ge=1)
+    """Test examples per condition (baseline and optimized)."""
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    """Seeds for data splits and optimizer; each seed is its own trial."""
+    data: DataSource = "hub"
+    """`hub`: the real Hugging Face dataset; `sample`: the small hand-written files shipped with each task."""
+    optimizer_params: dict[str, Any] = Field(default_factory=dict)
+    """Extra optimizer settings (e.g. MIPROv2's `auto`, `num_candidates`, `num_trials`); validated per optimizer."""
+    max_concurrent_trials: int | None = Field(default=None, ge=1)
+    """Cap on trials running at once; null lets Ray use every free slot."""
+    trial_cpus: float = Field(default=1.0, gt=0)
+    """CPUs Ray reserves per trial (the trial mostly waits on the model server)."""
+
+    @field_validator("models", "tasks")
+    @classmethod
+    def _names(cls, v: list[str], info: Any) -> list[str]:
+        return _unique(v, info.field_name)
+
+    @field_validator("demos", "n_labeled", "seeds")
+    @classmethod
+    def _counts(cls, v: list[int], info: Any) -> list[int]:
+        _unique(v, info.field_name)
+        if any(x < 0 for x in v):
+            raise ValueError(f"`{info.field_name}` must be non-negative")
+        return v
+
+
+class Trial(BaseModel):
+    """One point of the grid: the plain-data config a Ray Tune trial receives."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grid: str
+    phase: str
+    model: str
+    task: str
+    task_version: str
+    optimizer: str
+    teacher: str | None
+    demos: int
+    n_labeled: int
+    n_val: int
+    n_eval: int
+    seed: int
+    data: DataSource
+    optimizer_params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Stable hash of exactly the fields that define the work (SPEC "Grid axes"): same key, same work."""
+        return trial_key(
+            model=self.model,
+            task=self.task,
+            task_version=self.task_version,
+            optimizer=self.optimizer,
+            teacher=self.teacher,
+            demos=self.demos,
+            n_labeled=self.n_labeled,
+            seed=self.seed,
+        )
+
+    @property
+    def run_name(self) -> str:
+        """How the trial reads in the MLflow UI: `model · task · optimizer · dK · nN`."""
+        return f"{self.model} · {self.task} · {self.optimizer} · d{self.demos} · n{self.n_labeled}"
+
+
+def trial_key(**fields: Any) -> str:
+    """sha256 over the canonical JSON of the key fields, shortened to 16 hex digits."""
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_grid_path(ref: str | Path) -> Path:
+    """A grid file path, or the name of a shipped grid (`smoke` -> grid/phases/smoke.yaml)."""
+    path = Path(ref)
+    if path.exists():
+        return path
+    shipped = PHASES_DIR / f"{ref}.yaml"
+    if shipped.exists():
+        return shipped
+    names = sorted(p.stem for p in PHASES_DIR.glob("*.yaml"))
+    raise ArbError(f"grid file {str(ref)!r} not found", f"give a path to a YAML file or one of: {', '.join(names)}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    size = path.stat().st_size
+    if size > _MAX_GRID_BYTES:
+        raise ArbError(f"grid file {path} is {size} bytes", f"grid files must be under {_MAX_GRID_BYTES} bytes")
+    text = path.read_text()
+    try:
+        # Aliases are how a "billion laughs" document multiplies itself; grid files have no use for them.
+        for token in yaml.scan(text, Loader=yaml.SafeLoader):
+            if isinstance(token, yaml.AliasToken):
+                raise ArbError(f"grid file {path} uses YAML aliases (*name)", "write the values out in full")
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ArbError(f"grid file {path} is not valid YAML: {_first_line(exc)}", "fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise ArbError(f"grid file {path} must be a mapping of fields", "see grid/phases/smoke.yaml for the shape")
+    return raw
+
+
+def _merged(path: Path, depth: int = 0) -> dict[str, Any]:
+    """The raw mapping of `path` with its `include:` base merged underneath (keys here win)."""
+    if depth > _MAX_INCLUDE_DEPTH:
+        raise ArbError(f"grid file {path} nests `include:` more than {_MAX_INCLUDE_DEPTH} deep", "remove the cycle")
+    raw = _read_yaml(path)
+    base_ref = raw.pop("include", None)
+    if base_ref is None:
+        return raw
+    if not isinstance(base_ref, str):
+        raise ArbError(f"grid file {path}: `include` must be a file name", "write include: base.yaml")
+    base_path = (path.parent / base_ref).resolve()
+    if not base_path.exists():
+        raise ArbError(f"grid file {path} includes {base_ref!r}, which does not exist", "fix the include path")
+    return {**_merged(base_path, depth + 1), **raw}
+
+
+def load_grid(ref: str | Path) -> GridSpec:
+    """Read, merge includes, and validate a grid file; every problem is an `ArbError` naming the field."""
+    path = resolve_grid_path(ref)
+    raw = _merged(path)
+    try:
+        return GridSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ArbError(f"grid file {path} is invalid: {_pydantic_summary(exc)}", "see the field docs in grid/spec.py") from None
+
+
+def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
+    """All trials of a grid, in a stable order; checks every name against its registry first."""
+    # Imported here so that `arb plan` on a bad file fails fast without loading DSPy.
+    from trainables.optimizers import OPTIMIZERS
+    from trainables.tasks import TASKS
+
+    for model in spec.models:
+        registry.get(model)
+    if spec.teacher is not None:
+        registry.get(spec.teacher)
+    for task in spec.tasks:
+        if task not in TASKS:
+            raise unknown_name("task", task, TASKS)
+    if spec.optimizer not in OPTIMIZERS:
+        raise unknown_name("optimizer", spec.optimizer, OPTIMIZERS)
+    OPTIMIZERS[spec.optimizer].check_params(spec.optimizer_params)
+
+    return [
+        Trial(
+            grid=spec.name,
+            phase=spec.phase,
+            model=model,
+            task=task,
+            task_version=TASKS[task].version,
+            optimizer=spec.optimizer,
+            teacher=spec.teacher,
+            demos=demos,
+            n_labeled=n_labeled,
+            n_val=spec.n_val,
+            n_eval=spec.n_eval,
+            seed=seed,
+            data=spec.data,
+            optimizer_params=spec.optimizer_params,
+        )
+        for model in spec.models
+        for task in spec.tasks
+        for demos in spec.demos
+        for n_labeled in spec.n_labeled
+        for seed in spec.seeds
+    ]

@@ -1,0 +1,220 @@
+"""A deterministic LM server on 127.0.0.1 that speaks Ollama's and OpenAI's chat APIs.
+
+It answers DSPy ChatAdapter prompts: it reads the output fields the prompt asks for and fills them, taking the
+`answer` field from a table of known questions (so a test knows the right score by construction). It counts calls
+and model loads so that tests can assert how much work a run did.
+
+Run by hand: `python tests/stub_server.py --port 11434` (Ctrl-C stops it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Responder = Callable[[str, list[dict[str, Any]]], str]
+
+_FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]")
+
+
+def chat_adapter_reply(fields: dict[str, str]) -> str:
+    """A reply in DSPy's ChatAdapter format with the given output fields."""
+    parts = [f"[[ ## {name} ## ]]\n{value}\n" for name, value in fields.items()]
+    return "\n".join([*parts, "[[ ## completed ## ]]"])
+
+
+def requested_output_fields(messages: list[dict[str, Any]]) -> list[str]:
+    """Output field names that the last user message asks for ("Respond with ... `[[ ## x ## ]]` ...")."""
+    last = _text(messages[-1]) if messages else ""
+    tail = last.split("Respond with", 1)[1] if "Respond with" in last else ""
+    return [f for f in _FIELD.findall(tail) if f != "completed"]
+
+
+def _text(message: dict[str, Any]) -> str:
+    content = message.get("content", "")
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def table_responder(answers: dict[str, str], default: str = "0", think: str | None = None) -> Responder:
+    """Answer with `answers[q]` when a known question `q` appears in the last user message, else `default`."""
+
+    def respond(model: str, messages: list[dict[str, Any]]) -> str:
+        last = _text(messages[-1]) if messages else ""
+        answer = next((a for q, a in answers.items() if q in last), default)
+        fields = requested_output_fields(messages) or ["answer"]
+        values = {f: (answer if f == "answer" else f"stub {f} for {model}") for f in fields}
+        reply = chat_adapter_reply(values)
+        return f"<think>{think}</think>\n{reply}" if think else reply
+
+    return respond
+
+
+@dataclass
+class StubState:
+    """What the server has seen: calls and loads per model, and every request body (for leak checks)."""
+
+    models: list[str]
+    responder: Responder
+    loaded: list[str] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+    loads: Counter[str] = field(default_factory=Counter)
+    bodies: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def touch(self, model: str) -> None:
+        """Mark `model` as used, counting a load when it was not resident (one model resident at a time)."""
+        with self.lock:
+            self.calls[model] += 1
+            if model not in self.loaded:
+                self.loads[model] += 1
+                self.loaded[:] = [model]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _StubHTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence per-request stderr lines
+        pass
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length).decode() if length else "{}"
+        with self.server.state.lock:
+            self.server.state.bodies.append(raw)
+        return json.loads(raw or "{}")
+
+    def _known(self, model: str) -> bool:
+        names = self.server.state.models
+        return model in names or model.removesuffix(":latest") in names
+
+    def do_GET(self) -> None:
+        state = self.server.state
+        if self.path in ("/", "/api/version"):
+            self._send(200, {"version": "0.0.0-stub"})
+        elif self.path == "/api/tags":
+            self._send(200, {"models": [{"name": m, "model": m, "size": 1, "digest": "stub"} for m in state.models]})
+        elif self.path == "/api/ps":
+            self._send(200, {"models": [{"name": m, "model": m, "size": 1} for m in state.loaded]})
+        elif self.path == "/v1/models":
+            self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in state.models]})
+        else:
+            self._send(404, {"error": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        state = self.server.state
+        body = self._body()
+        model = str(body.get("model", ""))
+        if self.path == "/api/pull":
+            with state.lock:
+                if model not in state.models:
+                    state.models.append(model)
+            self._send(200, {"status": "success"})
+            return
+        if self.path not in ("/api/chat", "/v1/chat/completions"):
+            self._send(404, {"error": f"no route {self.path}"})
+            return
+        if not self._known(model):
+            self._send(404, {"error": f"model '{model}' not found, try pulling it first"})
+            return
+        state.touch(model)
+        messages = body.get("messages", [])
+        text = state.responder(model, messages)
+        prompt_tokens = sum(len(_text(m).split()) for m in messages)
+        completion_tokens = len(text.split())
+        if self.path == "/api/chat":
+            self._send(
+                200,
+                {
+                    "model": model,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "message": {"role": "assistant", "content": text},
+                    "done": True,
+                    "done_reason": "stop",
+                    "prompt_eval_count": prompt_tokens,
+                    "eval_count": completion_tokens,
+                },
+            )
+        else:
+            self._send(
+                200,
+                {
+                    "id": f"stub-{state.calls.total()}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    ],
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens,
+                    },
+                },
+            )
+
+
+class _StubHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], state: StubState) -> None:
+        super().__init__(address, _Handler)
+        self.state = state
+
+
+class StubServer:
+    """Context manager: a stub LM server on a free 127.0.0.1 port, served from a background thread."""
+
+    def __init__(self, models: list[str], responder: Responder | None = None, port: int = 0) -> None:
+        self.state = StubState(models=list(models), responder=responder or table_responder({}))
+        self._httpd = _StubHTTPServer(("127.0.0.1", port), self.state)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> StubServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--models", nargs="+", default=["llama3.2", "gpt-4o"])
+    args = parser.parse_args()
+    with StubServer(args.models, port=args.port) as server:
+        print(f"stub LM server on {server.url}", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

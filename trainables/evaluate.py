@@ -1,0 +1,109 @@
+"""Evaluation of a program on examples, one example at a time, keeping a per-example record.
+
+A model that breaks DSPy's output format scores the example as wrong (and the failure is counted); a model
+server that is down fails the trial instead, because a score of 0 from a dead server would be a lie.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import dspy
+import numpy as np
+from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
+
+from trainables.lm import Meter
+from trainables.tasks.base import Metric
+
+
+@dataclass
+class ExampleRecord:
+    """One row of the per-example table that analysis pairs across conditions."""
+
+    example_id: str
+    condition: str
+    prediction: str
+    score: float
+    latency_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    lm_calls: int
+    error: str = ""
+
+
+@dataclass
+class EvalResult:
+    """Scores of one condition (e.g. baseline, optimized) on the test examples."""
+
+    condition: str
+    records: list[ExampleRecord] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        """Mean metric in percent (0-100)."""
+        return 100.0 * float(np.mean([r.score for r in self.records])) if self.records else 0.0
+
+    @property
+    def parse_failures(self) -> int:
+        return sum(r.error == "parse" for r in self.records)
+
+    @property
+    def lm_errors(self) -> int:
+        return sum(r.error not in ("", "parse") for r in self.records)
+
+    def latency_ms(self, q: float) -> float:
+        return float(np.percentile([r.latency_ms for r in self.records], q)) if self.records else 0.0
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [asdict(r) for r in self.records]
+
+
+def _prediction_text(pred: Any) -> str:
+    if pred is None:
+        return ""
+    fields = {k: v for k, v in pred.items() if k != "reasoning"} if hasattr(pred, "items") else {"value": pred}
+    return "; ".join(f"{k}={v}" for k, v in fields.items())[:2000]
+
+
+def evaluate(
+    program: dspy.Module,
+    examples: list[dspy.Example],
+    metric: Metric,
+    *,
+    lm: dspy.LM,
+    meter: Meter,
+    condition: str,
+    role: str = "student",
+) -> EvalResult:
+    """Run `program` on each example with `lm`, scoring it with `metric`."""
+    result = EvalResult(condition=condition)
+    for example in examples:
+        before = meter.total(role=role)
+        start = time.perf_counter()
+        pred, error = None, ""
+        try:
+            with dspy.context(lm=lm):
+                pred = program(**example.inputs())
+        except AdapterParseError:
+            error = "parse"
+        except ContextWindowExceededError:
+            error = "context_window"
+        latency_ms = 1000.0 * (time.perf_counter() - start)
+        after = meter.total(role=role)
+        score = float(metric(example, pred)) if pred is not None else 0.0
+        result.records.append(
+            ExampleRecord(
+                example_id=str(example.get("id", "")),
+                condition=condition,
+                prediction=_prediction_text(pred),
+                score=score,
+                latency_ms=latency_ms,
+                prompt_tokens=after.prompt_tokens - before.prompt_tokens,
+                completion_tokens=after.completion_tokens - before.completion_tokens,
+                lm_calls=after.calls - before.calls,
+                error=error,
+            )
+        )
+    return result

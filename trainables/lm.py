@@ -1,0 +1,143 @@
+"""Language models for a trial: a `dspy.LM` per registry entry, metered so every call is accounted for.
+
+Calls are counted by stage (baseline, optimize, optimized) and by role (student, teacher), so the MLflow record
+can say what the evaluation cost and what the optimizer cost. DSPy copies LMs freely during optimization, so
+the meter is found by name in a module-level table rather than held as an attribute that a copy would clone.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dspy
+
+from grid.errors import ArbError
+from grid.registry import ModelEntry
+
+_METERS: dict[str, Meter] = {}
+_METERS_LOCK = threading.Lock()
+
+# Generation kwargs that never vary per call; the API key is deliberately not among them (see `build_lm`).
+_DEFAULT_TIMEOUT_S = 120.0
+
+
+@dataclass
+class Usage:
+    """Totals for a set of LM calls. Cache hits are calls too, but cost nothing and report no tokens."""
+
+    calls: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.calls += other.calls
+        self.cache_hits += other.cache_hits
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Meter:
+    """Per-trial LM accounting, keyed by (stage, role)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.stage = "setup"
+        self._lock = threading.Lock()
+        self.usage: dict[tuple[str, str], Usage] = defaultdict(Usage)
+
+    def record(self, role: str, usage: dict[str, Any], cache_hit: bool) -> None:
+        with self._lock:
+            u = self.usage[(self.stage, role)]
+            u.calls += 1
+            u.cache_hits += int(cache_hit)
+            if not cache_hit:
+                u.prompt_tokens += int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+                u.completion_tokens += int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+
+    def total(self, stage: str | None = None, role: str | None = None) -> Usage:
+        """Usage summed over every (stage, role) matching the filters."""
+        out = Usage()
+        with self._lock:
+            for (s, r), u in self.usage.items():
+                if (stage is None or s == stage) and (role is None or r == role):
+                    out.add(u)
+        return out
+
+
+def new_meter(name: str) -> Meter:
+    """Create (or replace) the meter that LMs built with `meter=name` report to."""
+    with _METERS_LOCK:
+        _METERS[name] = meter = Meter(name)
+    return meter
+
+
+def drop_meter(name: str) -> None:
+    with _METERS_LOCK:
+        _METERS.pop(name, None)
+
+
+class MeteredLM(dspy.LM):
+    """A `dspy.LM` that reports each call's usage to a named `Meter`."""
+
+    def __init__(self, model: str, *, meter: str, role: str, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.meter_name = meter
+        self.role = role
+
+    def update_history(self, entry: dict[str, Any]) -> None:
+        meter = _METERS.get(self.meter_name)
+        if meter is not None:
+            cache_hit = bool(getattr(entry.get("response"), "cache_hit", False))
+            meter.record(self.role, entry.get("usage") or {}, cache_hit)
+        super().update_history(entry)
+
+
+def litellm_model(entry: ModelEntry) -> str:
+    """The provider-prefixed model string DSPy routes on."""
+    if entry.provider == "ollama":
+        return f"ollama_chat/{entry.id}"
+    # The embedded llama.cpp server speaks the OpenAI chat API.
+    return f"openai/{entry.id}"
+
+
+def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None = None) -> MeteredLM:
+    """A metered `dspy.LM` for one registry entry.
+
+    `endpoint` overrides the registry (the embedded server's port is only known at run time). The API key is
+    read from the environment here and handed to the client, never put in the trial config, so it cannot reach
+    Ray's results or MLflow params.
+    """
+    base = endpoint or entry.resolved_endpoint()
+    if entry.provider == "ollama" and base and not base.rstrip("/").endswith("/v1"):
+        # DSPy's native engine talks to Ollama through its OpenAI-compatible API under /v1.
+        base = base.rstrip("/") + "/v1"
+    if entry.provider == "embedded" and not base:
+        raise ArbError(f"embedded model {entry.id!r} has no server endpoint", "run it through `arb run`")
+    if entry.provider == "openai":
+        key = os.environ.get(entry.api_key_env or "")
+        if not key:
+            raise ArbError(f"${entry.api_key_env} is not set for model {entry.id!r}", f"export {entry.api_key_env}=...")
+    else:
+        key = "local"  # local servers ignore it, but OpenAI-style clients refuse to send a request without one
+    return MeteredLM(
+        litellm_model(entry),
+        meter=meter,
+        role=role,
+        api_base=base,
+        api_key=key,
+        temperature=entry.temperature,
+        max_tokens=entry.max_tokens,
+        timeout=_DEFAULT_TIMEOUT_S,
+        num_retries=2,
+        # DSPy's cache key ignores api_base, so two nodes (or two model versions) would share entries; per-endpoint
+        # caching is the cluster issue's job. Until then every call goes to the model.
+        cache=False,
+    )

@@ -1,0 +1,78 @@
+"""What every task provides, and the data plumbing they share (hub or sample files, seeded splits)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from grid.errors import ArbError
+
+DATA_DIR = Path(__file__).with_name("data")
+
+Metric = Callable[..., float]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Examples for one trial: `train` (optimizer's labeled pool), `val` (candidate scoring), `test` (reported)."""
+
+    train: list[dspy.Example]
+    val: list[dspy.Example]
+    test: list[dspy.Example]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task of the study: how to load it, which program solves it, how to score it, and its version."""
+
+    name: str
+    version: str
+    """Bumped whenever a change could move scores; part of the trial key."""
+    load: Callable[..., Splits]
+    """`load(source, seed, n_labeled, n_val, n_eval) -> Splits`; data is read only when called."""
+    program: Callable[[], dspy.Module]
+    metric: Metric
+    """`metric(example, pred, trace=None) -> float in [0, 1]`."""
+
+
+def load_hf(hub_id: str, config: str | None, source: str, sample_dir: str, split: str) -> list[dict[str, Any]]:
+    """Rows of one split: from the Hugging Face hub (`source="hub"`) or the shipped sample JSONL files.
+
+    Both paths go through `datasets.load_dataset`, so the sample files exercise the same code as the hub.
+    """
+    import datasets
+
+    try:
+        if source == "sample":
+            path = DATA_DIR / sample_dir / f"{split}.jsonl"
+            ds = datasets.load_dataset("json", data_files={split: str(path)}, split=split)
+        else:
+            ds = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as exc:  # datasets raises many types (network, missing config, ...); all mean the same here
+        where = f"sample files in {DATA_DIR / sample_dir}" if source == "sample" else f"Hugging Face dataset {hub_id!r}"
+        raise ArbError(
+            f"cannot load {where} ({split}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+            "check network access to the hub, or set `data: sample` in the grid file to use the shipped examples",
+        ) from None
+    return [dict(row) for row in ds]
+
+
+def seeded_splits(
+    pool: list[dspy.Example], test: list[dspy.Example], seed: int, n_labeled: int, n_val: int, n_eval: int
+) -> Splits:
+    """Deterministic splits: shuffle the pool by seed, take val first, then the `n_labeled` cut of the rest.
+
+    Val is taken first so that growing `n_labeled` only adds training examples and never changes the valset.
+    """
+    rng = random.Random(seed)
+    pool = list(pool)
+    rng.shuffle(pool)
+    val, train = pool[:n_val], pool[n_val:]
+    test = list(test)
+    random.Random(seed + 1).shuffle(test)
+    return Splits(train=train[:n_labeled], val=val, test=test[:n_eval])

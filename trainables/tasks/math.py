@@ -1,0 +1,76 @@
+"""GSM8K grade-school math (`openai/gsm8k`, config `main`).
+
+Input: a word problem. Output: the final number. Metric: exact match on the number, as in the GSM8K paper:
+the gold answer is the number after `####`; the prediction's answer is the last number it contains, with
+thousands separators, currency signs and a trailing `.0` removed before comparing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import dspy
+
+from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+
+VERSION = "1"
+HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
+
+
+class SolveMath(dspy.Signature):
+    """Solve the grade-school math word problem. Give only the final number as the answer."""
+
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField(desc="the final number, digits only")
+
+
+def normalize_number(text: str | None) -> str | None:
+    """The last number in `text` in canonical form ("1,500.00" -> "1500"), or None if it holds no number."""
+    if text is None:
+        return None
+    matches = _NUMBER.findall(str(text).replace("$", "").replace("€", "").replace("£", ""))
+    if not matches:
+        return None
+    raw = matches[-1].replace(",", "")
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    if value == int(value):
+        return str(int(value))
+    return repr(value)
+
+
+def gold_answer(answer_field: str) -> str:
+    """The GSM8K gold number: what follows `####` in the `answer` field."""
+    return normalize_number(answer_field.split("####")[-1]) or ""
+
+
+def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
+    """1.0 if the last number in the prediction equals the gold number, else 0.0."""
+    predicted = normalize_number(getattr(pred, "answer", None))
+    return float(predicted is not None and predicted == example.answer)
+
+
+def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
+    return dspy.Example(id=f"{split}-{idx}", question=row["question"], answer=gold_answer(row["answer"])).with_inputs(
+        "question"
+    )
+
+
+def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
+    """GSM8K's train split feeds train and val; its test split is the reported test set."""
+    pool = [_to_example(r, i, "train") for i, r in enumerate(load_hf(HUB_ID, HUB_CONFIG, source, "gsm8k", "train"))]
+    test = [_to_example(r, i, "test") for i, r in enumerate(load_hf(HUB_ID, HUB_CONFIG, source, "gsm8k", "test"))]
+    return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+
+
+def program() -> dspy.Module:
+    """Chain-of-thought, as in the study: reasoning first, then the number."""
+    return dspy.ChainOfThought(SolveMath)
+
+
+TASK = Task(name="math", version=VERSION, load=load, program=program, metric=metric)

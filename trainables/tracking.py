@@ -1,0 +1,170 @@
+"""The one module that talks to MLflow: one experiment per grid, one run per trial key, ever.
+
+Runs are found by the tag `arb.trial_key`, so a retried or resumed trial reuses its run instead of adding one
+(Ray's `MLflowLoggerCallback` forgets its trial->run map on restore, which is why it is not used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import RunStatus as MlflowRunStatus
+from mlflow.tracking import MlflowClient
+
+from grid.errors import ArbError
+
+TAG_KEY = "arb.trial_key"
+TAG_STATUS = "arb.status"
+FINISHED, COMPILE_FAILED, ERRORED, RUNNING = "finished", "compile_failed", "errored", "running"
+DONE_STATUSES = (FINISHED, COMPILE_FAILED)
+"""A run in one of these states holds a complete result: re-running its trial key does no work."""
+
+_PACKAGES = ("dspy", "ray", "mlflow", "litellm", "openai", "ollama", "datasets", "llama_cpp_python")
+_PARAM_MAX = 6000  # MLflow's limit on a param value
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
+
+
+def default_home() -> Path:
+    """Where the embedded store lives: `$ARB_HOME`, else `./arb-results`."""
+    return Path(os.environ.get("ARB_HOME", "arb-results")).resolve()
+
+
+def default_tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else a SQLite file in `default_home()` (no server to install)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{default_home() / 'mlflow.db'}"
+
+
+def redact(text: str) -> str:
+    """`text` with the value of every secret-looking environment variable replaced by `***`."""
+    for name, value in os.environ.items():
+        if value and len(value) >= 8 and _SECRET_ENV.search(name):
+            text = text.replace(value, "***")
+    return text
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for pkg in _PACKAGES:
+        try:
+            out[f"version.{pkg}"] = version(pkg.replace("_", "-"))
+        except PackageNotFoundError:
+            out[f"version.{pkg}"] = "absent"
+    return out
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """The experiment for grid `name`, created once by the driver before trials start."""
+    client = MlflowClient(tracking_uri)
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                client.restore_experiment(exp.experiment_id)
+            return str(exp.experiment_id)
+        artifact_location = None
+        if tracking_uri.startswith("sqlite:///"):
+            # SQLite stores put artifacts under the cwd by default; keep them next to the database instead.
+            db = Path(tracking_uri.removeprefix("sqlite:///"))
+            artifact_location = (db.parent / "artifacts").as_uri()
+        return str(client.create_experiment(name, artifact_location=artifact_location))
+    except ArbError:
+        raise
+    except Exception as exc:
+        raise ArbError(
+            f"cannot reach the MLflow store {tracking_uri}: {type(exc).__name__}: {redact(str(exc))[:200]}",
+            "check --tracking-uri / MLFLOW_TRACKING_URI, or start the tracking server",
+        ) from None
+
+
+def find_runs(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
+    """All runs of a trial key, oldest first (normally zero or one)."""
+    runs = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_KEY}` = '{key}'", max_results=100, order_by=["start_time ASC"]
+    )
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
+def finished_run(client: MlflowClient, experiment_id: str, key: str) -> Run | None:
+    """The run holding a complete result for `key`, if there is one."""
+    for run in find_runs(client, experiment_id, key):
+        if run.data.tags.get(TAG_STATUS) in DONE_STATUSES:
+            return run
+    return None
+
+
+def get_or_create_run(client: MlflowClient, experiment_id: str, key: str, run_name: str, tags: dict[str, str]) -> str:
+    """The run id for trial `key`, creating the run only if none exists.
+
+    Two creators racing can both miss the search and both create; the loser sees two runs afterwards, deletes
+    its own and uses the oldest, so exactly one survives.
+    """
+    runs = find_runs(client, experiment_id, key)
+    if runs:
+        return runs[0].info.run_id
+    mine = client.create_run(experiment_id, run_name=run_name, tags={TAG_KEY: key, TAG_STATUS: RUNNING, **tags})
+    runs = find_runs(client, experiment_id, key)
+    keep = runs[0].info.run_id if runs else mine.info.run_id
+    if keep != mine.info.run_id:
+        client.delete_run(mine.info.run_id)
+    return keep
+
+
+def start_attempt(client: MlflowClient, run_id: str) -> None:
+    """Mark a (possibly reused) run as running again."""
+    client.set_tag(run_id, TAG_STATUS, RUNNING)
+    client.update_run(run_id, status="RUNNING")
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Log params, skipping ones already logged (MLflow refuses to change a param; a retry logs the same)."""
+    existing = client.get_run(run_id).data.params
+    batch = []
+    for k, v in {**params, **package_versions()}.items():
+        value = redact(v if isinstance(v, str) else json.dumps(v, sort_keys=True))[:_PARAM_MAX]
+        if k not in existing:
+            batch.append(Param(k, value))
+    if batch:
+        client.log_batch(run_id, params=batch)
+
+
+def finish(
+    client: MlflowClient,
+    run_id: str,
+    *,
+    status: str,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    artifacts: dict[str, str],
+) -> None:
+    """Write the trial's result. The status tag is written last: a run only counts as done once all is logged."""
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()],
+    )
+    with tempfile.TemporaryDirectory(prefix="arb-artifacts-") as tmp:
+        for name, content in artifacts.items():
+            (Path(tmp) / name).write_text(redact(content))
+        client.log_artifacts(run_id, tmp)
+    client.set_tag(run_id, TAG_STATUS, status)
+    client.set_terminated(run_id, status=MlflowRunStatus.to_string(MlflowRunStatus.FINISHED))
+
+
+def mark_errored(client: MlflowClient, run_id: str, exc: BaseException) -> None:
+    """Record why a trial failed; the run stays reusable so that a retry finishes it."""
+    client.set_tag(run_id, TAG_STATUS, ERRORED)
+    client.set_tag(run_id, "arb.error_class", type(exc).__name__)
+    client.set_tag(run_id, "arb.error", redact(str(exc))[:2000])
+    client.set_terminated(run_id, status="FAILED")

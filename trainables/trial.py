@@ -1,0 +1,224 @@
+"""One Ray Tune trial: load the task, build the LMs, evaluate the baseline, compile, evaluate, log, report.
+
+`run_trial(config)` is the Tune trainable. `execute_trial(config)` is the same work without Tune, for tests
+and scripts. A trial whose key already has a finished MLflow run returns that run's metrics and makes no LM call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dspy
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, Field
+
+from grid.registry import load_registry
+from grid.spec import Trial
+from trainables import tracking
+from trainables.evaluate import EvalResult, evaluate
+from trainables.lm import build_lm, drop_meter, new_meter
+from trainables.optimizers import OPTIMIZERS, CompileRequest
+from trainables.tasks import get_task
+
+log = logging.getLogger(__name__)
+
+
+class Runtime(BaseModel):
+    """Where a trial runs, as opposed to what it computes: none of this is part of the trial key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tracking_uri: str
+    experiment_id: str
+    registry_path: str | None = None
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    """Base URLs that override the registry per model name (the embedded servers' ports are chosen at run time)."""
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune trainable: execute the trial and report its metrics once."""
+    from ray import tune
+
+    tune.report(execute_trial(config))
+
+
+def execute_trial(config: dict[str, Any]) -> dict[str, float]:
+    """Run (or reuse) one trial and return its metrics; see the module docstring."""
+    trial = Trial.model_validate(config["trial"])
+    runtime = Runtime.model_validate(config["runtime"])
+    client = MlflowClient(runtime.tracking_uri)
+
+    done = tracking.finished_run(client, runtime.experiment_id, trial.key)
+    if done is not None:
+        log.info("trial %s already finished in run %s; nothing to do", trial.key, done.info.run_id)
+        return {**done.data.metrics, "reused": 1.0}
+
+    run_id = tracking.get_or_create_run(
+        client,
+        runtime.experiment_id,
+        trial.key,
+        trial.run_name,
+        {"arb.phase": trial.phase, "arb.grid": trial.grid, "arb.task_version": trial.task_version},
+    )
+    tracking.start_attempt(client, run_id)
+    tracking.log_params(client, run_id, _params(trial))
+    try:
+        status, metrics, artifacts, tags = _work(trial, runtime, run_id)
+    except BaseException as exc:
+        tracking.mark_errored(client, run_id, exc)
+        raise
+    tracking.finish(client, run_id, status=status, metrics=metrics, tags=tags, artifacts=artifacts)
+    return {**metrics, "reused": 0.0}
+
+
+def _params(trial: Trial) -> dict[str, Any]:
+    return {
+        "model": trial.model,
+        "task": trial.task,
+        "optimizer": trial.optimizer,
+        "demos": trial.demos,
+        "n_labeled": trial.n_labeled,
+        "teacher": trial.teacher or trial.model,
+        "seed": trial.seed,
+        "n_eval": trial.n_eval,
+        "n_val": trial.n_val,
+        "data": trial.data,
+        "task_version": trial.task_version,
+        "optimizer_params": trial.optimizer_params,
+    }
+
+
+def _work(
+    trial: Trial, runtime: Runtime, run_id: str
+) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:
+    """The named steps of a trial; returns (status, metrics, artifacts, extra tags)."""
+    task = get_task(trial.task)
+    registry = load_registry(runtime.registry_path)
+    student_entry = registry.get(trial.model)
+    teacher_name = trial.teacher or trial.model
+    teacher_entry = registry.get(teacher_name)
+
+    splits = task.load(trial.data, trial.seed, trial.n_labeled, trial.n_val, trial.n_eval)
+    meter = new_meter(run_id)
+    try:
+        student = build_lm(student_entry, meter=run_id, role="student", endpoint=runtime.endpoints.get(trial.model))
+        teacher = build_lm(teacher_entry, meter=run_id, role="teacher", endpoint=runtime.endpoints.get(teacher_name))
+        program = task.program()
+
+        meter.stage = "baseline"
+        t0 = time.perf_counter()
+        baseline = evaluate(program, splits.test, task.metric, lm=student, meter=meter, condition="baseline")
+        eval_seconds = time.perf_counter() - t0
+
+        meter.stage = "optimize"
+        optimizer = OPTIMIZERS[trial.optimizer]
+        t0 = time.perf_counter()
+        status, compiled, compile_error = tracking.FINISHED, program, ""
+        if optimizer.name != "none":
+            try:
+                with dspy.context(lm=student):
+                    compiled = optimizer.compile(
+                        CompileRequest(
+                            program=program,
+                            trainset=splits.train,
+                            valset=splits.val,
+                            metric=task.metric,
+                            demos=trial.demos,
+                            seed=trial.seed,
+                            student=student,
+                            teacher=teacher,
+                            params=trial.optimizer_params,
+                        )
+                    )
+            except Exception as exc:
+                # Small models break optimizers in many ways (no successful bootstrap, unparseable proposals):
+                # the trial keeps its baseline and says so, rather than crashing the sweep.
+                status, compiled = tracking.COMPILE_FAILED, program
+                compile_error = f"{type(exc).__name__}: {tracking.redact(str(exc))}"[:2000]
+                log.warning("compile failed for %s: %s", trial.run_name, compile_error)
+        optimize_seconds = time.perf_counter() - t0
+
+        meter.stage = "optimized"
+        t0 = time.perf_counter()
+        if compiled is program:
+            optimized = EvalResult("optimized", [_relabel(r, "optimized") for r in baseline.records])
+        else:
+            optimized = evaluate(compiled, splits.test, task.metric, lm=student, meter=meter, condition="optimized")
+        eval_seconds += time.perf_counter() - t0
+
+        metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
+        metrics.update(optimize_seconds=optimize_seconds, eval_seconds=eval_seconds)
+        artifacts = {
+            "program.json": _program_state(compiled),
+            "instruction.txt": _instructions(compiled),
+            "examples.csv": pd.DataFrame(baseline.rows() + optimized.rows()).to_csv(index=False),
+        }
+        tags = {"arb.compile_error": compile_error} if compile_error else {}
+        return status, metrics, artifacts, tags
+    finally:
+        drop_meter(run_id)
+
+
+def _relabel(record: Any, condition: str) -> Any:
+    from dataclasses import replace
+
+    return replace(record, condition=condition)
+
+
+def _metrics(
+    baseline: EvalResult, optimized: EvalResult, meter: Any, student_entry: Any, teacher_entry: Any, compiled: Any
+) -> dict[str, float]:
+    student = meter.total(role="student")
+    teacher = meter.total(role="teacher")
+    evaluation = meter.total(stage="baseline")
+    evaluation.add(meter.total(stage="optimized"))
+    optimization = meter.total(stage="optimize")
+    total = meter.total()
+    cost = student_entry.cost_usd(student.prompt_tokens, student.completion_tokens) + teacher_entry.cost_usd(
+        teacher.prompt_tokens, teacher.completion_tokens
+    )
+    return {
+        "baseline_score": baseline.score,
+        "optimized_score": optimized.score,
+        "delta_pp": optimized.score - baseline.score,
+        "n_demos_chosen": float(sum(len(p.demos) for p in compiled.predictors())),
+        "latency_ms_p50": optimized.latency_ms(50),
+        "latency_ms_p95": optimized.latency_ms(95),
+        "prompt_tokens": total.prompt_tokens,
+        "completion_tokens": total.completion_tokens,
+        "cost_usd": cost,
+        "lm_calls": total.calls,
+        "cache_hits": total.cache_hits,
+        "eval_lm_calls": evaluation.calls,
+        "optimize_lm_calls": optimization.calls,
+        "optimize_prompt_tokens": optimization.prompt_tokens,
+        "optimize_completion_tokens": optimization.completion_tokens,
+        "teacher_lm_calls": teacher.calls,
+        "parse_failures_baseline": baseline.parse_failures,
+        "parse_failures_optimized": optimized.parse_failures,
+        "lm_errors": baseline.lm_errors + optimized.lm_errors,
+    }
+
+
+def _program_state(program: dspy.Module) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "program.json"
+        program.save(str(path))
+        return path.read_text()
+
+
+def _instructions(program: dspy.Module) -> str:
+    parts = [f"# {name}\n{predictor.signature.instructions}\n" for name, predictor in program.named_predictors()]
+    return "\n".join(parts)
+
+
+def describe(config: dict[str, Any]) -> str:
+    """One line naming a trial config, for progress output."""
+    t = config["trial"]
+    return json.dumps({k: t[k] for k in ("model", "task", "optimizer", "demos", "n_labeled", "seed")})
