@@ -17,7 +17,10 @@ def write_report(tracking_uri: str, grids: list[str] | None, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tables = {"per_model": per_model_summary(runs), "delta_matrix": delta_matrix(runs)}
     lines = [f"# Report: {', '.join(sorted(runs['experiment'].unique()))}", ""]
-    titles = {"per_model": "Per model (average over tasks)", "delta_matrix": "Optimization delta (pp), task × model"}
+    titles = {
+        "per_model": "Per model (average over tasks)",
+        "delta_matrix": "Optimization delta (pp), task × model",
+    }
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv")
         lines += [f"## {titles[name]}", "", table.to_markdown(), ""]

@@ -1,11 +1,11 @@
 """`arb`: run experiment grids of local vs. API LLMs, before and after DSPy optimization.
 
-    arb plan smoke            # what a grid would run, without running it
-    arb run smoke             # run it (local Ray, embedded llama.cpp models, local MLflow store)
-    arb status                # finished / running / errored / pending trials per grid
-    arb resume smoke          # finish an interrupted grid: only unfinished trials run
-    arb ui                    # browse the runs in the MLflow UI
-    arb report smoke --out report/
+arb plan smoke            # what a grid would run, without running it
+arb run smoke             # run it (local Ray, embedded llama.cpp models, local MLflow store)
+arb status                # finished / running / errored / pending trials per grid
+arb resume smoke          # finish an interrupted grid: only unfinished trials run
+arb ui                    # browse the runs in the MLflow UI
+arb report smoke --out report/
 """
 
 from __future__ import annotations
@@ -61,9 +61,14 @@ def _launch(spec_loader: object, tracking_uri: str | None, models: Path | None, 
     outcome = run_grid(spec, registry, uri, home, registry_path=registry_path, embedded_port=embedded_port)
     typer.echo(summary_line(outcome))
     typer.echo(f"MLflow store: {uri}")
-    typer.echo(f"Browse the runs: arb ui{'' if tracking_uri is None else f' --tracking-uri {uri}'}  (then open http://127.0.0.1:5000)")
+    typer.echo(
+        f"Browse the runs: arb ui{'' if tracking_uri is None else f' --tracking-uri {uri}'}  (then open http://127.0.0.1:5000)"
+    )
     if outcome.failed:
-        raise ArbError(f"{len(outcome.failed)} of {outcome.total} trials errored", f"see `arb status`, then `arb resume {spec.name}`")
+        raise ArbError(
+            f"{len(outcome.failed)} of {outcome.total} trials errored",
+            f"see `arb status`, then `arb resume {spec.name}`",
+        )
     if outcome.interrupted:
         raise ArbError("the sweep stopped before every trial ended", f"`arb resume {spec.name}` finishes the rest")
 
@@ -112,7 +117,17 @@ def plan(
     for col in ("#", "trial key", "model", "task", "optimizer", "teacher", "demos", "n_labeled", "seed"):
         table.add_column(col)
     for i, t in enumerate(trials, 1):
-        table.add_row(str(i), t.key, t.model, t.task, t.optimizer, t.teacher or "(self)", str(t.demos), str(t.n_labeled), str(t.seed))
+        table.add_row(
+            str(i),
+            t.key,
+            t.model,
+            t.task,
+            t.optimizer,
+            t.teacher or "(self)",
+            str(t.demos),
+            str(t.n_labeled),
+            str(t.seed),
+        )
     Console().print(table)
     typer.echo(f"{len(trials)} trials")
 
@@ -152,7 +167,18 @@ def ui(
         typer.echo(f"the store is a tracking server: open {uri} in a browser")
         return
     typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}  (Ctrl-C stops it)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     try:
         raise typer.Exit(subprocess.call(cmd))
     except KeyboardInterrupt:
@@ -176,6 +202,8 @@ def report(
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # MLflow announces schema migrations at INFO on every new store; users need only warnings.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         app()
     except ArbError as exc:

@@ -86,8 +86,9 @@ def _wait_ready(server: _Server, timeout_s: float) -> None:
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             tail = server.log_path.read_text(errors="replace")[-800:] if server.log_path.exists() else ""
+            last = " ".join(tail.split())[-300:]
             raise ArbError(
-                f"llama.cpp server for {server.name!r} exited with code {server.proc.returncode}: {' '.join(tail.split())[-300:]}",
+                f"llama.cpp server for {server.name!r} exited with code {server.proc.returncode}: {last}",
                 f"see {server.log_path}",
             )
         try:
@@ -96,7 +97,10 @@ def _wait_ready(server: _Server, timeout_s: float) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
-    raise ArbError(f"llama.cpp server for {server.name!r} did not answer within {timeout_s:.0f} s", f"see {server.log_path}")
+    raise ArbError(
+        f"llama.cpp server for {server.name!r} did not answer within {timeout_s:.0f} s",
+        f"see {server.log_path}",
+    )
 
 
 def _stop(server: _Server) -> None:
@@ -112,9 +116,32 @@ def _stop(server: _Server) -> None:
         server.proc.wait(timeout=10)
 
 
+def check_embedded(names: list[str], registry: ModelRegistry, base_port: int = DEFAULT_PORT) -> None:
+    """Fail before any work starts if an embedded model cannot be served: missing extra, file or port."""
+    embedded = [n for n in names if registry.get(n).provider == "embedded"]
+    if not embedded:
+        return
+    _require_llama_cpp()
+    for i, name in enumerate(embedded):
+        gguf_path(registry.get(name))
+        _check_port(base_port + i, name)
+
+
+def _check_port(port: int, name: str) -> None:
+    if not _port_free(port):
+        raise ArbError(
+            f"port {port} on 127.0.0.1 is taken, so the llama.cpp server for {name!r} cannot start",
+            "stop whatever listens there (another `arb run`?) or pass --embedded-port with a free port",
+        )
+
+
 @contextlib.contextmanager
 def serve_embedded(
-    names: list[str], registry: ModelRegistry, log_dir: Path, base_port: int = DEFAULT_PORT, threads: int | None = None
+    names: list[str],
+    registry: ModelRegistry,
+    log_dir: Path,
+    base_port: int = DEFAULT_PORT,
+    threads: int | None = None,
 ) -> Iterator[dict[str, str]]:
     """Start a server for each embedded model in `names`; yields {model name: base URL}; stops them on exit."""
     embedded = [n for n in names if registry.get(n).provider == "embedded"]
@@ -129,11 +156,7 @@ def serve_embedded(
         for i, name in enumerate(embedded):
             entry = registry.get(name)
             port = base_port + i
-            if not _port_free(port):
-                raise ArbError(
-                    f"port {port} on 127.0.0.1 is taken, so the llama.cpp server for {name!r} cannot start",
-                    "stop whatever listens there (another `arb run`?) or pass --embedded-port with a free port",
-                )
+            _check_port(port, name)
             log_path = log_dir / f"llama-server-{name}.log"
             cmd = [
                 sys.executable, "-m", "llama_cpp.server",
@@ -147,6 +170,8 @@ def serve_embedded(
                 "--seed", "0",
                 "--verbose", "False",
             ]  # fmt: skip
+            if entry.chat_format:
+                cmd += ["--chat_format", entry.chat_format]
             with log_path.open("wb") as log_file:
                 proc = subprocess.Popen(
                     cmd,

@@ -8,6 +8,7 @@ a grid again (which is what resume does) only does the work that is not done yet
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grid.embedded import DEFAULT_PORT, serve_embedded
+from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
 from grid.errors import ArbError
 from grid.registry import ModelRegistry
 from grid.spec import GridSpec, Trial, expand
@@ -73,7 +74,11 @@ def _progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) -
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             key = Trial.model_validate(trial.config["trial"]).key
             outcome.statuses[key] = "errored"
-            print(f"  ✘ [{len(outcome.statuses)}/{outcome.total}] errored  {names.get(key, key)}", file=stream, flush=True)
+            print(
+                f"  ✘ [{len(outcome.statuses)}/{outcome.total}] errored  {names.get(key, key)}",
+                file=stream,
+                flush=True,
+            )
 
     return Progress()
 
@@ -94,11 +99,15 @@ def run_grid(
     trials = expand(spec, registry)
     used = sorted({t.model for t in trials} | ({spec.teacher} if spec.teacher else set()))
     registry.require_keys(used)
+    check_embedded(used, registry, embedded_port)
     experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
     _remember_spec(tracking_uri, experiment_id, spec, registry_path)
     outcome = GridOutcome(total=len(trials))
 
-    print(f"grid {spec.name!r}: {len(trials)} trials → MLflow experiment {spec.name!r} at {tracking_uri}", file=stream)
+    print(
+        f"grid {spec.name!r}: {len(trials)} trials → MLflow experiment {spec.name!r} at {tracking_uri}",
+        file=stream,
+    )
     with serve_embedded(used, registry, home / "logs", base_port=embedded_port) as endpoints:
         if endpoints:
             print(f"embedded llama.cpp servers: {endpoints}", file=stream, flush=True)
@@ -125,7 +134,10 @@ def stored_spec(tracking_uri: str, name: str) -> tuple[GridSpec, str | None]:
     exp = client.get_experiment_by_name(name)
     if exp is None or SPEC_TAG not in exp.tags:
         ensure_experiment(tracking_uri, "Default")  # a store that cannot be reached fails here, with its own message
-        raise ArbError(f"no grid named {name!r} has been run in {tracking_uri}", "check `arb status`, or `arb run GRIDFILE`")
+        raise ArbError(
+            f"no grid named {name!r} has been run in {tracking_uri}",
+            "check `arb status`, or `arb run GRIDFILE`",
+        )
     return GridSpec.model_validate_json(exp.tags[SPEC_TAG]), exp.tags.get(REGISTRY_TAG) or None
 
 
@@ -146,7 +158,10 @@ def _fit(
     from trainables.trial import Runtime, run_trial
 
     runtime = Runtime(
-        tracking_uri=tracking_uri, experiment_id=experiment_id, registry_path=registry_path, endpoints=endpoints
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+        registry_path=registry_path,
+        endpoints=endpoints,
     )
     # Workers inherit the driver's environment; nothing secret is put in the config itself.
     ray.init(
@@ -154,7 +169,7 @@ def _fit(
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=True,
-        logging_level="ERROR",
+        logging_level=logging.ERROR,
     )
     try:
         tuner = tune.Tuner(
@@ -173,7 +188,8 @@ def _fit(
             ),
         )
         results = tuner.fit()
-        for result in results:
+        for i in range(len(results)):
+            result = results[i]
             if result.error is not None and result.config:
                 outcome.statuses[Trial.model_validate(result.config["trial"]).key] = "errored"
         outcome.interrupted = len(outcome.statuses) < outcome.total
@@ -183,4 +199,6 @@ def _fit(
 
 def summary_line(outcome: GridOutcome) -> str:
     ok = sum(s == "finished" for s in outcome.statuses.values())
-    return json.dumps({"trials": outcome.total, "finished": ok, "errored": len(outcome.failed), "reused": outcome.reused})
+    return json.dumps(
+        {"trials": outcome.total, "finished": ok, "errored": len(outcome.failed), "reused": outcome.reused}
+    )

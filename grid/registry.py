@@ -38,6 +38,7 @@ class ModelEntry(BaseModel):
     temperature: float = Field(default=0.0, ge=0, le=2)
     gguf: str | None = None
     context: int = Field(default=4096, gt=0)
+    chat_format: str | None = None
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelEntry:

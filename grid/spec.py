@@ -183,7 +183,9 @@ def load_grid(ref: str | Path) -> GridSpec:
     try:
         return GridSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ArbError(f"grid file {path} is invalid: {_pydantic_summary(exc)}", "see the field docs in grid/spec.py") from None
+        raise ArbError(
+            f"grid file {path} is invalid: {_pydantic_summary(exc)}", "see the field docs in grid/spec.py"
+        ) from None
 
 
 def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:

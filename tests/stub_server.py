@@ -161,7 +161,11 @@ class _Handler(BaseHTTPRequestHandler):
                     "created": int(time.time()),
                     "model": model,
                     "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
                     ],
                     "usage": {
                         "prompt_tokens": prompt_tokens,

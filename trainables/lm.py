@@ -127,6 +127,11 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None =
             raise ArbError(f"${entry.api_key_env} is not set for model {entry.id!r}", f"export {entry.api_key_env}=...")
     else:
         key = "local"  # local servers ignore it, but OpenAI-style clients refuse to send a request without one
+    extra: dict[str, Any] = {}
+    if entry.provider != "openai":
+        # DSPy's native engine sends `max_completion_tokens`, which llama.cpp's server (and older Ollama) ignore:
+        # a model that never emits a stop token would then generate until its context is full.
+        extra["extra_body"] = {"max_tokens": entry.max_tokens}
     return MeteredLM(
         litellm_model(entry),
         meter=meter,
@@ -140,4 +145,5 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None =
         # DSPy's cache key ignores api_base, so two nodes (or two model versions) would share entries; per-endpoint
         # caching is the cluster issue's job. Until then every call goes to the model.
         cache=False,
+        **extra,
     )

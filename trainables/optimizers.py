@@ -96,6 +96,10 @@ def _check_mipro(params: dict[str, Any]) -> None:
     # should fail at load time instead.
     has_auto = params.get("auto") is not None
     explicit = {"num_candidates", "num_trials"} & set(params)
+    if not has_auto and not explicit:
+        return  # DSPy's default budget, auto="light"
+    if has_auto and params["auto"] not in ("light", "medium", "heavy"):
+        raise ArbError(f"mipro: auto={params['auto']!r} is not a budget", "use light, medium or heavy")
     if has_auto and explicit:
         raise ArbError(
             f"mipro: `auto` conflicts with {', '.join(sorted(explicit))}",
@@ -114,7 +118,7 @@ def _mipro(req: CompileRequest) -> dspy.Module:
         teacher_settings={"lm": req.teacher},
         max_bootstrapped_demos=req.demos,
         max_labeled_demos=req.demos,
-        auto=p.get("auto"),
+        auto=p.get("auto", None if "num_candidates" in p else "light"),
         num_candidates=p.get("num_candidates"),
         num_threads=1,
         seed=req.seed,

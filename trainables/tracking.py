@@ -90,7 +90,10 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
 def find_runs(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
     """All runs of a trial key, oldest first (normally zero or one)."""
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_KEY}` = '{key}'", max_results=100, order_by=["start_time ASC"]
+        [experiment_id],
+        filter_string=f"tags.`{TAG_KEY}` = '{key}'",
+        max_results=100,
+        order_by=["start_time ASC"],
     )
     return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 

@@ -94,9 +94,7 @@ def _params(trial: Trial) -> dict[str, Any]:
     }
 
 
-def _work(
-    trial: Trial, runtime: Runtime, run_id: str
-) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:
+def _work(trial: Trial, runtime: Runtime, run_id: str) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:
     """The named steps of a trial; returns (status, metrics, artifacts, extra tags)."""
     task = get_task(trial.task)
     registry = load_registry(runtime.registry_path)
@@ -172,7 +170,12 @@ def _relabel(record: Any, condition: str) -> Any:
 
 
 def _metrics(
-    baseline: EvalResult, optimized: EvalResult, meter: Any, student_entry: Any, teacher_entry: Any, compiled: Any
+    baseline: EvalResult,
+    optimized: EvalResult,
+    meter: Any,
+    student_entry: Any,
+    teacher_entry: Any,
+    compiled: Any,
 ) -> dict[str, float]:
     student = meter.total(role="student")
     teacher = meter.total(role="teacher")

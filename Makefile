@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine (Debian 12, Python 3.11):
+#   make smoke   install, then run the smoke grid end to end on the embedded models
+#   make test    install, then lint, type-check and run the test suite
+# The first install builds llama.cpp from source (about 10 minutes on 2 cores); later runs reuse .venv.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: install smoke test lint ui clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --progress-bar off -c constraints.txt -e ".[embedded,dev]"
+	touch $(STAMP)
+
+smoke: install
+	$(VENV)/bin/arb run smoke
+
+lint: install
+	$(VENV)/bin/ruff check grid trainables analysis tests
+	$(VENV)/bin/ruff format --check grid trainables analysis tests
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+
+ui: install
+	$(VENV)/bin/arb ui
+
+clean:
+	rm -rf $(VENV) arb-results report .pytest_cache .mypy_cache .ruff_cache

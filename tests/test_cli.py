@@ -1,0 +1,95 @@
+"""`arb` from a user's shell: bad input is one line on stderr, a non-zero exit, and no traceback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def arb(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "ARB_HOME": str(home), **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, env=full_env, timeout=120
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("arb: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    out = arb("--help", home=tmp_path).stdout
+    for command in ("run", "resume", "status", "plan", "report", "ui"):
+        assert command in out
+
+
+def test_plan_smoke_prints_the_trials(tmp_path: Path) -> None:
+    proc = arb("plan", "smoke", home=tmp_path)
+    assert proc.returncode == 0 and "2 trials" in proc.stdout and "smollm2" in proc.stdout
+
+
+def test_missing_grid_file(tmp_path: Path) -> None:
+    assert_one_line_error(arb("run", "nope.yaml", home=tmp_path), "not found", "smoke")
+
+
+def test_unknown_task(tmp_path: Path) -> None:
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nmodels: [phi4]\ntasks: [poetry]\n")
+    assert_one_line_error(arb("run", str(grid), home=tmp_path), "unknown task 'poetry'", "math")
+
+
+def test_unknown_model(tmp_path: Path) -> None:
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nmodels: [gpt-17]\ntasks: [math]\n")
+    assert_one_line_error(arb("plan", str(grid), home=tmp_path), "unknown model 'gpt-17'")
+
+
+def test_malformed_grid_file(tmp_path: Path) -> None:
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nmodels: [phi4\n")
+    assert_one_line_error(arb("run", str(grid), home=tmp_path), "not valid YAML")
+
+
+def test_missing_api_key_fails_before_any_trial(tmp_path: Path) -> None:
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nmodels: [gpt-4o]\ntasks: [math]\n")
+    proc = arb("run", str(grid), home=tmp_path, env={"OPENAI_API_KEY": ""})
+    assert_one_line_error(proc, "OPENAI_API_KEY")
+    assert not (tmp_path / "ray").exists()
+
+
+def test_missing_embedded_model_package(tmp_path: Path) -> None:
+    registry = tmp_path / "models.yaml"
+    registry.write_text("models:\n  tiny: {provider: embedded, id: tiny, gguf: 'no_such_gguf_pkg:assemble'}\n")
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nmodels: [tiny]\ntasks: [math]\ndata: sample\noptimizer: none\n")
+    assert_one_line_error(
+        arb("run", str(grid), "--models", str(registry), home=tmp_path), "no_such_gguf_pkg", "pip install"
+    )
+
+
+def test_resume_of_unknown_grid(tmp_path: Path) -> None:
+    assert_one_line_error(arb("resume", "never-ran", home=tmp_path), "never-ran", "arb run")
+
+
+def test_embedded_port_taken(tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="needs the `embedded` extra")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        grid = tmp_path / "g.yaml"
+        grid.write_text("name: g\nmodels: [smollm2]\ntasks: [math]\ndata: sample\noptimizer: none\n")
+        proc = arb("run", str(grid), "--embedded-port", str(port), home=tmp_path)
+    assert_one_line_error(proc, f"port {port}", "is taken")

@@ -1,0 +1,118 @@
+"""Grid files: validation, includes, expansion and the trial key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grid.errors import ArbError
+from grid.registry import load_registry
+from grid.spec import expand, load_grid, trial_key
+
+REGISTRY = load_registry()
+
+
+def _write(tmp_path: Path, text: str, name: str = "g.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_smoke_expands_to_two_trials() -> None:
+    trials = expand(load_grid("smoke"), REGISTRY)
+    assert [(t.model, t.task) for t in trials] == [("smollm2", "math"), ("gemma3", "math")]
+    assert len({t.key for t in trials}) == 2
+
+
+def test_cross_product_and_order(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path, "name: g\nmodels: [llama3.2, mistral]\ntasks: [math]\ndemos: [0, 5]\nn_labeled: [1, 2, 4]\n"
+    )
+    trials = expand(load_grid(path), REGISTRY)
+    assert len(trials) == 2 * 1 * 2 * 3
+    # model-major order keeps trials of one model together
+    assert [t.model for t in trials] == ["llama3.2"] * 6 + ["mistral"] * 6
+
+
+def test_trial_key_is_stable_and_sensitive() -> None:
+    base = dict(
+        model="m",
+        task="math",
+        task_version="1",
+        optimizer="mipro",
+        teacher=None,
+        demos=2,
+        n_labeled=6,
+        seed=0,
+    )
+    assert trial_key(**base) == trial_key(**dict(reversed(list(base.items()))))
+    for field, other in [
+        ("model", "x"),
+        ("task_version", "2"),
+        ("demos", 3),
+        ("seed", 1),
+        ("teacher", "gpt-4o"),
+    ]:
+        assert trial_key(**{**base, field: other}) != trial_key(**base)
+
+
+def test_key_ignores_eval_size(tmp_path: Path) -> None:
+    a = expand(load_grid(_write(tmp_path, "name: g\nmodels: [phi4]\ntasks: [math]\nn_eval: 10\n")), REGISTRY)
+    b = expand(
+        load_grid(_write(tmp_path, "name: g\nmodels: [phi4]\ntasks: [math]\nn_eval: 20\n", "h.yaml")),
+        REGISTRY,
+    )
+    assert a[0].key == b[0].key
+
+
+def test_include_merges_base(tmp_path: Path) -> None:
+    _write(tmp_path, "name: base\nmodels: [phi4]\ntasks: [math]\ndemos: [3]\n", "base.yaml")
+    spec = load_grid(_write(tmp_path, "include: base.yaml\nname: child\ndemos: [0]\n"))
+    assert (spec.name, spec.models, spec.demos) == ("child", ["phi4"], [0])
+
+
+BAD_GRIDS = [
+    ("name: g\nmodels: [phi4]\ntasks: [math]\nbogus: 1\n", "bogus"),
+    ("name: g\nmodels: []\ntasks: [math]\n", "models"),
+    ("name: g\nmodels: [phi4, phi4]\ntasks: [math]\n", "duplicates"),
+    ("name: g\nmodels: [phi4]\ntasks: [math]\ndemos: [-1]\n", "non-negative"),
+    ("name: g\nmodels: phi4\ntasks: [math]\n", "models"),
+    ("name: g\nmodels: [phi4]\ntasks: [math]\nn_eval: zero\n", "n_eval"),
+    ("[1, 2]\n", "mapping"),
+    ("name: g\nmodels: [phi4\n", "not valid YAML"),
+    ("a: &x [1]\nb: *x\n", "aliases"),
+    ("include: nowhere.yaml\nname: g\n", "does not exist"),
+]
+
+
+@pytest.mark.parametrize(("text", "needle"), BAD_GRIDS)
+def test_bad_grid_files_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ArbError, match=needle):
+        load_grid(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: g\nmodels: [gpt-17]\ntasks: [math]\n", "unknown model 'gpt-17'.*llama3.2"),
+        ("name: g\nmodels: [phi4]\ntasks: [poetry]\n", "unknown task 'poetry'.*math"),
+        ("name: g\nmodels: [phi4]\ntasks: [math]\noptimizer: adam\n", "unknown optimizer 'adam'.*mipro"),
+        (
+            "name: g\nmodels: [phi4]\ntasks: [math]\noptimizer_params: {auto: light, num_trials: 3}\n",
+            "conflicts",
+        ),
+        (
+            "name: g\nmodels: [phi4]\ntasks: [math]\noptimizer: none\noptimizer_params: {auto: light}\n",
+            "does not take",
+        ),
+    ],
+)
+def test_unknown_names_list_the_choices(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ArbError, match=needle):
+        expand(load_grid(_write(tmp_path, text)), REGISTRY)
+
+
+def test_missing_grid_file_lists_shipped_grids() -> None:
+    with pytest.raises(ArbError, match="smoke"):
+        load_grid("no-such-grid")

@@ -1,0 +1,49 @@
+"""A grid through real Ray Tune against the stub Ollama server: progress, MLflow runs, and a re-run that is free."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from stub_server import StubServer
+
+from grid.launch import run_grid, stored_spec
+from grid.registry import load_registry
+from grid.spec import load_grid
+from trainables import tracking
+
+
+def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: StubServer, tracking_uri: str) -> None:
+    registry_file = tmp_path / "models.yaml"
+    registry_file.write_text(
+        "models:\n"
+        f"  llama3.2: {{provider: ollama, id: llama3.2, endpoint: '{stub.url}'}}\n"
+        f"  qwen3:4b: {{provider: ollama, id: 'qwen3:4b', endpoint: '{stub.url}'}}\n"
+    )
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        "name: raygrid\nmodels: [llama3.2, 'qwen3:4b']\ntasks: [math]\noptimizer: bootstrap\ndemos: [1]\n"
+        "n_labeled: [3]\nn_val: 2\nn_eval: 4\ndata: sample\nmax_concurrent_trials: 2\n"
+    )
+    spec, registry = load_grid(grid_file), load_registry(registry_file)
+    log = io.StringIO()
+    outcome = run_grid(spec, registry, tracking_uri, tmp_path / "home", registry_path=str(registry_file), stream=log)
+    assert outcome.failed == [] and not outcome.interrupted and len(outcome.statuses) == 2
+    assert "[2/2]" in log.getvalue()
+    calls = stub.state.calls.total()
+    assert calls > 0
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("raygrid")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2 and {r.data.tags["arb.status"] for r in runs} == {"finished"}
+
+    # what `arb resume raygrid` does: read the spec back from MLflow and run again
+    again_spec, again_registry = stored_spec(tracking_uri, "raygrid")
+    assert again_spec == spec and again_registry == str(registry_file)
+    outcome = run_grid(again_spec, registry, tracking_uri, tmp_path / "home", stream=io.StringIO())
+    assert outcome.reused == 2
+    assert stub.state.calls.total() == calls
+    assert len(client.search_runs([exp.experiment_id])) == 2
+    assert all(len(tracking.find_runs(client, exp.experiment_id, r.data.tags["arb.trial_key"])) == 1 for r in runs)

@@ -1,0 +1,140 @@
+"""Whole trials over real HTTP against the stub server: Ollama and OpenAI paths, the MLflow record, reuse."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import expected_baseline
+from mlflow.tracking import MlflowClient
+from stub_server import StubServer
+
+from grid.registry import load_registry
+from grid.spec import GridSpec, Trial, expand
+from trainables import tracking
+from trainables.trial import execute_trial
+
+SPEC_METRICS = {
+    "baseline_score", "optimized_score", "delta_pp", "n_demos_chosen", "latency_ms_p50", "latency_ms_p95",
+    "prompt_tokens", "completion_tokens", "cost_usd", "optimize_seconds", "eval_seconds", "lm_calls",
+}  # fmt: skip
+SPEC_PARAMS = {"model", "task", "optimizer", "demos", "n_labeled", "teacher", "seed", "n_eval"}
+SPEC_TAGS = {"arb.trial_key", "arb.phase", "arb.grid", "arb.status", "arb.task_version"}
+
+
+def _trial(model: str, optimizer: str = "mipro", teacher: str | None = None, **params: Any) -> Trial:
+    spec = GridSpec(
+        name="stubgrid",
+        phase="test",
+        models=[model],
+        tasks=["math"],
+        optimizer=optimizer,
+        teacher=teacher,
+        demos=[2],
+        n_labeled=[6],
+        n_val=3,
+        n_eval=8,
+        data="sample",
+        optimizer_params=params
+        or ({"num_candidates": 2, "num_trials": 2, "minibatch": False} if optimizer == "mipro" else {}),
+    )
+    return expand(spec, load_registry())[0]
+
+
+def _config(trial: Trial, uri: str, endpoints: dict[str, str]) -> dict[str, Any]:
+    exp = tracking.ensure_experiment(uri, trial.grid)
+    return {
+        "trial": trial.model_dump(),
+        "runtime": {"tracking_uri": uri, "experiment_id": exp, "endpoints": endpoints},
+    }
+
+
+@pytest.mark.parametrize(("model", "path"), [("llama3.2", ""), ("gpt-4o", "/v1")])
+def test_trial_over_http_scores_and_logs_the_record(
+    model: str, path: str, stub: StubServer, tracking_uri: str, math_splits: Any, known_answers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000")
+    trial = _trial(model)
+    metrics = execute_trial(_config(trial, tracking_uri, {model: stub.url + path}))
+
+    expected = expected_baseline(math_splits, known_answers)
+    assert 62.5 <= expected < 100.0  # 5 of 8 known, plus any whose answer happens to be "0"
+    assert metrics["baseline_score"] == pytest.approx(expected)
+    # every call reached the stub, for the right model, and was counted
+    assert stub.state.calls[model] == metrics["lm_calls"] > 2 * 8
+    assert metrics["prompt_tokens"] > 0 and metrics["completion_tokens"] > 0
+    if model == "gpt-4o":
+        assert metrics["cost_usd"] == pytest.approx(
+            (metrics["prompt_tokens"] * 2.5 + metrics["completion_tokens"] * 10.0) / 1e6
+        )
+
+    client = MlflowClient(tracking_uri)
+    [run] = tracking.find_runs(client, client.get_experiment_by_name("stubgrid").experiment_id, trial.key)
+    assert run.info.run_name == f"{model} · math · mipro · d2 · n6"
+    assert set(run.data.tags) >= SPEC_TAGS and run.data.tags["arb.status"] == "finished"
+    assert set(run.data.params) >= SPEC_PARAMS and "version.dspy" in run.data.params
+    assert set(run.data.metrics) >= SPEC_METRICS
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert files == {"program.json", "instruction.txt", "examples.csv"}
+    table = pd.read_csv(io.StringIO(Path(client.download_artifacts(run.info.run_id, "examples.csv")).read_text()))
+    assert sorted(table["condition"].unique()) == ["baseline", "optimized"]
+    assert len(table) == 16 and table.loc[table.condition == "baseline", "score"].mean() * 100 == pytest.approx(
+        expected
+    )
+    assert "sk-test" not in Path(client.download_artifacts(run.info.run_id, "program.json")).read_text()
+
+
+def test_finished_trial_is_reused_without_lm_calls(stub: StubServer, tracking_uri: str) -> None:
+    trial = _trial("llama3.2", optimizer="none")
+    config = _config(trial, tracking_uri, {"llama3.2": stub.url})
+    first = execute_trial(config)
+    calls = stub.state.calls.total()
+    second = execute_trial(config)
+    assert stub.state.calls.total() == calls
+    assert second["reused"] == 1.0 and second["baseline_score"] == first["baseline_score"]
+    client = MlflowClient(tracking_uri)
+    assert len(tracking.find_runs(client, client.get_experiment_by_name("stubgrid").experiment_id, trial.key)) == 1
+
+
+def test_unparseable_output_scores_wrong_and_is_counted(tracking_uri: str) -> None:
+    with StubServer(["llama3.2"], lambda model, messages: "I refuse to use your format.") as server:
+        metrics = execute_trial(_config(_trial("llama3.2", optimizer="none"), tracking_uri, {"llama3.2": server.url}))
+        assert metrics["baseline_score"] == 0.0
+        assert metrics["parse_failures_baseline"] == 8
+        # ChatAdapter falls back to JSONAdapter once: at most two calls per example
+        assert server.state.calls["llama3.2"] <= 2 * 8
+
+
+def test_failed_compile_keeps_the_baseline(
+    stub: StubServer, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trainables.optimizers as opt
+
+    def explode(req: opt.CompileRequest) -> Any:
+        raise RuntimeError("no demo could be bootstrapped")
+
+    monkeypatch.setitem(opt.OPTIMIZERS, "bootstrap", opt.Optimizer("bootstrap", explode, frozenset({"max_rounds"})))
+    trial = _trial("llama3.2", optimizer="bootstrap")
+    metrics = execute_trial(_config(trial, tracking_uri, {"llama3.2": stub.url}))
+    assert metrics["optimized_score"] == metrics["baseline_score"] and metrics["delta_pp"] == 0.0
+    client = MlflowClient(tracking_uri)
+    [run] = tracking.find_runs(client, client.get_experiment_by_name("stubgrid").experiment_id, trial.key)
+    assert run.data.tags["arb.status"] == "compile_failed"
+    assert "no demo could be bootstrapped" in run.data.tags["arb.compile_error"]
+
+
+def test_dead_server_errors_the_trial_and_a_retry_reuses_its_run(tracking_uri: str, stub: StubServer) -> None:
+    trial = _trial("llama3.2", optimizer="none")
+    with pytest.raises(Exception, match=r"(?i)connect|transport|refused"):
+        execute_trial(_config(trial, tracking_uri, {"llama3.2": "http://127.0.0.1:9"}))
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("stubgrid").experiment_id
+    [run] = tracking.find_runs(client, exp, trial.key)
+    assert run.data.tags["arb.status"] == "errored"
+    execute_trial(_config(trial, tracking_uri, {"llama3.2": stub.url}))
+    [again] = tracking.find_runs(client, exp, trial.key)
+    assert again.info.run_id == run.info.run_id and again.data.tags["arb.status"] == "finished"
