@@ -1,6 +1,21 @@
-"""Reading grid results back from MLflow into pandas, and the study's tables built from them."""
+"""Reading grid results back from MLflow into pandas, the study's tables, statistics, routing advice and reports."""
 
-from analysis.runs import grid_status, load_runs
-from analysis.tables import delta_matrix, per_model_summary
+from analysis.report import build_tables, render, write_report
+from analysis.routing import routing_advice
+from analysis.runs import grid_status, load_examples, load_runs
+from analysis.stats import paired_delta
+from analysis.tables import delta_matrix, per_model_summary, tiers
 
-__all__ = ["delta_matrix", "grid_status", "load_runs", "per_model_summary"]
+__all__ = [
+    "build_tables",
+    "delta_matrix",
+    "grid_status",
+    "load_examples",
+    "load_runs",
+    "paired_delta",
+    "per_model_summary",
+    "render",
+    "routing_advice",
+    "tiers",
+    "write_report",
+]

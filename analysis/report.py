@@ -1,30 +1,111 @@
-"""`arb report`: the tables for a set of grids, written as Markdown and CSV."""
+"""`arb report`: every table of the study for a set of grids, as Markdown, CSV, PNG and an offline dashboard.
+
+The report is also logged to MLflow, as the artifacts of one `report` run per grid experiment.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from analysis.runs import load_runs
-from analysis.tables import delta_matrix, per_model_summary
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from analysis import plots, tables
+from analysis.dashboard import write_dashboard
+from analysis.routing import per_call_costs, routing_advice
+from analysis.runs import load_examples, load_runs
+from analysis.stats import noise_floor_pp
 from grid.errors import ArbError
+from grid.registry import ModelRegistry, load_registry
+
+TITLES = {
+    "per_model": "1. Per model (average over tasks)",
+    "api_vs_local": "2. Best API baseline against the best optimized local model",
+    "delta_matrix": "3. Optimization delta (pp), task × model",
+    "local_beats_api": "4. Optimized local model above optimized API model",
+    "tiers": "5. Tiers by cross-model std of deltas",
+    "demo_distribution": "6. Demo counts chosen by the optimizer",
+    "ablation": "7. Instruction and demo effects (phase 3)",
+    "reasoning": "8. Reasoning models (phase 4)",
+    "low_data": "9. Low-data tipping point (phase 5)",
+    "significance": "Every delta with its paired 95% CI and exact test",
+    "routing": "Routing advice",
+}
 
 
-def write_report(tracking_uri: str, grids: list[str] | None, out: Path) -> Path:
-    """Write `summary.md` and one CSV per table to `out`; returns the Markdown path."""
+def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> dict[str, pd.DataFrame]:
+    """All report tables from the runs and per-example frames."""
+    cost = per_call_costs(runs, examples, registry).merge(runs[["run_id", "model", "task", "optimized_score"]])
+    return {
+        "per_model": tables.per_model_summary(runs),
+        "api_vs_local": tables.api_vs_best_local(runs, examples),
+        "delta_matrix": tables.delta_matrix(runs),
+        "local_beats_api": tables.local_beats_api(runs),
+        "tiers": tables.tiers(runs),
+        "demo_distribution": tables.demo_distribution(runs),
+        "ablation": tables.ablation_effects(runs),
+        "reasoning": tables.reasoning_table(runs),
+        "low_data": tables.low_data_table(runs),
+        "significance": tables.delta_significance(runs, examples),
+        "routing": routing_advice(runs, examples, registry),
+        "cost": cost,
+    }
+
+
+def write_report(
+    tracking_uri: str, grids: list[str] | None, out: Path, registry: ModelRegistry | None = None, log: bool = True
+) -> Path:
+    """Write the report to `out` and log it to MLflow; returns the path of `summary.md`."""
     runs = load_runs(tracking_uri, grids)
     if runs.empty:
         raise ArbError(f"no runs for {grids or 'any grid'} in {tracking_uri}", "run a grid first (`arb run smoke`)")
+    examples = load_examples(tracking_uri, runs["run_id"].tolist())
+    path = render(runs, examples, registry or load_registry(), out)
+    if log:
+        _log_to_mlflow(tracking_uri, sorted(runs["experiment"].unique()), out)
+    return path
+
+
+def render(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, out: Path) -> Path:
+    """Everything but the MLflow upload: tables, plots, dashboard. Pure given its inputs."""
     out.mkdir(parents=True, exist_ok=True)
-    tables = {"per_model": per_model_summary(runs), "delta_matrix": delta_matrix(runs)}
-    lines = [f"# Report: {', '.join(sorted(runs['experiment'].unique()))}", ""]
-    titles = {
-        "per_model": "Per model (average over tasks)",
-        "delta_matrix": "Optimization delta (pp), task × model",
-    }
-    for name, table in tables.items():
-        table.to_csv(out / f"{name}.csv")
-        lines += [f"## {titles[name]}", "", table.to_markdown(), ""]
+    built = build_tables(runs, examples, registry)
+    n_eval = int(runs["n_eval"].dropna().median()) if runs["n_eval"].notna().any() else 0
+    lines = [
+        f"# Report: {', '.join(sorted(runs['experiment'].unique()))}",
+        "",
+        f"{len(runs)} trial runs. Scores in percent. With n = {n_eval} test examples per condition, the worst-case "
+        f"noise floor of a delta is ±{noise_floor_pp(n_eval):.1f} pp; verdicts use the paired test instead.",
+        "",
+    ]
+    for name, title in TITLES.items():
+        table = built[name]
+        table.to_csv(out / f"{name}.csv", index=not isinstance(table.index, pd.RangeIndex))
+        body = table.to_markdown(floatfmt=".2f") if not table.empty else "_no runs for this table yet_"
+        lines += [f"## {title}", "", body, ""]
     runs.to_csv(out / "runs.csv", index=False)
+    if not built["delta_matrix"].empty:
+        plots.delta_heatmap(built["delta_matrix"], out / "delta_matrix.png")
+        plots.per_model_bars(built["per_model"], out / "per_model.png")
+        lines += ["![delta matrix](delta_matrix.png)", "", "![per model](per_model.png)", ""]
+    write_dashboard(out / "dashboard", built)
+    lines += ["Interactive dashboard: `dashboard/index.html` (works offline).", ""]
     path = out / "summary.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _log_to_mlflow(tracking_uri: str, experiments: list[str], out: Path) -> None:
+    client = MlflowClient(tracking_uri)
+    for name in experiments:
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            continue
+        found = client.search_runs([exp.experiment_id], filter_string="tags.`arb.kind` = 'report'", max_results=1)
+        run_id = found[0].info.run_id if found else client.create_run(
+            exp.experiment_id, run_name="report", tags={"arb.kind": "report"}
+        ).info.run_id  # fmt: skip
+        client.set_tag(run_id, "arb.report_time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        client.log_artifacts(run_id, str(out), artifact_path="report")
+        client.set_terminated(run_id)

@@ -1,19 +1,34 @@
-"""The study's tables as small pure functions from the runs DataFrame to a table DataFrame."""
+"""The study's tables as small pure functions: runs (and per-example scores) in, one table DataFrame out.
+
+`runs` has one row per trial (see `analysis.runs.RUN_COLUMNS`); `examples` has one row per example and
+condition (see `analysis.runs.EXAMPLE_COLUMNS`). Paired statistics use `examples`; plain averages use `runs`.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from analysis.stats import delta_verdict, gap_verdict, noise_floor_pp, paired_delta
+
 DONE = ("finished", "compile_failed")
+TIER_NAMES = ("task-driven", "weakly task-driven", "model-dependent")
+ABLATION_KS = range(6)
 
 
 def _done(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"].isin(DONE)]
 
 
+def _optimized(runs: pd.DataFrame) -> pd.DataFrame:
+    """Trials of an optimization phase (not ablations, not plain baselines)."""
+    done = _done(runs)
+    return done[~done["optimizer"].isin(("none", "demo_ablation"))]
+
+
 def per_model_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 1: per model, average baseline and optimized score over tasks, average delta, tasks improved."""
-    done = _done(runs)
+    done = _optimized(runs)
     grouped = done.groupby("model", observed=True)
     table = pd.DataFrame(
         {
@@ -24,9 +39,174 @@ def per_model_summary(runs: pd.DataFrame) -> pd.DataFrame:
             "improved": grouped["delta_pp"].apply(lambda d: int((d > 0).sum())),
         }
     )
-    return table.sort_values("delta_pp", ascending=False).round(2)
+    return table.sort_values("delta_pp", ascending=False)
 
 
 def delta_matrix(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 3: optimization delta (pp), task × model."""
-    return _done(runs).pivot_table(index="task", columns="model", values="delta_pp", aggfunc="mean").round(2)
+    return _optimized(runs).pivot_table(index="task", columns="model", values="delta_pp", aggfunc="mean")
+
+
+def tiers(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 5: tasks ordered by the cross-model population std of their deltas, cut into three equal tiers.
+
+    Low spread means the task decides whether optimization helps (task-driven); high spread means it depends on
+    the model (model-dependent).
+    """
+    matrix = delta_matrix(runs)
+    spread = matrix.std(axis=1, ddof=0).sort_values(kind="stable")
+    n = len(spread)
+    labels = [TIER_NAMES[min(i * 3 // max(n, 1), 2)] for i in range(n)]
+    return pd.DataFrame({"std_pp": spread, "mean_delta_pp": matrix.mean(axis=1)[spread.index], "tier": labels})
+
+
+def demo_distribution(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 6: how many optimized programs ended up with each number of demos."""
+    counts = _optimized(runs)["n_demos_chosen"].dropna().astype(int).value_counts().sort_index()
+    return counts.rename_axis("demos").to_frame("programs")
+
+
+def _pairs(examples: pd.DataFrame, run_a: str, cond_a: str, run_b: str, cond_b: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of two conditions on the examples both saw, aligned by example id."""
+    a = examples[(examples["run_id"] == run_a) & (examples["condition"] == cond_a)].set_index("example_id")["score"]
+    b = examples[(examples["run_id"] == run_b) & (examples["condition"] == cond_b)].set_index("example_id")["score"]
+    common = a.index.intersection(b.index)
+    return a.loc[common].to_numpy(), b.loc[common].to_numpy()
+
+
+def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
+    """Every optimization delta with its paired 95% CI, exact p-value and verdict."""
+    rows = []
+    for run in _optimized(runs).itertuples():
+        a, b = _pairs(examples, run.run_id, "baseline", run.run_id, "optimized")
+        d = paired_delta(a, b)
+        rows.append(
+            {
+                "task": run.task,
+                "model": run.model,
+                "n": d.n,
+                "delta_pp": d.delta_pp,
+                "ci_low": d.ci_low,
+                "ci_high": d.ci_high,
+                "p_value": d.p_value,
+                "noise_floor_pp": noise_floor_pp(d.n),
+                "verdict": delta_verdict(d),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["task", "model"]).reset_index(drop=True) if rows else pd.DataFrame()
+
+
+def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
+    """Table 2: per task, the best API model's baseline against the best optimized local model, with a verdict.
+
+    The verdict compares the local model's optimized scores with the API model's baseline, paired by example.
+    """
+    done = _optimized(runs)
+    rows = []
+    for task, group in done.groupby("task"):
+        api, local = group[group["provider"] == "openai"], group[group["provider"] != "openai"]
+        if api.empty or local.empty:
+            continue
+        best_api = api.loc[api["baseline_score"].idxmax()]
+        best_local = local.loc[local["optimized_score"].idxmax()]
+        a, b = _pairs(examples, best_api.run_id, "baseline", best_local.run_id, "optimized")
+        d = paired_delta(a, b)
+        rows.append(
+            {
+                "task": task,
+                "api_model": best_api.model,
+                "api_baseline": best_api.baseline_score,
+                "local_model": best_local.model,
+                "local_optimized": best_local.optimized_score,
+                "gap_pp": best_local.optimized_score - best_api.baseline_score,
+                "ci_low": d.ci_low,
+                "ci_high": d.ci_high,
+                "p_value": d.p_value,
+                "verdict": gap_verdict(d),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def local_beats_api(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 4: (task, local, API) where the optimized local model scores above the optimized API model.
+
+    The swing is how much the gap moved through optimization: (local − API) after minus (local − API) before.
+    """
+    done = _optimized(runs)
+    rows = []
+    for task, group in done.groupby("task"):
+        api, local = group[group["provider"] == "openai"], group[group["provider"] != "openai"]
+        for lo in local.itertuples():
+            for ap in api.itertuples():
+                if lo.optimized_score > ap.optimized_score:
+                    before = lo.baseline_score - ap.baseline_score
+                    after = lo.optimized_score - ap.optimized_score
+                    rows.append(
+                        {
+                            "task": task,
+                            "local_model": lo.model,
+                            "api_model": ap.model,
+                            "gap_before_pp": before,
+                            "gap_after_pp": after,
+                            "swing_pp": after - before,
+                        }
+                    )
+    return pd.DataFrame(rows, columns=["task", "local_model", "api_model", "gap_before_pp", "gap_after_pp", "swing_pp"])
+
+
+def ablation_effects(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 7 (phase 3): instruction effect = score(k=0) − baseline; demo effect(k) = score(k) − score(k=0)."""
+    abl = _done(runs)
+    abl = abl[abl["optimizer"] == "demo_ablation"]
+    rows = []
+    for run in abl.itertuples():
+        k0 = getattr(run, "score_k0", np.nan)
+        instruction = k0 - run.baseline_score
+        demo = {f"demo_effect_k{k}": getattr(run, f"score_k{k}", np.nan) - k0 for k in ABLATION_KS if k > 0}
+        best_demo = np.nanmax(list(demo.values())) if demo else np.nan
+        floor = noise_floor_pp(int(run.n_eval)) / 2 if pd.notna(run.n_eval) else np.nan
+        if abs(instruction) < floor and (np.isnan(best_demo) or abs(best_demo) < floor):
+            diagnosis = "within noise"
+        elif np.isnan(best_demo) or abs(instruction) >= abs(best_demo):
+            diagnosis = "instruction-driven" if instruction > 0 else "instruction hurts"
+        else:
+            diagnosis = "demo-driven" if best_demo > 0 else "demos hurt"
+        rows.append(
+            {"task": run.task, "model": run.model, "instruction_effect_pp": instruction, **demo, "diagnosis": diagnosis}
+        )
+    return pd.DataFrame(rows)
+
+
+def reasoning_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 8 (phase 4): unoptimized score and latency per reasoning model and task."""
+    done = _done(runs)
+    done = done[done["phase"] == "4"]
+    return done[["model", "task", "baseline_score", "latency_ms_p50", "latency_ms_p95"]].sort_values(["model", "task"])
+
+
+def low_data_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Table 9 (phase 5): score by n labeled, with the outcome: responsive, resistant or broken."""
+    ph = runs[(runs["phase"] == "5") & runs["status"].isin((*DONE, "errored"))]
+    rows = []
+    for run in ph.itertuples():
+        floor = noise_floor_pp(int(run.n_eval)) / 2 if pd.notna(run.n_eval) else 0.0
+        if run.status != "finished":
+            outcome = "broken"
+        elif run.delta_pp > floor:
+            outcome = "responsive"
+        else:
+            outcome = "resistant"
+        rows.append(
+            {
+                "model": run.model,
+                "task": run.task,
+                "n_labeled": run.n_labeled,
+                "baseline": run.baseline_score,
+                "optimized": run.optimized_score,
+                "delta_pp": run.delta_pp,
+                "outcome": outcome,
+            }
+        )
+    cols = ["model", "task", "n_labeled", "baseline", "optimized", "delta_pp", "outcome"]
+    return pd.DataFrame(rows, columns=cols).sort_values(["model", "task", "n_labeled"]).reset_index(drop=True)

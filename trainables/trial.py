@@ -67,7 +67,8 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
         {"arb.phase": trial.phase, "arb.grid": trial.grid, "arb.task_version": trial.task_version},
     )
     tracking.start_attempt(client, run_id)
-    tracking.log_params(client, run_id, _params(trial))
+    provider = load_registry(runtime.registry_path).get(trial.model).provider
+    tracking.log_params(client, run_id, {**_params(trial), "provider": provider})
     try:
         status, metrics, artifacts, tags = _work(trial, runtime, run_id)
     except BaseException as exc:

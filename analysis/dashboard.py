@@ -1,0 +1,137 @@
+"""An offline HTML dashboard of three pages, charts by Plotly with its JavaScript written next to the pages.
+
+Pages: overview and routing advice (`index.html`); task × model deltas (`deltas.html`); phase deep dives:
+demo curves, low-data curve, cost/latency against score (`phases.html`). No CDN: opening the files from disk works.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+PAGES = {"index.html": "Overview & routing", "deltas.html": "Task × model deltas", "phases.html": "Phase deep dives"}
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222} nav a{margin-right:1.2em}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em} td,th{border:1px solid #ccc;padding:.25em .5em}
+th{background:#f3f3f3} .chart{margin-bottom:2em} .empty{color:#888;font-style:italic}"""
+
+
+def _page(title: str, body: list[str]) -> str:
+    nav = " ".join(f'<a href="{name}">{html.escape(t)}</a>' for name, t in PAGES.items())
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f'<style>{_STYLE}</style><script src="plotly.min.js"></script></head>'
+        f"<body><nav>{nav}</nav><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>"
+    )
+
+
+def _chart(fig: go.Figure, div_id: str) -> str:
+    return '<div class="chart">' + fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id) + "</div>"
+
+
+def _table(frame: pd.DataFrame, caption: str) -> str:
+    if frame.empty:
+        return f'<h2>{html.escape(caption)}</h2><p class="empty">no runs for this table yet</p>'
+    return f"<h2>{html.escape(caption)}</h2>" + frame.to_html(float_format=lambda v: f"{v:.2f}", na_rep="–", border=0)
+
+
+def _empty(caption: str) -> str:
+    return f'<h2>{html.escape(caption)}</h2><p class="empty">no runs for this chart yet</p>'
+
+
+def write_dashboard(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
+    """Write the three pages and plotly.min.js into `out`; returns the page paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plotly.min.js").write_text(get_plotlyjs())
+
+    summary, routing = tables["per_model"], tables["routing"]
+    overview = []
+    if summary.empty:
+        overview.append(_empty("Average score per model"))
+    else:
+        fig = go.Figure(
+            [
+                go.Bar(name="baseline", x=list(summary.index), y=summary["baseline"]),
+                go.Bar(name="optimized", x=list(summary.index), y=summary["optimized"]),
+            ],
+            layout={"barmode": "group", "yaxis_title": "score (%)", "title": "Average score per model"},
+        )
+        overview.append(_chart(fig, "per-model"))
+    overview += [_table(routing, "Routing advice"), _table(summary, "Per model")]
+
+    matrix, sig = tables["delta_matrix"], tables["significance"]
+    deltas = []
+    if matrix.empty:
+        deltas.append(_empty("Delta matrix"))
+    else:
+        fig = go.Figure(
+            go.Heatmap(
+                z=matrix.to_numpy(),
+                x=list(matrix.columns),
+                y=list(matrix.index),
+                colorscale="RdBu",
+                zmid=0,
+                text=matrix.round(1).to_numpy(),
+                texttemplate="%{text}",
+                colorbar={"title": "pp"},
+            ),
+            layout={"title": "Optimization delta (pp), task × model"},
+        )
+        deltas.append(_chart(fig, "delta-matrix"))
+    deltas += [_table(sig, "Every delta with its paired 95% CI"), _table(tables["tiers"], "Tiers")]
+
+    phases = [_demo_curves(tables["ablation"]), _low_data(tables["low_data"]), _cost_vs_score(tables["cost"])]
+    phases += [_table(tables["reasoning"], "Reasoning models")]
+
+    bodies = {"index.html": overview, "deltas.html": deltas, "phases.html": phases}
+    paths = []
+    for name, body in bodies.items():
+        path = out / name
+        path.write_text(_page(PAGES[name], body))
+        paths.append(path)
+    return paths
+
+
+def _demo_curves(ablation: pd.DataFrame) -> str:
+    cols = [c for c in ablation.columns if c.startswith("demo_effect_k")]
+    if ablation.empty or not cols:
+        return _empty("Demo ablation: effect of k demos")
+    fig = go.Figure(layout={"title": "Demo effect by k (pp over 0 demos)", "xaxis_title": "k demos"})
+    for row in ablation.itertuples():
+        ks = [0, *[int(c.removeprefix("demo_effect_k")) for c in cols]]
+        fig.add_scatter(x=ks, y=[0.0, *[getattr(row, c) for c in cols]], name=f"{row.model} · {row.task}")
+    return _chart(fig, "demo-curves")
+
+
+def _low_data(low: pd.DataFrame) -> str:
+    if low.empty:
+        return _empty("Low-data tipping point")
+    fig = go.Figure(layout={"title": "Optimized score by labeled examples", "xaxis_title": "n labeled"})
+    for (model, task), g in low.groupby(["model", "task"]):
+        fig.add_scatter(
+            x=g["n_labeled"], y=g["optimized"], mode="lines+markers", name=f"{model} · {task}", text=g["outcome"]
+        )
+    return _chart(fig, "low-data")
+
+
+def _cost_vs_score(cost: pd.DataFrame) -> str:
+    if cost.empty:
+        return _empty("Cost and latency against score")
+    fig = go.Figure(
+        layout={
+            "title": "Cost per 1,000 calls against optimized score",
+            "xaxis_title": "USD per 1k calls",
+            "yaxis_title": "optimized score (%)",
+        }
+    )
+    fig.add_scatter(
+        x=cost["usd_per_1k"],
+        y=cost["optimized_score"],
+        mode="markers",
+        text=cost["model"] + " · " + cost["task"],
+        marker={"size": 9},
+    )
+    return _chart(fig, "cost-score")

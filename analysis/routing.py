@@ -1,0 +1,66 @@
+"""Routing advice: per task, the cheapest model whose optimized score is not significantly below the best API model.
+
+"Not significantly below" is the paired test on the same test examples (`analysis.stats.paired_delta`): a
+candidate qualifies unless its score is lower with p < 0.05 and a CI entirely below zero. Cost and latency per
+1,000 calls come from the per-example tokens and latencies of the optimized program, priced by the registry.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.stats import paired_delta
+from analysis.tables import _optimized, _pairs
+from grid.registry import ModelRegistry
+
+
+def per_call_costs(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> pd.DataFrame:
+    """Per optimized run: USD and seconds per 1,000 calls of the optimized program."""
+    opt = examples[examples["condition"] == "optimized"]
+    means = opt.groupby("run_id")[["prompt_tokens", "completion_tokens", "latency_ms"]].mean()
+    rows = []
+    for run in _optimized(runs).itertuples():
+        if run.run_id not in means.index or run.model not in registry.models:
+            continue
+        m = means.loc[run.run_id]
+        entry = registry.models[run.model]
+        usd = entry.cost_usd(int(m.prompt_tokens * 1000), int(m.completion_tokens * 1000), m.latency_ms)
+        rows.append(
+            {"run_id": run.run_id, "usd_per_1k": usd, "latency_s_per_1k": m.latency_ms}
+        )  # ms each × 1000 / 1000
+    return pd.DataFrame(rows, columns=["run_id", "usd_per_1k", "latency_s_per_1k"])
+
+
+def routing_advice(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> pd.DataFrame:
+    """One row per task: the reference API model, the model to route to, and what that saves."""
+    done = _optimized(runs).merge(per_call_costs(runs, examples, registry), on="run_id", how="left")
+    rows = []
+    for task, group in done.groupby("task"):
+        api = group[group["provider"] == "openai"]
+        if api.empty:
+            continue
+        ref = api.loc[api["optimized_score"].idxmax()]
+        qualified = []
+        for cand in group.itertuples():
+            a, b = _pairs(examples, ref.run_id, "optimized", cand.run_id, "optimized")
+            d = paired_delta(a, b)
+            if not (d.significant and d.delta_pp < 0):
+                qualified.append((cand.usd_per_1k, cand.latency_s_per_1k, cand, d))
+        cost, latency, pick, d = min(qualified, key=lambda q: (q[0], q[1]))
+        rows.append(
+            {
+                "task": task,
+                "reference_api": ref.model,
+                "reference_score": ref.optimized_score,
+                "route_to": pick.model,
+                "route_score": pick.optimized_score,
+                "gap_pp": d.delta_pp,
+                "gap_ci_low": d.ci_low,
+                "gap_ci_high": d.ci_high,
+                "usd_per_1k": cost,
+                "reference_usd_per_1k": ref.usd_per_1k,
+                "latency_s_per_1k": latency,
+                "reference_latency_s_per_1k": ref.latency_s_per_1k,
+            }
+        )
+    return pd.DataFrame(rows)

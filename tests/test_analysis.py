@@ -1,0 +1,141 @@
+"""Analysis on synthetic runs whose right answers are known by construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import DELTAS, REPORTED, TIERS, _row, binary, paired_examples, study_runs
+
+from analysis import tables
+from analysis.routing import routing_advice
+from analysis.runs import typed_runs
+from analysis.stats import delta_verdict, gap_verdict, noise_floor_pp, paired_delta
+from grid.registry import load_registry
+
+
+def test_per_model_table_gives_back_the_study() -> None:
+    summary = tables.per_model_summary(study_runs())
+    for model, (delta, improved) in REPORTED.items():
+        assert round(summary.loc[model, "delta_pp"], 1) == delta, model
+        assert summary.loc[model, "improved"] == improved, model
+        assert summary.loc[model, "tasks"] == 9
+    assert list(summary.index) == list(REPORTED)  # ordered by average delta, as in the study
+
+
+def test_delta_matrix_round_trips() -> None:
+    matrix = tables.delta_matrix(study_runs())
+    for task, deltas in DELTAS.items():
+        assert matrix.loc[task, ["llama3.2", "mistral", "phi4", "qwen2.5:7b", "gpt-4o", "gpt-5.2"]].tolist() == (
+            pytest.approx(deltas)
+        )
+
+
+def test_tiers_are_the_study_tiers() -> None:
+    tier_table = tables.tiers(study_runs())
+    got = {name: set(tier_table.index[tier_table["tier"] == name]) for name in TIERS}
+    assert got == TIERS
+    assert tier_table.loc["code", "std_pp"] == pytest.approx(np.std([0, 0, 0, 0, 0, -2]))
+
+
+def test_demo_distribution() -> None:
+    assert tables.demo_distribution(study_runs())["programs"].to_dict() == {0: 24, 5: 30}
+
+
+def test_local_beats_api_with_swing() -> None:
+    beats = tables.local_beats_api(study_runs())
+    # math: qwen2.5:7b 51.7+36 = 87.7 beats gpt-5.2 68+8 = 76; before it trailed by 16.3, after it leads by 11.7
+    row = beats[(beats.task == "math") & (beats.local_model == "qwen2.5:7b") & (beats.api_model == "gpt-5.2")]
+    assert row["gap_before_pp"].item() == pytest.approx(-16.3)
+    assert row["swing_pp"].item() == pytest.approx(28.0)
+    # code: no local model improves, and all trail gpt-4o's baseline of 63.3: no local model beats gpt-4o there
+    assert beats[(beats.task == "code") & (beats.api_model == "gpt-4o")].empty
+
+
+PAIRED_CASES = [
+    # (baseline right, optimized right, n, shuffled, significant, verdict)
+    (0, 10, 50, False, True, "improved"),
+    (10, 0, 50, False, True, "worse"),
+    (20, 22, 50, False, False, "no significant change"),
+    (25, 25, 50, False, False, "no significant change"),
+]
+
+
+@pytest.mark.parametrize(("a_right", "b_right", "n", "shuffled", "significant", "verdict"), PAIRED_CASES)
+def test_paired_delta_cases(
+    a_right: int, b_right: int, n: int, shuffled: bool, significant: bool, verdict: str
+) -> None:
+    d = paired_delta(np.array(binary(n, a_right)), np.array(binary(n, b_right)))
+    assert d.delta_pp == pytest.approx(100 * (b_right - a_right) / n)
+    assert d.ci_low <= d.delta_pp <= d.ci_high
+    assert d.significant is significant and delta_verdict(d) == verdict
+
+
+def test_mcnemar_counts_only_discordant_pairs() -> None:
+    # 10 examples go up, none down: exact two-sided p = 2 * 0.5**10
+    d = paired_delta(np.zeros(50), np.array(binary(50, 10)))
+    assert (d.up, d.down) == (10, 0) and d.p_value == pytest.approx(2 * 0.5**10)
+    # same marginal scores but every example swaps: 10 up, 10 down, p = 1
+    a = np.array([1.0] * 10 + [0.0] * 40)
+    b = np.array([0.0] * 10 + [1.0] * 10 + [0.0] * 30)
+    d = paired_delta(a, b)
+    assert (d.up, d.down) == (10, 10) and d.p_value == pytest.approx(1.0) and d.delta_pp == 0
+
+
+def test_paired_delta_rejects_misaligned_input() -> None:
+    with pytest.raises(ValueError, match="equal"):
+        paired_delta(np.zeros(3), np.zeros(4))
+
+
+def test_noise_floor_at_study_size() -> None:
+    assert noise_floor_pp(50) == pytest.approx(19.6, abs=0.05)
+    assert noise_floor_pp(200) < noise_floor_pp(50)
+
+
+def test_gap_verdicts() -> None:
+    equal = paired_delta(np.array(binary(400, 200)), np.array(binary(400, 200)))
+    assert gap_verdict(equal) == "matched"
+    small = paired_delta(np.array(binary(10, 5)), np.array(binary(10, 5, np.random.default_rng(1))))
+    assert gap_verdict(small).startswith("inconclusive")
+    assert gap_verdict(paired_delta(np.ones(50), np.zeros(50))) == "gap remains"
+
+
+def _routing_fixture() -> tuple[pd.DataFrame, pd.DataFrame]:
+    rows, frames = [], []
+    # task "easy": the local model matches gpt-4o exactly -> route to the free local model
+    # task "hard": the local model is far below -> stay on gpt-4o
+    for task, local_right in (("easy", 40), ("hard", 10)):
+        for model, right in (("llama3.2", local_right), ("gpt-4o", 40)):
+            run_id = f"{task}-{model}"
+            rows.append(_row(run_id, model, task, 50.0, 2 * right))
+            frames.append(paired_examples(run_id, binary(50, 25), binary(50, right), latency_ms=200.0))
+    return typed_runs(rows), pd.concat(frames, ignore_index=True)
+
+
+def test_routing_picks_the_cheapest_model_that_is_not_significantly_worse() -> None:
+    runs, examples = _routing_fixture()
+    advice = routing_advice(runs, examples, load_registry()).set_index("task")
+    assert advice.loc["easy", "route_to"] == "llama3.2" and advice.loc["easy", "usd_per_1k"] == 0.0
+    assert advice.loc["hard", "route_to"] == "gpt-4o"
+    # gpt-4o: 500 prompt + 50 completion tokens per call at $2.5 / $10 per 1M -> $1.75 per 1,000 calls
+    assert advice.loc["easy", "reference_usd_per_1k"] == pytest.approx(1.75)
+    assert advice.loc["easy", "latency_s_per_1k"] == pytest.approx(200.0)
+
+
+def test_low_data_outcomes() -> None:
+    rows = [
+        _row("a", "qwen3:4b", "math", 40.0, 70.0, n_labeled=8),
+        _row("b", "qwen3:4b", "math", 40.0, 41.0, n_labeled=1),
+        {**_row("c", "qwen3:4b", "math", 40.0, 40.0, n_labeled=0), "status": "compile_failed"},
+    ]
+    runs = typed_runs([{**r, "phase": "5", "optimizer": "bootstrap_rs"} for r in rows])
+    low = tables.low_data_table(runs).set_index("n_labeled")
+    assert low["outcome"].to_dict() == {0: "broken", 1: "resistant", 8: "responsive"}
+
+
+def test_ablation_effects_and_diagnosis() -> None:
+    scores = {f"score_k{k}": 60.0 + 5 * k for k in range(6)}  # instruction +20 over baseline 40; demos +25 at k=5
+    run = {**_row("x", "phi4", "math", 40.0, 85.0, **scores), "optimizer": "demo_ablation", "phase": "3"}
+    effects = tables.ablation_effects(typed_runs([run]))
+    assert effects.loc[0, "instruction_effect_pp"] == 20.0 and effects.loc[0, "demo_effect_k5"] == 25.0
+    assert effects.loc[0, "diagnosis"] == "demo-driven"

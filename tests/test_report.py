@@ -1,0 +1,121 @@
+"""`arb report`: files written, the MLflow round trip, and the dashboard rendered in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from synthetic import binary, paired_examples, study_runs
+
+from analysis.report import TITLES, render, write_report
+from grid.registry import load_registry
+from grid.spec import GridSpec
+from trainables import tracking
+
+
+def _study_examples(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-example tables consistent with each run's scores (rounded to whole examples of 50)."""
+    frames = []
+    for run in runs.itertuples():
+        right = [min(50, max(0, round(s / 2))) for s in (run.baseline_score, run.optimized_score)]
+        frames.append(paired_examples(run.run_id, binary(50, right[0]), binary(50, right[1])))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    runs = study_runs()
+    render(runs, _study_examples(runs), load_registry(), out)
+    return out
+
+
+def test_report_files(report_dir: Path) -> None:
+    summary = (report_dir / "summary.md").read_text()
+    for title in TITLES.values():
+        assert f"## {title}" in summary
+    per_model = pd.read_csv(report_dir / "per_model.csv", index_col=0)
+    assert per_model.loc["qwen2.5:7b", "improved"] == 8
+    assert (report_dir / "delta_matrix.png").stat().st_size > 10_000
+    routing = pd.read_csv(report_dir / "routing.csv")
+    assert len(routing) == 9 and set(routing["route_to"]) <= {
+        "llama3.2",
+        "mistral",
+        "phi4",
+        "qwen2.5:7b",
+        "gpt-4o",
+        "gpt-5.2",
+    }
+    for page in ("index.html", "deltas.html", "phases.html"):
+        html = (report_dir / "dashboard" / page).read_text()
+        assert "cdn" not in html.lower() and '<script src="plotly.min.js">' in html
+
+
+def test_write_report_reads_mlflow_and_logs_the_report(tmp_path: Path, tracking_uri: str) -> None:
+    client = MlflowClient(tracking_uri)
+    exp_id = tracking.ensure_experiment(tracking_uri, "g")
+    spec = GridSpec(name="g", models=["llama3.2", "gpt-4o"], tasks=["math"])
+    client.set_experiment_tag(exp_id, "arb.grid_spec", spec.model_dump_json())
+    for model, right in (("llama3.2", 30), ("gpt-4o", 35)):
+        run = client.create_run(exp_id, tags={"arb.trial_key": model, "arb.status": "finished", "arb.phase": "1"})
+        for k, v in {"model": model, "task": "math", "optimizer": "mipro", "n_eval": "50"}.items():
+            client.log_param(run.info.run_id, k, v)
+        for k, v in {"baseline_score": 40.0, "optimized_score": 2.0 * right, "delta_pp": 2.0 * right - 40}.items():
+            client.log_metric(run.info.run_id, k, v)
+        with tempfile.TemporaryDirectory() as tmp:
+            paired_examples(run.info.run_id, binary(50, 20), binary(50, right)).to_csv(
+                f"{tmp}/examples.csv", index=False
+            )
+            client.log_artifact(run.info.run_id, f"{tmp}/examples.csv")
+    out = tmp_path / "out"
+    write_report(tracking_uri, ["g"], out)
+    sig = pd.read_csv(out / "significance.csv").set_index("model")
+    assert sig.loc["llama3.2", "delta_pp"] == pytest.approx(20.0) and sig.loc["llama3.2", "verdict"] == "improved"
+    [report_run] = client.search_runs([exp_id], filter_string="tags.`arb.kind` = 'report'")
+    logged = {a.path for a in client.list_artifacts(report_run.info.run_id, "report")}
+    assert "report/summary.md" in logged
+    # the report run is not a trial: a second report still sees exactly the two trial runs
+    write_report(tracking_uri, ["g"], out)
+    assert len(pd.read_csv(out / "runs.csv")) == 2
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
+def test_dashboard_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                 f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        expected_charts = {"index.html": 1, "deltas.html": 1, "phases.html": 0}
+        for page, min_charts in expected_charts.items():
+            driver.get((report_dir / "dashboard" / page).as_uri())
+            WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+            charts = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg")
+            assert len(charts) >= min_charts, page
+            assert driver.execute_script("return typeof Plotly") == "object"
+            errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            assert errors == [], errors
+        driver.get((report_dir / "dashboard" / "deltas.html").as_uri())
+        cells = driver.execute_script(
+            "return document.querySelectorAll('#delta-matrix .heatmaplayer, #delta-matrix image').length"
+        )
+        assert cells >= 1
+    finally:
+        driver.quit()
