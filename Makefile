@@ -22,8 +22,8 @@ smoke: install
 	$(VENV)/bin/arb run smoke
 
 lint: install
-	$(VENV)/bin/ruff check grid trainables analysis tests
-	$(VENV)/bin/ruff format --check grid trainables analysis tests
+	$(VENV)/bin/ruff check grid trainables analysis tests benchmarks
+	$(VENV)/bin/ruff format --check grid trainables analysis tests benchmarks
 	$(VENV)/bin/mypy
 
 test: lint

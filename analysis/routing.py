@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.stats import paired_delta
-from analysis.tables import _optimized, _pairs
+from analysis.tables import ScoreIndex, _optimized
 from grid.registry import ModelRegistry
 
 
@@ -35,6 +35,7 @@ def routing_advice(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRe
     """One row per task: the reference API model, the model to route to, and what that saves."""
     done = _optimized(runs).merge(per_call_costs(runs, examples, registry), on="run_id", how="left")
     rows = []
+    index = ScoreIndex(examples)
     for task, group in done.groupby("task"):
         api = group[group["provider"] == "openai"]
         if api.empty:
@@ -42,7 +43,7 @@ def routing_advice(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRe
         ref = api.loc[api["optimized_score"].idxmax()]
         qualified = []
         for cand in group.itertuples():
-            a, b = _pairs(examples, ref.run_id, "optimized", cand.run_id, "optimized")
+            a, b = index.pairs(ref.run_id, "optimized", cand.run_id, "optimized")
             d = paired_delta(a, b)
             if not (d.significant and d.delta_pp < 0):
                 qualified.append((cand.usd_per_1k, cand.latency_s_per_1k, cand, d))

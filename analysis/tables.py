@@ -66,19 +66,29 @@ def demo_distribution(runs: pd.DataFrame) -> pd.DataFrame:
     return counts.rename_axis("demos").to_frame("programs")
 
 
-def _pairs(examples: pd.DataFrame, run_a: str, cond_a: str, run_b: str, cond_b: str) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of two conditions on the examples both saw, aligned by example id."""
-    a = examples[(examples["run_id"] == run_a) & (examples["condition"] == cond_a)].set_index("example_id")["score"]
-    b = examples[(examples["run_id"] == run_b) & (examples["condition"] == cond_b)].set_index("example_id")["score"]
-    common = a.index.intersection(b.index)
-    return a.loc[common].to_numpy(), b.loc[common].to_numpy()
+class ScoreIndex:
+    """Per-example scores looked up by (run id, condition), built once: reports pair thousands of runs."""
+
+    def __init__(self, examples: pd.DataFrame) -> None:
+        self._by: dict[tuple[str, str], pd.Series] = {
+            (str(run_id), str(cond)): group.set_index("example_id")["score"]
+            for (run_id, cond), group in examples.groupby(["run_id", "condition"], sort=False)
+        }
+
+    def pairs(self, run_a: str, cond_a: str, run_b: str, cond_b: str) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of two conditions on the examples both saw, aligned by example id."""
+        empty = pd.Series(dtype=float)
+        a, b = self._by.get((run_a, cond_a), empty), self._by.get((run_b, cond_b), empty)
+        common = a.index.intersection(b.index)
+        return a.loc[common].to_numpy(), b.loc[common].to_numpy()
 
 
 def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
     """Every optimization delta with its paired 95% CI, exact p-value and verdict."""
     rows = []
+    index = ScoreIndex(examples)
     for run in _optimized(runs).itertuples():
-        a, b = _pairs(examples, run.run_id, "baseline", run.run_id, "optimized")
+        a, b = index.pairs(run.run_id, "baseline", run.run_id, "optimized")
         d = paired_delta(a, b)
         rows.append(
             {
@@ -103,13 +113,14 @@ def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFram
     """
     done = _optimized(runs)
     rows = []
+    index = ScoreIndex(examples)
     for task, group in done.groupby("task"):
         api, local = group[group["provider"] == "openai"], group[group["provider"] != "openai"]
         if api.empty or local.empty:
             continue
         best_api = api.loc[api["baseline_score"].idxmax()]
         best_local = local.loc[local["optimized_score"].idxmax()]
-        a, b = _pairs(examples, best_api.run_id, "baseline", best_local.run_id, "optimized")
+        a, b = index.pairs(best_api.run_id, "baseline", best_local.run_id, "optimized")
         d = paired_delta(a, b)
         rows.append(
             {

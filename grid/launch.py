@@ -61,7 +61,8 @@ def _progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) -
             outcome.reused += int(result.get("reused", 0))
             done = len(outcome.statuses)
             took = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
-            how = "reused " if result.get("reused") else "finished"
+            how = "compile_failed (baseline kept)" if result.get("compile_failed") else "finished"
+            how = f"reused {how}" if result.get("reused") else how
             print(
                 f"  ✔ [{done}/{outcome.total}] {how} {names.get(key, key)}: "
                 f"baseline {result.get('baseline_score', float('nan')):.1f} → optimized "
@@ -163,6 +164,8 @@ def _fit(
         registry_path=registry_path,
         endpoints=endpoints,
     )
+    # Tune's own console tables repeat what the progress callback prints; verbose=0 alone does not silence them.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Workers inherit the driver's environment; nothing secret is put in the config itself.
     ray.init(
         address=os.environ.get("RAY_ADDRESS"),

@@ -69,6 +69,7 @@ class StubState:
     calls: Counter[str] = field(default_factory=Counter)
     loads: Counter[str] = field(default_factory=Counter)
     bodies: list[str] = field(default_factory=list)
+    paths: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def touch(self, model: str) -> None:
@@ -135,6 +136,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": f"model '{model}' not found, try pulling it first"})
             return
         state.touch(model)
+        with state.lock:
+            state.paths[self.path] += 1
         messages = body.get("messages", [])
         text = state.responder(model, messages)
         prompt_tokens = sum(len(_text(m).split()) for m in messages)

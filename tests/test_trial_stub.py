@@ -52,9 +52,11 @@ def _config(trial: Trial, uri: str, endpoints: dict[str, str]) -> dict[str, Any]
     }
 
 
-@pytest.mark.parametrize(("model", "path"), [("llama3.2", ""), ("gpt-4o", "/v1")])
+@pytest.mark.parametrize(
+    ("model", "path", "route"), [("llama3.2", "", "/api/chat"), ("gpt-4o", "/v1", "/v1/chat/completions")]
+)
 def test_trial_over_http_scores_and_logs_the_record(
-    model: str, path: str, stub: StubServer, tracking_uri: str, math_splits: Any, known_answers: dict[str, str],
+    model: str, path: str, route: str, stub: StubServer, tracking_uri: str, math_splits: Any, known_answers: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000")
@@ -66,6 +68,7 @@ def test_trial_over_http_scores_and_logs_the_record(
     assert metrics["baseline_score"] == pytest.approx(expected)
     # every call reached the stub, for the right model, and was counted
     assert stub.state.calls[model] == metrics["lm_calls"] > 2 * 8
+    assert stub.state.paths[route] == metrics["lm_calls"]  # Ollama's native API, or OpenAI's
     assert metrics["prompt_tokens"] > 0 and metrics["completion_tokens"] > 0
     if model == "gpt-4o":
         assert metrics["cost_usd"] == pytest.approx(

@@ -116,9 +116,15 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None =
     Ray's results or MLflow params.
     """
     base = endpoint or entry.resolved_endpoint()
-    if entry.provider == "ollama" and base and not base.rstrip("/").endswith("/v1"):
-        # DSPy's native engine talks to Ollama through its OpenAI-compatible API under /v1.
-        base = base.rstrip("/") + "/v1"
+    extra: dict[str, Any] = {}
+    if entry.provider == "ollama":
+        # Ollama's native /api/chat through LiteLLM: it maps max_tokens to num_predict, which Ollama honours.
+        base = base.rstrip("/").removesuffix("/v1") if base else base
+        extra["engine"] = "litellm"
+    elif entry.provider == "embedded":
+        # DSPy's native engine sends `max_completion_tokens`, which llama.cpp's server ignores: a model that never
+        # emits a stop token would then generate until its context is full.
+        extra["extra_body"] = {"max_tokens": entry.max_tokens}
     if entry.provider == "embedded" and not base:
         raise ArbError(f"embedded model {entry.id!r} has no server endpoint", "run it through `arb run`")
     if entry.provider == "openai":
@@ -127,11 +133,6 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None =
             raise ArbError(f"${entry.api_key_env} is not set for model {entry.id!r}", f"export {entry.api_key_env}=...")
     else:
         key = "local"  # local servers ignore it, but OpenAI-style clients refuse to send a request without one
-    extra: dict[str, Any] = {}
-    if entry.provider != "openai":
-        # DSPy's native engine sends `max_completion_tokens`, which llama.cpp's server (and older Ollama) ignore:
-        # a model that never emits a stop token would then generate until its context is full.
-        extra["extra_body"] = {"max_tokens": entry.max_tokens}
     return MeteredLM(
         litellm_model(entry),
         meter=meter,

@@ -57,7 +57,8 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
     done = tracking.finished_run(client, runtime.experiment_id, trial.key)
     if done is not None:
         log.info("trial %s already finished in run %s; nothing to do", trial.key, done.info.run_id)
-        return {**done.data.metrics, "reused": 1.0}
+        failed = done.data.tags.get(tracking.TAG_STATUS) == tracking.COMPILE_FAILED
+        return {**done.data.metrics, "reused": 1.0, "compile_failed": float(failed)}
 
     run_id = tracking.get_or_create_run(
         client,
@@ -75,7 +76,8 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
         tracking.mark_errored(client, run_id, exc)
         raise
     tracking.finish(client, run_id, status=status, metrics=metrics, tags=tags, artifacts=artifacts)
-    return {**metrics, "reused": 0.0}
+    # `reused` and `compile_failed` go to Tune (progress, status) but are not part of the MLflow record.
+    return {**metrics, "reused": 0.0, "compile_failed": float(status == tracking.COMPILE_FAILED)}
 
 
 def _params(trial: Trial) -> dict[str, Any]:
