@@ -23,11 +23,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from synthetic import MODELS, _row, paired_examples  # noqa: E402
+from synthetic import MODELS, _row, paired_examples
 
-from analysis.report import render  # noqa: E402
-from analysis.runs import load_examples, load_runs, typed_runs  # noqa: E402
-from grid.registry import load_registry  # noqa: E402
+from analysis.report import render
+from analysis.runs import load_examples, load_runs, typed_runs
+from grid.registry import load_registry
 
 TASKS = ["agentic", "analysis", "classification", "code", "extraction", "math", "qa", "rag", "synthesis"]
 
@@ -93,12 +93,13 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/report_scale.py --runs {args.runs} --mlflow {args.mlflow}`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "",
-        f"- render (all tables, paired statistics, plots, dashboard) on {args.runs} runs × 50 examples: **{took:.1f} s**"
+        f"- render (tables, paired statistics, plots, dashboard), {args.runs} runs × 50 examples: **{took:.1f} s**"
         f" (building the synthetic frames: {build:.1f} s)",
     ]
     if args.mlflow:
+        seconds = _mlflow_load(args.mlflow)
         lines.append(
-            f"- loading {args.mlflow} runs + their example tables from a SQLite MLflow store: **{_mlflow_load(args.mlflow):.1f} s**"
+            f"- loading {args.mlflow} runs + their example tables from a SQLite MLflow store: **{seconds:.1f} s**"
         )
     text = "\n".join(lines) + "\n"
     print(text)

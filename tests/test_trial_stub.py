@@ -56,8 +56,8 @@ def _config(trial: Trial, uri: str, endpoints: dict[str, str]) -> dict[str, Any]
     ("model", "path", "route"), [("llama3.2", "", "/api/chat"), ("gpt-4o", "/v1", "/v1/chat/completions")]
 )
 def test_trial_over_http_scores_and_logs_the_record(
-    model: str, path: str, route: str, stub: StubServer, tracking_uri: str, math_splits: Any, known_answers: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
+    model: str, path: str, route: str, stub: StubServer, tracking_uri: str, math_splits: Any,
+    known_answers: dict[str, str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-000")
     trial = _trial(model)
