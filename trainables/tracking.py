@@ -106,21 +106,37 @@ def finished_run(client: MlflowClient, experiment_id: str, key: str) -> Run | No
     return None
 
 
-def get_or_create_run(client: MlflowClient, experiment_id: str, key: str, run_name: str, tags: dict[str, str]) -> str:
-    """The run id for trial `key`, creating the run only if none exists.
+def get_or_create_run(
+    client: MlflowClient,
+    experiment_id: str,
+    key: str,
+    run_name: str,
+    tags: dict[str, str],
+    settle_s: float = 0.5,
+    rounds: int = 2,
+) -> str:
+    """The run id for trial `key`, creating the run only if none exists; safe when many processes race.
 
-    Two creators racing can both miss the search and both create; the loser sees two runs afterwards, deletes
-    its own and uses the oldest, so exactly one survives.
+    MLflow cannot create a run conditionally, so racers all create one and then agree on the oldest
+    (start time, then run id); a racer whose run is not the oldest deletes it. Everyone looks again `rounds`
+    times, `settle_s` apart, because a racer's run can become visible after ours while carrying an earlier
+    timestamp; a run that appears later than that was created after ours, so it loses.
     """
     runs = find_runs(client, experiment_id, key)
     if runs:
         return runs[0].info.run_id
     mine = client.create_run(experiment_id, run_name=run_name, tags={TAG_KEY: key, TAG_STATUS: RUNNING, **tags})
-    runs = find_runs(client, experiment_id, key)
-    keep = runs[0].info.run_id if runs else mine.info.run_id
-    if keep != mine.info.run_id:
-        client.delete_run(mine.info.run_id)
-    return keep
+    my_id, deleted, oldest = mine.info.run_id, False, mine.info.run_id
+    # Losers keep watching too: the run they yielded to may itself yield to an even older one seen later.
+    for round_ in range(rounds + 1):
+        runs = find_runs(client, experiment_id, key)
+        oldest = runs[0].info.run_id if runs else my_id
+        if oldest != my_id and not deleted:
+            client.delete_run(my_id)
+            deleted = True
+        if round_ < rounds:
+            time.sleep(settle_s)
+    return oldest
 
 
 def start_attempt(client: MlflowClient, run_id: str) -> None:
