@@ -141,3 +141,19 @@ def test_dead_server_errors_the_trial_and_a_retry_reuses_its_run(tracking_uri: s
     execute_trial(_config(trial, tracking_uri, {"llama3.2": stub.url}))
     [again] = tracking.find_runs(client, exp, trial.key)
     assert again.info.run_id == run.info.run_id and again.data.tags["arb.status"] == "finished"
+
+
+@pytest.mark.parametrize("task", ["qa", "analysis"])
+def test_text_tasks_run_through_a_trial(task: str, tracking_uri: str) -> None:
+    from trainables.tasks import TASKS
+
+    splits = TASKS[task].load("sample", seed=0, n_labeled=4, n_val=2, n_eval=4)
+    right = {ex.question: ex.answer for ex in splits.test[:3]}  # the 4th gets "0": wrong for both tasks
+    from stub_server import table_responder
+
+    with StubServer(["llama3.2"], table_responder(right)) as server:
+        spec = GridSpec(name=f"t-{task}", models=["llama3.2"], tasks=[task], optimizer="bootstrap", demos=[1],
+                        n_labeled=[4], n_val=2, n_eval=4, data="sample")  # fmt: skip
+        [trial] = expand(spec, load_registry())
+        metrics = execute_trial(_config(trial, tracking_uri, {"llama3.2": server.url}))
+    assert metrics["baseline_score"] == pytest.approx(75.0)

@@ -1,0 +1,91 @@
+"""qa (HotPotQA) and analysis (BoolQ): metric case tables and loading the sample files through `datasets`."""
+
+from __future__ import annotations
+
+import dspy
+import pytest
+
+from trainables.tasks import TASKS
+from trainables.tasks.analysis import as_yes_no
+from trainables.tasks.text import exact_match, normalize_answer, token_f1
+
+NORMALIZE = [
+    ("The Sumida River", "sumida river"),
+    ("  A   cat. ", "cat"),
+    ("Leonardo da Vinci!", "leonardo da vinci"),
+    ("an apple, the pear", "apple pear"),
+    ("", ""),
+    (None, ""),
+    ("U.S.A.", "usa"),
+    ("Theater", "theater"),  # 'the' only as a whole word
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), NORMALIZE)
+def test_normalize_answer(text: str | None, expected: str) -> None:
+    assert normalize_answer(text) == expected
+
+
+EM = [
+    ("Sumida River", "the Sumida River", 1.0),
+    ("sumida river.", "Sumida River", 1.0),
+    ("Sumida", "Sumida River", 0.0),
+    ("1912", "1912", 1.0),
+    ("in 1912", "1912", 0.0),
+    ("", "yes", 0.0),
+    (None, "yes", 0.0),
+    ("YES", "yes", 1.0),
+]
+
+
+@pytest.mark.parametrize(("pred", "gold", "score"), EM)
+def test_exact_match(pred: str | None, gold: str, score: float) -> None:
+    assert exact_match(pred, gold) == score
+
+
+F1 = [
+    ("Sumida River", "Sumida River", 1.0),
+    ("Sumida", "Sumida River", 2 / 3),
+    ("the river Sumida", "Sumida River", 1.0),
+    ("Thames", "Sumida River", 0.0),
+    ("", "", 1.0),
+    ("", "x", 0.0),
+    ("a a a", "a", 1.0),  # articles vanish on both sides
+    ("river river", "river", 2 / 3),
+]
+
+
+@pytest.mark.parametrize(("pred", "gold", "score"), F1)
+def test_token_f1(pred: str, gold: str, score: float) -> None:
+    assert token_f1(pred, gold) == pytest.approx(score)
+
+
+YES_NO = [
+    ("yes", "yes"),
+    ("Yes.", "yes"),
+    ("no, it is not", "no"),
+    ("True", "yes"),
+    ("false", "no"),
+    (True, "yes"),
+    ("maybe", None),
+    ("", None),
+    (None, None),
+    ("I think yes", None),  # only the first word counts
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), YES_NO)
+def test_yes_no(text: object, expected: str | None) -> None:
+    assert as_yes_no(text) == expected
+
+
+@pytest.mark.parametrize("task", ["qa", "analysis"])
+def test_sample_files_load_with_disjoint_splits(task: str) -> None:
+    splits = TASKS[task].load("sample", seed=0, n_labeled=4, n_val=2, n_eval=5)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (4, 2, 5)
+    ids = [e.id for e in splits.train + splits.val + splits.test]
+    assert len(set(ids)) == len(ids)
+    again = TASKS[task].load("sample", seed=0, n_labeled=4, n_val=2, n_eval=5)
+    assert [e.id for e in again.test] == [e.id for e in splits.test]
+    gold = splits.test[0]
+    assert TASKS[task].metric(gold, dspy.Prediction(answer=gold.answer)) == 1.0

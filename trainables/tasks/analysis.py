@@ -1,0 +1,60 @@
+"""BoolQ reading comprehension (`google/boolq`).
+
+Input: a passage and a yes/no question about it. Output: yes or no. Metric: accuracy, where the prediction is
+read as yes/no from its first word (also accepting true/false), and anything else counts as wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import dspy
+
+from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+from trainables.tasks.text import normalize_answer
+
+VERSION = "1"
+HUB_ID = "google/boolq"
+_YES, _NO = {"yes", "true"}, {"no", "false"}
+
+
+class AnswerYesNo(dspy.Signature):
+    """Read the passage and answer the question about it with yes or no."""
+
+    passage: str = dspy.InputField()
+    question: str = dspy.InputField()
+    answer: Literal["yes", "no"] = dspy.OutputField()
+
+
+def as_yes_no(text: Any) -> str | None:
+    """ "yes" or "no" from a model's answer (first word, true/false accepted), or None if it is neither."""
+    if isinstance(text, bool):
+        return "yes" if text else "no"
+    words = normalize_answer(None if text is None else str(text)).split()
+    if not words:
+        return None
+    return "yes" if words[0] in _YES else "no" if words[0] in _NO else None
+
+
+def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
+    return float(as_yes_no(getattr(pred, "answer", None)) == example.answer)
+
+
+def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
+    return dspy.Example(
+        id=f"{split}-{idx}", passage=row["passage"], question=row["question"], answer="yes" if row["answer"] else "no"
+    ).with_inputs("passage", "question")
+
+
+def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
+    """BoolQ's train split feeds train and val; its validation split is the test set."""
+    pool = [_to_example(r, i, "train") for i, r in enumerate(load_hf(HUB_ID, None, source, "boolq", "train"))]
+    test = [_to_example(r, i, "validation") for i, r in enumerate(load_hf(HUB_ID, None, source, "boolq", "validation"))]
+    return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+
+
+def program() -> dspy.Module:
+    return dspy.Predict(AnswerYesNo)
+
+
+TASK = Task(name="analysis", version=VERSION, load=load, program=program, metric=metric)

@@ -1,0 +1,50 @@
+"""HotPotQA multi-hop questions (`hotpotqa/hotpot_qa`, config `distractor`).
+
+Input: a question. Output: a short answer. Metric: exact match after SQuAD normalization (lower case, no
+punctuation, no articles, squeezed whitespace), the official HotPotQA answer EM. The distractor context is not
+given to the program: the study scores closed-book question answering.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+from trainables.tasks.text import exact_match
+
+VERSION = "1"
+HUB_ID, HUB_CONFIG = "hotpotqa/hotpot_qa", "distractor"
+
+
+class AnswerQuestion(dspy.Signature):
+    """Answer the question with a short factual answer: a few words, no explanation."""
+
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField(desc="a few words")
+
+
+def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
+    """SQuAD-normalized exact match of the predicted answer against the gold answer."""
+    return exact_match(getattr(pred, "answer", None), example.answer)
+
+
+def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
+    return dspy.Example(id=f"{split}-{row['id']}", question=row["question"], answer=row["answer"]).with_inputs(
+        "question"
+    )
+
+
+def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
+    """HotPotQA's train split feeds train and val; its validation split is the test set (test has no answers)."""
+    pool = [_to_example(r, "train") for r in load_hf(HUB_ID, HUB_CONFIG, source, "hotpot_qa", "train")]
+    test = [_to_example(r, "validation") for r in load_hf(HUB_ID, HUB_CONFIG, source, "hotpot_qa", "validation")]
+    return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+
+
+def program() -> dspy.Module:
+    return dspy.ChainOfThought(AnswerQuestion)
+
+
+TASK = Task(name="qa", version=VERSION, load=load, program=program, metric=metric)
