@@ -37,9 +37,10 @@ TITLES = {
 def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> dict[str, pd.DataFrame]:
     """All report tables from the runs and per-example frames."""
     cost = per_call_costs(runs, examples, registry).merge(runs[["run_id", "model", "task", "optimized_score"]])
+    index = tables.ScoreIndex(examples)
     return {
         "per_model": tables.per_model_summary(runs),
-        "api_vs_local": tables.api_vs_best_local(runs, examples),
+        "api_vs_local": tables.api_vs_best_local(runs, index),
         "delta_matrix": tables.delta_matrix(runs),
         "local_beats_api": tables.local_beats_api(runs),
         "tiers": tables.tiers(runs),
@@ -47,8 +48,8 @@ def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegi
         "ablation": tables.ablation_effects(runs),
         "reasoning": tables.reasoning_table(runs),
         "low_data": tables.low_data_table(runs),
-        "significance": tables.delta_significance(runs, examples),
-        "routing": routing_advice(runs, examples, registry),
+        "significance": tables.delta_significance(runs, index),
+        "routing": routing_advice(runs, examples, registry, index),
         "cost": cost,
     }
 

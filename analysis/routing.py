@@ -31,11 +31,13 @@ def per_call_costs(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRe
     return pd.DataFrame(rows, columns=["run_id", "usd_per_1k", "latency_s_per_1k"])
 
 
-def routing_advice(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> pd.DataFrame:
+def routing_advice(
+    runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, index: ScoreIndex | None = None
+) -> pd.DataFrame:
     """One row per task: the reference API model, the model to route to, and what that saves."""
     done = _optimized(runs).merge(per_call_costs(runs, examples, registry), on="run_id", how="left")
     rows = []
-    index = ScoreIndex(examples)
+    index = index or ScoreIndex(examples)
     for task, group in done.groupby("task"):
         api = group[group["provider"] == "openai"]
         if api.empty:

@@ -70,23 +70,29 @@ class ScoreIndex:
     """Per-example scores looked up by (run id, condition), built once: reports pair thousands of runs."""
 
     def __init__(self, examples: pd.DataFrame) -> None:
-        self._by: dict[tuple[str, str], pd.Series] = {
-            (str(run_id), str(cond)): group.set_index("example_id")["score"]
-            for (run_id, cond), group in examples.groupby(["run_id", "condition"], sort=False)
-        }
+        ids = examples["example_id"].astype(str).to_numpy()
+        scores = examples["score"].to_numpy(dtype=float)
+        groups = examples.groupby(["run_id", "condition"], sort=False).indices
+        self._by = {(str(r), str(c)): (ids[pos], scores[pos]) for (r, c), pos in groups.items()}
+
+    @classmethod
+    def of(cls, examples: pd.DataFrame | ScoreIndex) -> ScoreIndex:
+        return examples if isinstance(examples, ScoreIndex) else cls(examples)
 
     def pairs(self, run_a: str, cond_a: str, run_b: str, cond_b: str) -> tuple[np.ndarray, np.ndarray]:
         """Scores of two conditions on the examples both saw, aligned by example id."""
-        empty = pd.Series(dtype=float)
-        a, b = self._by.get((run_a, cond_a), empty), self._by.get((run_b, cond_b), empty)
-        common = a.index.intersection(b.index)
-        return a.loc[common].to_numpy(), b.loc[common].to_numpy()
+        empty = (np.array([], dtype=str), np.array([], dtype=float))
+        (ids_a, a), (ids_b, b) = self._by.get((run_a, cond_a), empty), self._by.get((run_b, cond_b), empty)
+        if len(ids_a) == len(ids_b) and np.array_equal(ids_a, ids_b):
+            return a, b  # the usual case: same test examples in the same order
+        _, ia, ib = np.intersect1d(ids_a, ids_b, return_indices=True)
+        return a[ia], b[ib]
 
 
-def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
+def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
     """Every optimization delta with its paired 95% CI, exact p-value and verdict."""
     rows = []
-    index = ScoreIndex(examples)
+    index = ScoreIndex.of(examples)
     for run in _optimized(runs).itertuples():
         a, b = index.pairs(run.run_id, "baseline", run.run_id, "optimized")
         d = paired_delta(a, b)
@@ -106,14 +112,14 @@ def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFra
     return pd.DataFrame(rows).sort_values(["task", "model"]).reset_index(drop=True) if rows else pd.DataFrame()
 
 
-def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
+def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
     """Table 2: per task, the best API model's baseline against the best optimized local model, with a verdict.
 
     The verdict compares the local model's optimized scores with the API model's baseline, paired by example.
     """
     done = _optimized(runs)
     rows = []
-    index = ScoreIndex(examples)
+    index = ScoreIndex.of(examples)
     for task, group in done.groupby("task"):
         api, local = group[group["provider"] == "openai"], group[group["provider"] != "openai"]
         if api.empty or local.empty:
@@ -144,26 +150,23 @@ def local_beats_api(runs: pd.DataFrame) -> pd.DataFrame:
 
     The swing is how much the gap moved through optimization: (local − API) after minus (local − API) before.
     """
-    done = _optimized(runs)
-    rows = []
-    for task, group in done.groupby("task"):
-        api, local = group[group["provider"] == "openai"], group[group["provider"] != "openai"]
-        for lo in local.itertuples():
-            for ap in api.itertuples():
-                if lo.optimized_score > ap.optimized_score:
-                    before = lo.baseline_score - ap.baseline_score
-                    after = lo.optimized_score - ap.optimized_score
-                    rows.append(
-                        {
-                            "task": task,
-                            "local_model": lo.model,
-                            "api_model": ap.model,
-                            "gap_before_pp": before,
-                            "gap_after_pp": after,
-                            "swing_pp": after - before,
-                        }
-                    )
-    return pd.DataFrame(rows, columns=["task", "local_model", "api_model", "gap_before_pp", "gap_after_pp", "swing_pp"])
+    done = _optimized(runs)[["task", "model", "provider", "baseline_score", "optimized_score"]]
+    api, local = done[done["provider"] == "openai"], done[done["provider"] != "openai"]
+    pairs = local.merge(api, on="task", suffixes=("_local", "_api"))
+    pairs = pairs[pairs["optimized_score_local"] > pairs["optimized_score_api"]]
+    before = pairs["baseline_score_local"] - pairs["baseline_score_api"]
+    after = pairs["optimized_score_local"] - pairs["optimized_score_api"]
+    table = pd.DataFrame(
+        {
+            "task": pairs["task"],
+            "local_model": pairs["model_local"],
+            "api_model": pairs["model_api"],
+            "gap_before_pp": before,
+            "gap_after_pp": after,
+            "swing_pp": after - before,
+        }
+    )
+    return table.sort_values(["task", "swing_pp"], ascending=[True, False]).reset_index(drop=True)
 
 
 def ablation_effects(runs: pd.DataFrame) -> pd.DataFrame:
