@@ -48,6 +48,17 @@ def _uri(tracking_uri: str | None) -> str:
     return default_tracking_uri()
 
 
+def _me() -> str:
+    """How the user invoked arb (e.g. `.venv/bin/arb`), so printed hints can be pasted as they are."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name != "arb":
+        return "arb"
+    try:
+        return str(argv0.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(argv0) if argv0.is_absolute() and not os.environ.get("VIRTUAL_ENV") else "arb"
+
+
 def _launch(spec_loader: object, tracking_uri: str | None, models: Path | None, embedded_port: int) -> None:
     from grid.launch import run_grid, summary_line
     from grid.registry import load_registry

@@ -57,7 +57,7 @@ def _progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) -
 
         def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any) -> None:
             key = Trial.model_validate(trial.config["trial"]).key
-            outcome.statuses[key] = "finished"
+            outcome.statuses[key] = "compile_failed" if result.get("compile_failed") else "finished"
             outcome.reused += int(result.get("reused", 0))
             done = len(outcome.statuses)
             took = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
