@@ -72,9 +72,9 @@ def _launch(spec_loader: object, tracking_uri: str | None, models: Path | None, 
     outcome = run_grid(spec, registry, uri, home, registry_path=registry_path, embedded_port=embedded_port)
     typer.echo(summary_line(outcome))
     typer.echo(f"MLflow store: {uri}")
-    typer.echo(
-        f"Browse the runs: arb ui{'' if tracking_uri is None else f' --tracking-uri {uri}'}  (then open http://127.0.0.1:5000)"
-    )
+    ui = f"{_me()} ui" + ("" if tracking_uri is None else f" --tracking-uri {uri}")
+    typer.echo(f"Browse the runs: {ui}  (then open http://127.0.0.1:5000)")
+    typer.echo(f"Tables and dashboard: {_me()} report {spec.name} --out report/")
     if outcome.failed:
         raise ArbError(
             f"{len(outcome.failed)} of {outcome.total} trials errored",

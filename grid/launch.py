@@ -201,7 +201,5 @@ def _fit(
 
 
 def summary_line(outcome: GridOutcome) -> str:
-    ok = sum(s == "finished" for s in outcome.statuses.values())
-    return json.dumps(
-        {"trials": outcome.total, "finished": ok, "errored": len(outcome.failed), "reused": outcome.reused}
-    )
+    counts = {s: sum(v == s for v in outcome.statuses.values()) for s in ("finished", "compile_failed", "errored")}
+    return json.dumps({"trials": outcome.total, **counts, "reused": outcome.reused})

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
-from grid.launch import run_grid, stored_spec
+from grid.launch import run_grid, stored_spec, summary_line
 from grid.registry import load_registry
 from grid.spec import load_grid
 from trainables import tracking
@@ -31,6 +32,9 @@ def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: Stub
     outcome = run_grid(spec, registry, tracking_uri, tmp_path / "home", registry_path=str(registry_file), stream=log)
     assert outcome.failed == [] and not outcome.interrupted and len(outcome.statuses) == 2
     assert "[2/2]" in log.getvalue()
+    assert json.loads(summary_line(outcome)) == {
+        "trials": 2, "finished": 2, "compile_failed": 0, "errored": 0, "reused": 0
+    }  # fmt: skip
     calls = stub.state.calls.total()
     assert calls > 0
 
