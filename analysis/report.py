@@ -83,7 +83,8 @@ def render(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, 
     for name, title in TITLES.items():
         table = built[name]
         table.to_csv(out / f"{name}.csv", index=not isinstance(table.index, pd.RangeIndex))
-        body = table.to_markdown(floatfmt=".2f") if not table.empty else "_no runs for this table yet_"
+        # object dtype keeps integer columns (counts) from being printed as floats
+        body = table.astype(object).to_markdown(floatfmt=".2f") if not table.empty else "_no runs for this table yet_"
         lines += [f"## {title}", "", body, ""]
     runs.to_csv(out / "runs.csv", index=False)
     if not built["delta_matrix"].empty:

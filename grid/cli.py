@@ -215,6 +215,7 @@ def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # MLflow announces schema migrations at INFO on every new store; users need only warnings.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         app()
     except ArbError as exc:
