@@ -19,6 +19,9 @@ from analysis.stats import noise_floor_pp
 from grid.errors import ArbError
 from grid.registry import ModelRegistry, load_registry
 
+MAX_MARKDOWN_ROWS = 60
+"""Longer tables are cut in summary.md: a reader scans the top; the CSV holds everything."""
+
 TITLES = {
     "per_model": "1. Per model (average over tasks)",
     "api_vs_local": "2. Best API baseline against the best optimized local model",
@@ -83,9 +86,7 @@ def render(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, 
     for name, title in TITLES.items():
         table = built[name]
         table.to_csv(out / f"{name}.csv", index=not isinstance(table.index, pd.RangeIndex))
-        # object dtype keeps integer columns (counts) from being printed as floats
-        body = table.astype(object).to_markdown(floatfmt=".2f") if not table.empty else "_no runs for this table yet_"
-        lines += [f"## {title}", "", body, ""]
+        lines += [f"## {title}", "", _markdown(table, f"{name}.csv"), ""]
     runs.to_csv(out / "runs.csv", index=False)
     if not built["delta_matrix"].empty:
         plots.delta_heatmap(built["delta_matrix"], out / "delta_matrix.png")
@@ -96,6 +97,18 @@ def render(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, 
     path = out / "summary.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _markdown(table: pd.DataFrame, csv_name: str) -> str:
+    """A table as Markdown, cut to `MAX_MARKDOWN_ROWS` (the CSV next to it has every row)."""
+    if table.empty:
+        return "_no runs for this table yet_"
+    shown = table.head(MAX_MARKDOWN_ROWS)
+    # object dtype keeps integer columns (counts) from being printed as floats
+    text = shown.astype(object).to_markdown(floatfmt=".2f")
+    if len(table) > len(shown):
+        text += f"\n\n_{len(table) - len(shown)} more rows in `{csv_name}`._"
+    return text
 
 
 def _log_to_mlflow(tracking_uri: str, experiments: list[str], out: Path) -> None:

@@ -112,7 +112,7 @@ def run_grid(
     with serve_embedded(used, registry, home / "logs", base_port=embedded_port) as endpoints:
         if endpoints:
             print(f"embedded llama.cpp servers: {endpoints}", file=stream, flush=True)
-        _fit(spec, trials, tracking_uri, experiment_id, registry_path, endpoints, home, outcome, stream)
+        _fit(spec, trials, tracking_uri, experiment_id, registry, registry_path, endpoints, home, outcome, stream)
     return outcome
 
 
@@ -147,6 +147,7 @@ def _fit(
     trials: list[Trial],
     tracking_uri: str,
     experiment_id: str,
+    registry: ModelRegistry,
     registry_path: str | None,
     endpoints: dict[str, str],
     home: Path,
@@ -162,6 +163,7 @@ def _fit(
         tracking_uri=tracking_uri,
         experiment_id=experiment_id,
         registry_path=registry_path,
+        registry=registry.model_dump(),
         endpoints=endpoints,
     )
     # Tune's own console tables repeat what the progress callback prints; verbose=0 alone does not silence them.

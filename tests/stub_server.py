@@ -70,6 +70,7 @@ class StubState:
     loads: Counter[str] = field(default_factory=Counter)
     bodies: list[str] = field(default_factory=list)
     paths: Counter[str] = field(default_factory=Counter)
+    auth_headers: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def touch(self, model: str) -> None:
@@ -100,6 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length).decode() if length else "{}"
         with self.server.state.lock:
             self.server.state.bodies.append(raw)
+            if self.headers.get("Authorization"):
+                self.server.state.auth_headers.add(self.headers["Authorization"])
         return json.loads(raw or "{}")
 
     def _known(self, model: str) -> bool:

@@ -18,7 +18,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from grid.registry import load_registry
+from grid.registry import ModelRegistry, load_registry
 from grid.spec import Trial
 from trainables import tracking
 from trainables.evaluate import EvalResult, evaluate
@@ -37,6 +37,15 @@ class Runtime(BaseModel):
     tracking_uri: str
     experiment_id: str
     registry_path: str | None = None
+    registry: dict[str, Any] | None = None
+    """The registry the driver validated, as data (it holds names of key variables, never keys); wins over the path,
+    so workers on other nodes use exactly the models the driver checked."""
+
+    def model_registry(self) -> ModelRegistry:
+        if self.registry is not None:
+            return ModelRegistry.model_validate(self.registry)
+        return load_registry(self.registry_path)
+
     endpoints: dict[str, str] = Field(default_factory=dict)
     """Base URLs that override the registry per model name (the embedded servers' ports are chosen at run time)."""
 
@@ -68,7 +77,7 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
         {"arb.phase": trial.phase, "arb.grid": trial.grid, "arb.task_version": trial.task_version},
     )
     tracking.start_attempt(client, run_id)
-    provider = load_registry(runtime.registry_path).get(trial.model).provider
+    provider = runtime.model_registry().get(trial.model).provider
     tracking.log_params(client, run_id, {**_params(trial), "provider": provider})
     try:
         status, metrics, artifacts, tags = _work(trial, runtime, run_id)
@@ -100,7 +109,7 @@ def _params(trial: Trial) -> dict[str, Any]:
 def _work(trial: Trial, runtime: Runtime, run_id: str) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:
     """The named steps of a trial; returns (status, metrics, artifacts, extra tags)."""
     task = get_task(trial.task)
-    registry = load_registry(runtime.registry_path)
+    registry = runtime.model_registry()
     student_entry = registry.get(trial.model)
     teacher_name = trial.teacher or trial.model
     teacher_entry = registry.get(teacher_name)

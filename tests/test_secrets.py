@@ -1,0 +1,56 @@
+"""A planted API key must leave no trace: not in MLflow, its artifacts, Ray's results and logs, or saved programs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from stub_server import StubServer
+
+from grid.launch import run_grid
+from grid.registry import load_registry
+from grid.spec import load_grid
+
+CANARY = "sk-CANARY-7f3a9c1e5b2d4680aa11"
+
+
+def _files_containing(root: Path, needle: bytes) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            try:
+                if needle in path.read_bytes():
+                    hits.append(str(path))
+            except OSError:
+                continue
+    return hits
+
+
+def test_planted_key_never_reaches_results(tmp_path: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    home = tmp_path / "home"
+    registry_file = tmp_path / "models.yaml"
+    registry_file.write_text(
+        "models:\n"
+        f"  gpt-4o: {{provider: openai, id: gpt-4o, api_key_env: OPENAI_API_KEY, endpoint: '{stub.url}/v1',"
+        " input_usd_per_mtok: 2.5, output_usd_per_mtok: 10}\n"
+    )
+    grid_file = tmp_path / "grid.yaml"
+    grid_file.write_text(
+        "name: canary\nmodels: [gpt-4o]\ntasks: [math]\noptimizer: bootstrap\ndemos: [1]\nn_labeled: [3]\n"
+        "n_val: 2\nn_eval: 3\ndata: sample\n"
+    )
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    home.mkdir()
+    outcome = run_grid(load_grid(grid_file), load_registry(registry_file), uri, home, stream=io.StringIO())
+    assert outcome.failed == [] and stub.state.calls["gpt-4o"] > 0
+    # the key did travel where it must: to the API, as a bearer token (so the test is not vacuous)
+    assert f"Bearer {CANARY}" in stub.state.auth_headers
+
+    needle = CANARY.encode()
+    assert _files_containing(home, needle) == []  # MLflow db + artifacts, Ray results, server logs
+    ray_logs = Path("/tmp/ray/session_latest/logs")
+    if ray_logs.exists():
+        assert _files_containing(ray_logs, needle) == []
+    assert all(CANARY not in body for body in stub.state.bodies)  # request bodies never carry it either
