@@ -1,0 +1,81 @@
+"""Ctrl-C during `arb run`: a clean stop (non-zero exit, a resume hint, no Ray left behind), then a resume that
+finishes the grid with exactly one MLflow run per trial key."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from stub_server import StubServer, table_responder
+
+
+def _slow(answers: dict[str, str]) -> Any:
+    inner = table_responder(answers)
+
+    def respond(model: str, messages: list[dict[str, Any]]) -> str:
+        time.sleep(0.2)  # long enough that the interrupt lands mid-sweep
+        return inner(model, messages)
+
+    return respond
+
+
+def _raylets() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "raylet/raylet"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path, known_answers: dict[str, str]) -> None:
+    before = _raylets()
+    with StubServer(["llama3.2", "mistral", "phi4"], _slow(known_answers)) as stub:
+        registry = tmp_path / "models.yaml"
+        registry.write_text(
+            "models:\n"
+            + "".join(
+                f"  {m}: {{provider: ollama, id: {m}, endpoint: '{stub.url}'}}\n"
+                for m in ("llama3.2", "mistral", "phi4")
+            )
+        )
+        grid = tmp_path / "grid.yaml"
+        grid.write_text(
+            "name: intr\nmodels: [llama3.2, mistral, phi4]\ntasks: [math]\noptimizer: none\nn_eval: 8\ndata: sample\n"
+            "max_concurrent_trials: 1\n"
+        )
+        env = {**os.environ, "ARB_HOME": str(tmp_path / "home")}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        cmd = [sys.executable, "-m", "grid.cli"]
+        proc = subprocess.Popen(
+            [*cmd, "run", str(grid), "--models", str(registry)], env=env, stderr=subprocess.PIPE, text=True
+        )
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 120
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            if "▶ start" in line:
+                break
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=120)
+        output = "".join(lines) + rest
+        assert proc.returncode != 0, output
+        assert "arb resume intr" in output, output
+        assert _raylets() <= before  # Ray stopped with the driver
+
+        done = subprocess.run(
+            [*cmd, "resume", "intr", "--models", str(registry)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+
+    uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("intr").experiment_id])
+    keys = [r.data.tags["arb.trial_key"] for r in runs]
+    assert len(keys) == 3 and len(set(keys)) == 3
+    assert {r.data.tags["arb.status"] for r in runs} == {"finished"}
