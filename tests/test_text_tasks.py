@@ -79,7 +79,7 @@ def test_yes_no(text: object, expected: str | None) -> None:
     assert as_yes_no(text) == expected
 
 
-@pytest.mark.parametrize("task", ["qa", "analysis"])
+@pytest.mark.parametrize("task", ["qa", "analysis", "synthesis"])
 def test_sample_files_load_with_disjoint_splits(task: str) -> None:
     splits = TASKS[task].load("sample", seed=0, n_labeled=4, n_val=2, n_eval=5)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (4, 2, 5)
@@ -88,4 +88,48 @@ def test_sample_files_load_with_disjoint_splits(task: str) -> None:
     again = TASKS[task].load("sample", seed=0, n_labeled=4, n_val=2, n_eval=5)
     assert [e.id for e in again.test] == [e.id for e in splits.test]
     gold = splits.test[0]
-    assert TASKS[task].metric(gold, dspy.Prediction(answer=gold.answer)) == 1.0
+    field = "summary" if task == "synthesis" else "answer"
+    assert TASKS[task].metric(gold, dspy.Prediction(**{field: gold[field]})) == 1.0
+
+
+DOC = "the council voted on tuesday to close the old library on elm street because repairs cost too much"
+SUMMARY_CASES = [
+    # (prediction, reference, expected copy ratio, expected score)
+    ("The council voted on Tuesday to close the old library on Elm Street.", "Library moves", 1.0, 0.0),
+    (
+        "Library moves to the station after costly repairs.",
+        "Library moves to the station after costly repairs.",
+        0.0,
+        1.0,
+    ),
+    ("", "Library moves", 0.0, 0.0),
+    (None, "Library moves", 0.0, 0.0),
+    (
+        "Short copy: the old library",
+        "old library closes",
+        0.0,
+        token_f1("Short copy: the old library", "old library closes"),
+    ),
+    # 6 copied tokens ("to close the old library on" -> normalized drops 'the': 'to close old library on elm') + 3 own
+    (
+        "Decided to close the old library on Elm today",
+        "library closes",
+        6 / 8,
+        token_f1("Decided to close the old library on Elm today", "library closes") * (2 / 8),
+    ),
+    ("Elm Street library to shut over repair costs", "Elm Street library to shut over repair costs", 0.0, 1.0),
+    (
+        "repairs cost too much so the council voted",
+        "council shuts library",
+        0.0,
+        token_f1("repairs cost too much so the council voted", "council shuts library"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("pred", "ref", "ratio", "score"), SUMMARY_CASES)
+def test_summary_copy_penalty(pred: str | None, ref: str, ratio: float, score: float) -> None:
+    from trainables.tasks.synthesis import copy_ratio, score_summary
+
+    assert copy_ratio(pred, DOC) == pytest.approx(ratio)
+    assert score_summary(pred, ref, DOC) == pytest.approx(score)

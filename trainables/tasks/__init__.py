@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from grid.errors import unknown_name
-from trainables.tasks import analysis, math, qa
+from trainables.tasks import analysis, math, qa, synthesis
 from trainables.tasks.base import Splits, Task
 
-TASKS: dict[str, Task] = {t.name: t for t in (math.TASK, qa.TASK, analysis.TASK)}
+TASKS: dict[str, Task] = {t.name: t for t in (math.TASK, qa.TASK, analysis.TASK, synthesis.TASK)}
 
 
 def get_task(name: str) -> Task:

@@ -1,0 +1,70 @@
+"""XSum one-sentence summaries (`EdinburghNLP/xsum`).
+
+Input: a news document. Output: a one-sentence summary. Metric: token F1 against the reference summary (SQuAD
+normalization), multiplied by (1 − copy ratio). XSum summaries are abstractive, so a prediction that lifts long
+stretches of the document verbatim is penalized: the copy ratio is the share of the prediction's tokens that lie
+inside some run of `COPY_NGRAM` (6) or more consecutive tokens also found in the document. A pure copy scores 0;
+a paraphrase that shares words but no 6-token run keeps its full F1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+from trainables.tasks.text import normalize_answer, token_f1
+
+VERSION = "1"
+HUB_ID = "EdinburghNLP/xsum"
+COPY_NGRAM = 6
+
+
+class Summarize(dspy.Signature):
+    """Summarize the news article in one sentence, in your own words."""
+
+    document: str = dspy.InputField()
+    summary: str = dspy.OutputField(desc="one sentence")
+
+
+def copy_ratio(prediction: str | None, document: str) -> float:
+    """Share of prediction tokens covered by a run of >= COPY_NGRAM tokens that also occurs in the document."""
+    pred, doc = normalize_answer(prediction).split(), normalize_answer(document).split()
+    if len(pred) < COPY_NGRAM:
+        return 0.0
+    doc_grams = {tuple(doc[i : i + COPY_NGRAM]) for i in range(len(doc) - COPY_NGRAM + 1)}
+    covered = [False] * len(pred)
+    for i in range(len(pred) - COPY_NGRAM + 1):
+        if tuple(pred[i : i + COPY_NGRAM]) in doc_grams:
+            covered[i : i + COPY_NGRAM] = [True] * COPY_NGRAM
+    return sum(covered) / len(pred)
+
+
+def score_summary(prediction: str | None, reference: str, document: str) -> float:
+    """Token F1 against the reference, scaled down by how much of the prediction is copied from the document."""
+    return token_f1(prediction, reference) * (1.0 - copy_ratio(prediction, document))
+
+
+def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
+    return score_summary(getattr(pred, "summary", None), example.summary, example.document)
+
+
+def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
+    return dspy.Example(id=f"{split}-{row['id']}", document=row["document"], summary=row["summary"]).with_inputs(
+        "document"
+    )
+
+
+def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
+    """XSum's train split feeds train and val; its test split is the reported test set."""
+    pool = [_to_example(r, "train") for r in load_hf(HUB_ID, None, source, "xsum", "train")]
+    test = [_to_example(r, "test") for r in load_hf(HUB_ID, None, source, "xsum", "test")]
+    return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+
+
+def program() -> dspy.Module:
+    return dspy.Predict(Summarize)
+
+
+TASK = Task(name="synthesis", version=VERSION, load=load, program=program, metric=metric)
