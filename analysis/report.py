@@ -39,7 +39,7 @@ TITLES = {
 
 def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> dict[str, pd.DataFrame]:
     """All report tables from the runs and per-example frames."""
-    cost = per_call_costs(runs, examples, registry).merge(runs[["run_id", "model", "task", "optimized_score"]])
+    costs = per_call_costs(runs, examples, registry)
     index = tables.ScoreIndex(examples)
     return {
         "per_model": tables.per_model_summary(runs),
@@ -52,8 +52,8 @@ def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegi
         "reasoning": tables.reasoning_table(runs),
         "low_data": tables.low_data_table(runs),
         "significance": tables.delta_significance(runs, index),
-        "routing": routing_advice(runs, examples, registry, index),
-        "cost": cost,
+        "routing": routing_advice(runs, examples, registry, index, costs),
+        "cost": costs.merge(runs[["run_id", "model", "task", "optimized_score"]]),
     }
 
 

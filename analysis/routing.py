@@ -32,10 +32,18 @@ def per_call_costs(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRe
 
 
 def routing_advice(
-    runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, index: ScoreIndex | None = None
+    runs: pd.DataFrame,
+    examples: pd.DataFrame,
+    registry: ModelRegistry,
+    index: ScoreIndex | None = None,
+    costs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per task: the reference API model, the model to route to, and what that saves."""
-    done = _optimized(runs).merge(per_call_costs(runs, examples, registry), on="run_id", how="left")
+    """One row per task: the reference API model, the model to route to, and what that saves.
+
+    `index` and `costs` (from `per_call_costs`) may be passed in when the caller already built them.
+    """
+    costs = per_call_costs(runs, examples, registry) if costs is None else costs
+    done = _optimized(runs).merge(costs, on="run_id", how="left")
     rows = []
     index = index or ScoreIndex(examples)
     for task, group in done.groupby("task"):

@@ -91,7 +91,7 @@ def grid_status(tracking_uri: str, grids: list[str] | None = None) -> pd.DataFra
     rows = []
     for exp in _experiments(client, grids):
         spec = GridSpec.model_validate_json(exp.tags["arb.grid_spec"])
-        expected = len(spec.models) * len(spec.tasks) * len(spec.demos) * len(spec.n_labeled) * len(spec.seeds)
+        expected = spec.size
         mine = runs[runs["experiment"] == exp.name]
         counts = {s: int((mine["status"] == s).sum()) for s in STATUSES}
         pending = max(expected - sum(counts.values()), 0)

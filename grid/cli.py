@@ -14,11 +14,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from grid.errors import ArbError
+
+if TYPE_CHECKING:
+    from grid.spec import GridSpec
 
 app = typer.Typer(
     help="Can a cheap local model, prompt-optimized, do this task as well as GPT-4o? Run grids that measure it.",
@@ -59,12 +62,13 @@ def _me() -> str:
         return str(argv0) if argv0.is_absolute() and not os.environ.get("VIRTUAL_ENV") else "arb"
 
 
-def _launch(spec_loader: object, tracking_uri: str | None, models: Path | None, embedded_port: int) -> None:
+def _launch(
+    spec: GridSpec, registry_path: str | None, tracking_uri: str | None, models: Path | None, embedded_port: int
+) -> None:
     from grid.launch import run_grid, summary_line
     from grid.registry import load_registry
     from trainables.tracking import default_home
 
-    spec, registry_path = spec_loader() if callable(spec_loader) else spec_loader  # type: ignore[misc]
     registry_path = str(models) if models else registry_path
     uri = _uri(tracking_uri)
     registry = load_registry(registry_path)
@@ -94,7 +98,7 @@ def run(
     """Run every trial of a grid; trials already finished in MLflow are reused, not re-run."""
     from grid.spec import load_grid
 
-    _launch((load_grid(gridfile), None), tracking_uri, models, embedded_port)
+    _launch(load_grid(gridfile), None, tracking_uri, models, embedded_port)
 
 
 @app.command()
@@ -107,7 +111,7 @@ def resume(
     """Finish an interrupted grid: the spec is read back from MLflow and only unfinished trials run."""
     from grid.launch import stored_spec
 
-    _launch(stored_spec(_uri(tracking_uri), grid), tracking_uri, models, embedded_port)
+    _launch(*stored_spec(_uri(tracking_uri), grid), tracking_uri, models, embedded_port)
 
 
 @app.command()

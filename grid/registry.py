@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from grid.errors import ArbError, unknown_name
+from grid.errors import ArbError, one_line, unknown_name, validation_summary
 
 DEFAULT_REGISTRY = Path(__file__).with_name("models.yaml")
 DEFAULT_OLLAMA = "http://127.0.0.1:11434"
@@ -100,21 +100,8 @@ def load_registry(path: Path | str | None = None) -> ModelRegistry:
     except FileNotFoundError:
         raise ArbError(f"model registry {path} does not exist", "pass an existing file with --models") from None
     except yaml.YAMLError as exc:
-        raise ArbError(f"model registry {path} is not valid YAML: {_first_line(exc)}", "fix the YAML") from None
+        raise ArbError(f"model registry {path} is not valid YAML: {one_line(exc)}", "fix the YAML") from None
     try:
         return ModelRegistry.model_validate(raw)
     except ValidationError as exc:
-        raise ArbError(f"model registry {path} is invalid: {_pydantic_summary(exc)}", "see grid/models.yaml") from None
-
-
-def _first_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())
-
-
-def _pydantic_summary(exc: ValidationError) -> str:
-    """Pydantic's errors squeezed into one line: `field.path: message; ...`."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+        raise ArbError(f"model registry {path} is invalid: {validation_summary(exc)}", "see grid/models.yaml") from None

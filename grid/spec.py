@@ -14,8 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from grid.errors import ArbError, unknown_name
-from grid.registry import ModelRegistry, _first_line, _pydantic_summary
+from grid.errors import ArbError, one_line, unknown_name, validation_summary
+from grid.registry import ModelRegistry
 
 PHASES_DIR = Path(__file__).with_name("phases")
 _MAX_GRID_BYTES = 256 * 1024  # grid files are hand-written; anything larger is a mistake or an attack
@@ -69,6 +69,11 @@ class GridSpec(BaseModel):
     """Cap on trials running at once; null lets Ray use every free slot."""
     trial_cpus: float = Field(default=1.0, gt=0)
     """CPUs Ray reserves per trial (the trial mostly waits on the model server)."""
+
+    @property
+    def size(self) -> int:
+        """Number of trials the grid expands to (the cross product of its axes)."""
+        return len(self.models) * len(self.tasks) * len(self.demos) * len(self.n_labeled) * len(self.seeds)
 
     @field_validator("models", "tasks")
     @classmethod
@@ -154,7 +159,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
                 raise ArbError(f"grid file {path} uses YAML aliases (*name)", "write the values out in full")
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ArbError(f"grid file {path} is not valid YAML: {_first_line(exc)}", "fix the YAML syntax") from None
+        raise ArbError(f"grid file {path} is not valid YAML: {one_line(exc)}", "fix the YAML syntax") from None
     if not isinstance(raw, dict):
         raise ArbError(f"grid file {path} must be a mapping of fields", "see grid/phases/smoke.yaml for the shape")
     return raw
@@ -184,7 +189,7 @@ def load_grid(ref: str | Path) -> GridSpec:
         return GridSpec.model_validate(raw)
     except ValidationError as exc:
         raise ArbError(
-            f"grid file {path} is invalid: {_pydantic_summary(exc)}", "see the field docs in grid/spec.py"
+            f"grid file {path} is invalid: {validation_summary(exc)}", "see the field docs in grid/spec.py"
         ) from None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import dspy
@@ -21,7 +21,7 @@ from grid.registry import ModelEntry
 _METERS: dict[str, Meter] = {}
 _METERS_LOCK = threading.Lock()
 
-# Generation kwargs that never vary per call; the API key is deliberately not among them (see `build_lm`).
+# Per-call timeout (s): long enough for a CPU model writing a few hundred tokens, short enough to notice a stall.
 _DEFAULT_TIMEOUT_S = 120.0
 
 
@@ -39,9 +39,6 @@ class Usage:
         self.cache_hits += other.cache_hits
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class Meter:

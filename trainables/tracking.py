@@ -126,7 +126,8 @@ def get_or_create_run(
     if runs:
         return runs[0].info.run_id
     mine = client.create_run(experiment_id, run_name=run_name, tags={TAG_KEY: key, TAG_STATUS: RUNNING, **tags})
-    my_id, deleted, oldest = mine.info.run_id, False, mine.info.run_id
+    my_id, deleted = mine.info.run_id, False
+    oldest = my_id
     # Losers keep watching too: the run they yielded to may itself yield to an even older one seen later.
     for round_ in range(rounds + 1):
         runs = find_runs(client, experiment_id, key)

@@ -6,10 +6,10 @@ and scripts. A trial whose key already has a finished MLflow run returns that ru
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,10 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
         {"arb.phase": trial.phase, "arb.grid": trial.grid, "arb.task_version": trial.task_version},
     )
     tracking.start_attempt(client, run_id)
-    provider = runtime.model_registry().get(trial.model).provider
-    tracking.log_params(client, run_id, {**_params(trial), "provider": provider})
+    registry = runtime.model_registry()
+    tracking.log_params(client, run_id, {**_params(trial), "provider": registry.get(trial.model).provider})
     try:
-        status, metrics, artifacts, tags = _work(trial, runtime, run_id)
+        status, metrics, artifacts, tags = _work(trial, runtime, registry, run_id)
     except BaseException as exc:
         tracking.mark_errored(client, run_id, exc)
         raise
@@ -106,10 +106,11 @@ def _params(trial: Trial) -> dict[str, Any]:
     }
 
 
-def _work(trial: Trial, runtime: Runtime, run_id: str) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:
+def _work(
+    trial: Trial, runtime: Runtime, registry: ModelRegistry, run_id: str
+) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:
     """The named steps of a trial; returns (status, metrics, artifacts, extra tags)."""
     task = get_task(trial.task)
-    registry = runtime.model_registry()
     student_entry = registry.get(trial.model)
     teacher_name = trial.teacher or trial.model
     teacher_entry = registry.get(teacher_name)
@@ -157,7 +158,7 @@ def _work(trial: Trial, runtime: Runtime, run_id: str) -> tuple[str, dict[str, f
         meter.stage = "optimized"
         t0 = time.perf_counter()
         if compiled is program:
-            optimized = EvalResult("optimized", [_relabel(r, "optimized") for r in baseline.records])
+            optimized = EvalResult("optimized", [replace(r, condition="optimized") for r in baseline.records])
         else:
             optimized = evaluate(compiled, splits.test, task.metric, lm=student, meter=meter, condition="optimized")
         eval_seconds += time.perf_counter() - t0
@@ -173,12 +174,6 @@ def _work(trial: Trial, runtime: Runtime, run_id: str) -> tuple[str, dict[str, f
         return status, metrics, artifacts, tags
     finally:
         drop_meter(run_id)
-
-
-def _relabel(record: Any, condition: str) -> Any:
-    from dataclasses import replace
-
-    return replace(record, condition=condition)
 
 
 def _metrics(
@@ -231,9 +226,3 @@ def _program_state(program: dspy.Module) -> str:
 def _instructions(program: dspy.Module) -> str:
     parts = [f"# {name}\n{predictor.signature.instructions}\n" for name, predictor in program.named_predictors()]
     return "\n".join(parts)
-
-
-def describe(config: dict[str, Any]) -> str:
-    """One line naming a trial config, for progress output."""
-    t = config["trial"]
-    return json.dumps({k: t[k] for k in ("model", "task", "optimizer", "demos", "n_labeled", "seed")})

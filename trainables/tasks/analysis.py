@@ -10,11 +10,11 @@ from typing import Any, Literal
 
 import dspy
 
-from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+from trainables.tasks.base import HubData, Splits, Task
 from trainables.tasks.text import normalize_answer
 
 VERSION = "1"
-HUB_ID = "google/boolq"
+DATA = HubData("google/boolq", None, sample_dir="boolq", pool_split="train", test_split="validation")
 _YES, _NO = {"yes", "true"}, {"no", "false"}
 
 
@@ -48,9 +48,7 @@ def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
 
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """BoolQ's train split feeds train and val; its validation split is the test set."""
-    pool = [_to_example(r, i, "train") for i, r in enumerate(load_hf(HUB_ID, None, source, "boolq", "train"))]
-    test = [_to_example(r, i, "validation") for i, r in enumerate(load_hf(HUB_ID, None, source, "boolq", "validation"))]
-    return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+    return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval)
 
 
 def program() -> dspy.Module:

@@ -62,6 +62,35 @@ def load_hf(hub_id: str, config: str | None, source: str, sample_dir: str, split
     return [dict(row) for row in ds]
 
 
+@dataclass(frozen=True)
+class HubData:
+    """Where a task's data lives: its Hugging Face dataset, the shipped sample folder, and which two splits to use.
+
+    `pool_split` feeds train and val; `test_split` is the reported test set (for datasets whose test split has no
+    labels, that is their validation split).
+    """
+
+    hub_id: str
+    config: str | None
+    sample_dir: str
+    pool_split: str
+    test_split: str
+
+    def splits(
+        self, to_example: Callable[[dict[str, Any], int, str], dspy.Example], source: str, seed: int,
+        n_labeled: int, n_val: int, n_eval: int,
+    ) -> Splits:  # fmt: skip
+        """Read both splits through `load_hf`, turn rows into examples, and cut them with `seeded_splits`."""
+        pool, test = (
+            [
+                to_example(row, i, split)
+                for i, row in enumerate(load_hf(self.hub_id, self.config, source, self.sample_dir, split))
+            ]
+            for split in (self.pool_split, self.test_split)
+        )
+        return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+
+
 def seeded_splits(
     pool: list[dspy.Example], test: list[dspy.Example], seed: int, n_labeled: int, n_val: int, n_eval: int
 ) -> Splits:

@@ -12,10 +12,10 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+from trainables.tasks.base import HubData, Splits, Task
 
 VERSION = "1"
-HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
+DATA = HubData("openai/gsm8k", "main", sample_dir="gsm8k", pool_split="train", test_split="test")
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -63,9 +63,7 @@ def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
 
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """GSM8K's train split feeds train and val; its test split is the reported test set."""
-    pool = [_to_example(r, i, "train") for i, r in enumerate(load_hf(HUB_ID, HUB_CONFIG, source, "gsm8k", "train"))]
-    test = [_to_example(r, i, "test") for i, r in enumerate(load_hf(HUB_ID, HUB_CONFIG, source, "gsm8k", "test"))]
-    return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+    return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval)
 
 
 def program() -> dspy.Module:

@@ -11,11 +11,11 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+from trainables.tasks.base import HubData, Splits, Task
 from trainables.tasks.text import exact_match
 
 VERSION = "1"
-HUB_ID, HUB_CONFIG = "hotpotqa/hotpot_qa", "distractor"
+DATA = HubData("hotpotqa/hotpot_qa", "distractor", sample_dir="hotpot_qa", pool_split="train", test_split="validation")
 
 
 class AnswerQuestion(dspy.Signature):
@@ -30,7 +30,7 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return exact_match(getattr(pred, "answer", None), example.answer)
 
 
-def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
+def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
     return dspy.Example(id=f"{split}-{row['id']}", question=row["question"], answer=row["answer"]).with_inputs(
         "question"
     )
@@ -38,9 +38,7 @@ def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
 
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """HotPotQA's train split feeds train and val; its validation split is the test set (test has no answers)."""
-    pool = [_to_example(r, "train") for r in load_hf(HUB_ID, HUB_CONFIG, source, "hotpot_qa", "train")]
-    test = [_to_example(r, "validation") for r in load_hf(HUB_ID, HUB_CONFIG, source, "hotpot_qa", "validation")]
-    return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+    return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval)
 
 
 def program() -> dspy.Module:

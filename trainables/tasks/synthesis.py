@@ -13,11 +13,11 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+from trainables.tasks.base import HubData, Splits, Task
 from trainables.tasks.text import normalize_answer, token_f1
 
 VERSION = "1"
-HUB_ID = "EdinburghNLP/xsum"
+DATA = HubData("EdinburghNLP/xsum", None, sample_dir="xsum", pool_split="train", test_split="test")
 COPY_NGRAM = 6
 
 
@@ -50,7 +50,7 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return score_summary(getattr(pred, "summary", None), example.summary, example.document)
 
 
-def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
+def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
     return dspy.Example(id=f"{split}-{row['id']}", document=row["document"], summary=row["summary"]).with_inputs(
         "document"
     )
@@ -58,9 +58,7 @@ def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
 
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """XSum's train split feeds train and val; its test split is the reported test set."""
-    pool = [_to_example(r, "train") for r in load_hf(HUB_ID, None, source, "xsum", "train")]
-    test = [_to_example(r, "test") for r in load_hf(HUB_ID, None, source, "xsum", "test")]
-    return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+    return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval)
 
 
 def program() -> dspy.Module:
