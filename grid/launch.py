@@ -20,6 +20,7 @@ from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
 from grid.errors import ArbError
 from grid.registry import ModelRegistry
 from grid.spec import GridSpec, Trial, expand
+from trainables import sandbox
 
 SPEC_TAG = "arb.grid_spec"
 REGISTRY_TAG = "arb.registry_path"
@@ -101,6 +102,8 @@ def run_grid(
     used = sorted({t.model for t in trials} | ({spec.teacher} if spec.teacher else set()))
     registry.require_keys(used)
     check_embedded(used, registry, embedded_port)
+    if any(t.task == "code" for t in trials):
+        sandbox.check(spec.sandbox)
     experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
     _remember_spec(tracking_uri, experiment_id, spec, registry_path)
     outcome = GridOutcome(total=len(trials))

@@ -69,6 +69,9 @@ class GridSpec(BaseModel):
     """Cap on trials running at once; null lets Ray use every free slot."""
     trial_cpus: float = Field(default=1.0, gt=0)
     """CPUs Ray reserves per trial (the trial mostly waits on the model server)."""
+    sandbox: Literal["bubblewrap", "rlimits"] = "bubblewrap"
+    """How the code task runs model-written code: `bubblewrap` (isolated: no network, read-only system, own PID
+    namespace) or `rlimits` (weaker opt-in for machines without bubblewrap; recorded as tag `arb.sandbox`)."""
 
     @property
     def size(self) -> int:
@@ -108,6 +111,8 @@ class Trial(BaseModel):
     seed: int
     data: DataSource
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
+    sandbox: Literal["bubblewrap", "rlimits"] = "bubblewrap"
+    """Where the code task executes generated code; not part of the key (it changes safety, not the score)."""
 
     @property
     def key(self) -> str:
@@ -226,6 +231,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             seed=seed,
             data=spec.data,
             optimizer_params=spec.optimizer_params,
+            sandbox=spec.sandbox,
         )
         for model in spec.models
         for task in spec.tasks

@@ -7,7 +7,7 @@ server that is down fails the trial instead, because a score of 0 from a dead se
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import dspy
@@ -15,7 +15,7 @@ import numpy as np
 from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
 
 from trainables.lm import Meter
-from trainables.tasks.base import Metric
+from trainables.tasks.base import Task
 
 
 @dataclass
@@ -39,11 +39,19 @@ class EvalResult:
 
     condition: str
     records: list[ExampleRecord] = field(default_factory=list)
+    corpus_score: float | None = None
+    """The task's corpus-level score in [0, 1], for tasks whose metric is not a mean over examples."""
 
     @property
     def score(self) -> float:
-        """Mean metric in percent (0-100)."""
+        """The task's score in percent (0-100): its corpus metric if it has one, else the mean per-example metric."""
+        if self.corpus_score is not None:
+            return 100.0 * self.corpus_score
         return 100.0 * float(np.mean([r.score for r in self.records])) if self.records else 0.0
+
+    def relabel(self, condition: str) -> EvalResult:
+        """The same results under another condition name (a program the optimizer left unchanged)."""
+        return replace(self, condition=condition, records=[replace(r, condition=condition) for r in self.records])
 
     @property
     def parse_failures(self) -> int:
@@ -70,15 +78,16 @@ def _prediction_text(pred: Any) -> str:
 def evaluate(
     program: dspy.Module,
     examples: list[dspy.Example],
-    metric: Metric,
+    task: Task,
     *,
     lm: dspy.LM,
     meter: Meter,
     condition: str,
     role: str = "student",
 ) -> EvalResult:
-    """Run `program` on each example with `lm`, scoring it with `metric`."""
+    """Run `program` on each example with `lm`, scoring it with the task's metric (and corpus metric, if any)."""
     result = EvalResult(condition=condition)
+    pairs: list[tuple[dspy.Example, Any]] = []
     for example in examples:
         before = meter.total(role=role)
         start = time.perf_counter()
@@ -92,7 +101,8 @@ def evaluate(
             error = "context_window"
         latency_ms = 1000.0 * (time.perf_counter() - start)
         after = meter.total(role=role)
-        score = float(metric(example, pred)) if pred is not None else 0.0
+        score = float(task.metric(example, pred)) if pred is not None else 0.0
+        pairs.append((example, pred))
         result.records.append(
             ExampleRecord(
                 example_id=str(example.get("id", "")),
@@ -106,4 +116,6 @@ def evaluate(
                 error=error,
             )
         )
+    if task.corpus_metric is not None:
+        result.corpus_score = float(task.corpus_metric(pairs))
     return result

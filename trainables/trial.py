@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from grid.registry import ModelRegistry, load_registry
 from grid.spec import Trial
-from trainables import tracking
+from trainables import sandbox, tracking
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import build_lm, drop_meter, new_meter
 from trainables.optimizers import OPTIMIZERS, CompileRequest
@@ -116,15 +115,16 @@ def _work(
     teacher_entry = registry.get(teacher_name)
 
     splits = task.load(trial.data, trial.seed, trial.n_labeled, trial.n_val, trial.n_eval)
+    sandbox.set_mode(trial.sandbox)
     meter = new_meter(run_id)
     try:
         student = build_lm(student_entry, meter=run_id, role="student", endpoint=runtime.endpoints.get(trial.model))
         teacher = build_lm(teacher_entry, meter=run_id, role="teacher", endpoint=runtime.endpoints.get(teacher_name))
-        program = task.program()
+        program = task.program(splits)
 
         meter.stage = "baseline"
         t0 = time.perf_counter()
-        baseline = evaluate(program, splits.test, task.metric, lm=student, meter=meter, condition="baseline")
+        baseline = evaluate(program, splits.test, task, lm=student, meter=meter, condition="baseline")
         eval_seconds = time.perf_counter() - t0
 
         meter.stage = "optimize"
@@ -158,9 +158,9 @@ def _work(
         meter.stage = "optimized"
         t0 = time.perf_counter()
         if compiled is program:
-            optimized = EvalResult("optimized", [replace(r, condition="optimized") for r in baseline.records])
+            optimized = baseline.relabel("optimized")
         else:
-            optimized = evaluate(compiled, splits.test, task.metric, lm=student, meter=meter, condition="optimized")
+            optimized = evaluate(compiled, splits.test, task, lm=student, meter=meter, condition="optimized")
         eval_seconds += time.perf_counter() - t0
 
         metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
@@ -171,6 +171,8 @@ def _work(
             "examples.csv": pd.DataFrame(baseline.rows() + optimized.rows()).to_csv(index=False),
         }
         tags = {"arb.compile_error": compile_error} if compile_error else {}
+        if trial.task == "code":
+            tags["arb.sandbox"] = trial.sandbox
         return status, metrics, artifacts, tags
     finally:
         drop_meter(run_id)

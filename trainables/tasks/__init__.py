@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from grid.errors import unknown_name
-from trainables.tasks import analysis, math, qa, synthesis
+from trainables.tasks import agentic, analysis, classification, code, extraction, math, qa, rag, synthesis
 from trainables.tasks.base import Splits, Task
 
-TASKS: dict[str, Task] = {t.name: t for t in (math.TASK, qa.TASK, analysis.TASK, synthesis.TASK)}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        classification.TASK, math.TASK, qa.TASK, extraction.TASK, analysis.TASK,
+        synthesis.TASK, agentic.TASK, rag.TASK, code.TASK,
+    )
+}  # fmt: skip
 
 
 def get_task(name: str) -> Task:

@@ -15,6 +15,7 @@ from grid.errors import ArbError
 DATA_DIR = Path(__file__).with_name("data")
 
 Metric = Callable[..., float]
+CorpusMetric = Callable[[list[tuple[dspy.Example, Any]]], float]
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class Splits:
     train: list[dspy.Example]
     val: list[dspy.Example]
     test: list[dspy.Example]
+    corpus: tuple[str, ...] = ()
+    """Passages the program may search (rag, agentic); empty for tasks that retrieve nothing."""
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,13 @@ class Task:
     """Bumped whenever a change could move scores; part of the trial key."""
     load: Callable[..., Splits]
     """`load(source, seed, n_labeled, n_val, n_eval) -> Splits`; data is read only when called."""
-    program: Callable[[], dspy.Module]
+    program: Callable[[Splits], dspy.Module]
+    """A fresh, unoptimized program; `splits.corpus` is what retrieving programs search."""
     metric: Metric
-    """`metric(example, pred, trace=None) -> float in [0, 1]`."""
+    """`metric(example, pred, trace=None) -> float in [0, 1]`; what optimizers maximize, per example."""
+    corpus_metric: CorpusMetric | None = None
+    """For metrics that are not a mean over examples (entity-level micro F1): `corpus_metric([(example, pred), ...])
+    -> float in [0, 1]` gives the reported score; `metric` stays the per-example signal for optimizers."""
 
 
 def load_hf(hub_id: str, config: str | None, source: str, sample_dir: str, split: str) -> list[dict[str, Any]]:
@@ -76,18 +83,21 @@ class HubData:
     pool_split: str
     test_split: str
 
+    def rows(self, source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The raw rows of the pool and test splits."""
+        return (
+            load_hf(self.hub_id, self.config, source, self.sample_dir, self.pool_split),
+            load_hf(self.hub_id, self.config, source, self.sample_dir, self.test_split),
+        )
+
     def splits(
         self, to_example: Callable[[dict[str, Any], int, str], dspy.Example], source: str, seed: int,
         n_labeled: int, n_val: int, n_eval: int,
     ) -> Splits:  # fmt: skip
-        """Read both splits through `load_hf`, turn rows into examples, and cut them with `seeded_splits`."""
-        pool, test = (
-            [
-                to_example(row, i, split)
-                for i, row in enumerate(load_hf(self.hub_id, self.config, source, self.sample_dir, split))
-            ]
-            for split in (self.pool_split, self.test_split)
-        )
+        """Read both splits, turn rows into examples, and cut them with `seeded_splits`."""
+        pool_rows, test_rows = self.rows(source)
+        pool = [to_example(row, i, self.pool_split) for i, row in enumerate(pool_rows)]
+        test = [to_example(row, i, self.test_split) for i, row in enumerate(test_rows)]
         return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
 
 

@@ -66,7 +66,7 @@ def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Spl
     return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval)
 
 
-def program() -> dspy.Module:
+def program(splits: Splits) -> dspy.Module:
     """Chain-of-thought, as in the study: reasoning first, then the number."""
     return dspy.ChainOfThought(SolveMath)
 

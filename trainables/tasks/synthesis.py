@@ -61,7 +61,7 @@ def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Spl
     return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval)
 
 
-def program() -> dspy.Module:
+def program(splits: Splits) -> dspy.Module:
     return dspy.Predict(Summarize)
 
 

@@ -1,0 +1,91 @@
+"""Retrieval-augmented QA over SQuAD paragraphs (`rajpurkar/squad`).
+
+Corpus: every distinct paragraph (`context`) of the loaded train and validation splits. Program: BM25 (bm25s)
+retrieves the top `TOP_K` paragraphs for the question, then a chain-of-thought step answers from them.
+Input: a question. Output: a short answer.
+
+Metric: faithfulness, i.e. whether the answer is supported by the passages the program retrieved (not whether it
+matches SQuAD's gold answer). After SQuAD normalization (lower case, no punctuation or articles):
+- an empty answer scores 0;
+- an answer that occurs as a contiguous run of tokens in one retrieved passage scores 1;
+- otherwise the score is the share of the answer's tokens that occur anywhere in the retrieved passages,
+  so a stitched or paraphrased answer gets partial credit and an answer with nothing behind it gets 0.
+Abstentions ("unknown", "not in the context") usually score 0, because those words are rarely in the passages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from trainables.tasks.base import HubData, Splits, Task, seeded_splits
+from trainables.tasks.retrieval import Bm25Index
+from trainables.tasks.text import normalize_answer
+
+VERSION = "1"
+DATA = HubData("rajpurkar/squad", None, sample_dir="squad", pool_split="train", test_split="validation")
+TOP_K = 3
+
+
+class AnswerFromPassages(dspy.Signature):
+    """Answer the question using only the passages. Reply with a short span taken from them."""
+
+    passages: list[str] = dspy.InputField()
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField(desc="a short span from the passages")
+
+
+class RetrieveThenAnswer(dspy.Module):
+    def __init__(self, corpus: tuple[str, ...]) -> None:
+        super().__init__()
+        self.index = Bm25Index(corpus)
+        self.answer = dspy.ChainOfThought(AnswerFromPassages)
+
+    def forward(self, question: str) -> dspy.Prediction:
+        passages = self.index.search(question, k=TOP_K)
+        pred = self.answer(passages=passages, question=question)
+        return dspy.Prediction(answer=pred.answer, passages=passages)
+
+
+def faithfulness(answer: str | None, passages: list[str]) -> float:
+    """How far the answer is supported by the passages (see the module docstring)."""
+    tokens = normalize_answer(answer).split()
+    if not tokens:
+        return 0.0
+    normalized = [normalize_answer(p).split() for p in passages]
+    n = len(tokens)
+    for words in normalized:
+        if any(words[i : i + n] == tokens for i in range(len(words) - n + 1)):
+            return 1.0
+    vocabulary = {w for words in normalized for w in words}
+    return sum(t in vocabulary for t in tokens) / n
+
+
+def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
+    return faithfulness(getattr(pred, "answer", None), list(getattr(pred, "passages", None) or []))
+
+
+def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
+    return dspy.Example(
+        id=f"{split}-{row['id']}", question=row["question"], answer=row["answers"]["text"][0]
+    ).with_inputs("question")
+
+
+def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
+    """SQuAD's train split feeds train and val; its validation split is the test set; all paragraphs form the corpus."""
+    pool_rows, test_rows = DATA.rows(source)
+    splits = seeded_splits(
+        [_to_example(r, DATA.pool_split) for r in pool_rows],
+        [_to_example(r, DATA.test_split) for r in test_rows],
+        seed, n_labeled, n_val, n_eval,
+    )  # fmt: skip
+    corpus = tuple(dict.fromkeys(r["context"] for r in pool_rows + test_rows))
+    return Splits(splits.train, splits.val, splits.test, corpus=corpus)
+
+
+def program(splits: Splits) -> dspy.Module:
+    return RetrieveThenAnswer(splits.corpus)
+
+
+TASK = Task(name="rag", version=VERSION, load=load, program=program, metric=metric)
