@@ -66,6 +66,14 @@ def _resample_index(n: int, n_boot: int, seed: int) -> np.ndarray:
     return index
 
 
+def outcome_label(status: str, delta_pp: float, n_eval: int) -> str:
+    """Phase 5's outcome of an optimization: `broken` (compile failed or errored), `responsive` (gain beyond half
+    the noise floor at this n) or `resistant` (no such gain)."""
+    if status != "finished":
+        return "broken"
+    return "responsive" if delta_pp > noise_floor_pp(n_eval) / 2 else "resistant"
+
+
 def noise_floor_pp(n: int) -> float:
     """Half-width (pp) of a 95% interval for a difference of two scores on n examples, worst case.
 

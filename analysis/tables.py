@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.stats import delta_verdict, gap_verdict, noise_floor_pp, paired_delta
+from analysis.stats import delta_verdict, gap_verdict, noise_floor_pp, outcome_label, paired_delta
 
 DONE = ("finished", "compile_failed")
 TIER_NAMES = ("task-driven", "weakly task-driven", "model-dependent")
@@ -204,13 +204,7 @@ def low_data_table(runs: pd.DataFrame) -> pd.DataFrame:
     ph = runs[(runs["phase"] == "5") & runs["status"].isin((*DONE, "errored"))]
     rows = []
     for run in ph.itertuples():
-        floor = noise_floor_pp(int(run.n_eval)) / 2 if pd.notna(run.n_eval) else 0.0
-        if run.status != "finished":
-            outcome = "broken"
-        elif run.delta_pp > floor:
-            outcome = "responsive"
-        else:
-            outcome = "resistant"
+        outcome = outcome_label(run.status, run.delta_pp, int(run.n_eval) if pd.notna(run.n_eval) else 0)
         rows.append(
             {
                 "model": run.model,

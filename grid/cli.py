@@ -69,6 +69,12 @@ def _launch(
     from grid.registry import load_registry
     from trainables.tracking import default_home
 
+    if spec.analysis_of is not None:
+        typer.echo(
+            f"grid {spec.name} (phase {spec.phase}) runs no trials: it is the analysis of grid {spec.analysis_of}. "
+            f"Read it with: {_me()} report {spec.analysis_of} --out report/"
+        )
+        return
     registry_path = str(models) if models else registry_path
     uri = _uri(tracking_uri)
     registry = load_registry(registry_path)
@@ -95,10 +101,11 @@ def run(
     models: ModelsFile = None,
     embedded_port: Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")] = 8761,
 ) -> None:
-    """Run every trial of a grid; trials already finished in MLflow are reused, not re-run."""
-    from grid.spec import load_grid
+    """Run every trial of a grid, then the grids its `then:` lists; finished trials are reused, not re-run."""
+    from grid.spec import load_grid, stages
 
-    _launch(load_grid(gridfile), None, tracking_uri, models, embedded_port)
+    for spec in stages(load_grid(gridfile)):
+        _launch(spec, None, tracking_uri, models, embedded_port)
 
 
 @app.command()
@@ -108,10 +115,14 @@ def resume(
     models: ModelsFile = None,
     embedded_port: Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")] = 8761,
 ) -> None:
-    """Finish an interrupted grid: the spec is read back from MLflow and only unfinished trials run."""
+    """Finish an interrupted grid (and its `then:` grids): the spec is read back from MLflow, only unfinished
+    trials run."""
     from grid.launch import stored_spec
+    from grid.spec import stages
 
-    _launch(*stored_spec(_uri(tracking_uri), grid), tracking_uri, models, embedded_port)
+    spec, registry_path = stored_spec(_uri(tracking_uri), grid)
+    for stage in stages(spec):
+        _launch(stage, registry_path, tracking_uri, models, embedded_port)
 
 
 @app.command()
@@ -119,32 +130,31 @@ def plan(
     gridfile: Annotated[str, typer.Argument(help="Grid YAML file, or the name of a shipped grid.")],
     models: ModelsFile = None,
 ) -> None:
-    """Print the trials a grid expands to, and their count, without running anything."""
+    """Print the trials a grid (and its `then:` grids) expands to, and their count, without running anything."""
     from rich.console import Console
     from rich.table import Table
 
     from grid.registry import load_registry
-    from grid.spec import expand, load_grid
+    from grid.spec import expand, load_grid, stages
 
-    spec = load_grid(gridfile)
-    trials = expand(spec, load_registry(models))
-    table = Table(title=f"grid {spec.name} (phase {spec.phase})")
-    for col in ("#", "trial key", "model", "task", "optimizer", "teacher", "demos", "n_labeled", "seed"):
-        table.add_column(col)
-    for i, t in enumerate(trials, 1):
-        table.add_row(
-            str(i),
-            t.key,
-            t.model,
-            t.task,
-            t.optimizer,
-            t.teacher or "(self)",
-            str(t.demos),
-            str(t.n_labeled),
-            str(t.seed),
-        )
-    Console().print(table)
-    typer.echo(f"{len(trials)} trials")
+    registry = load_registry(models)
+    counts = []
+    for spec in stages(load_grid(gridfile)):
+        trials = expand(spec, registry)
+        counts.append(len(trials))
+        if spec.analysis_of is not None:
+            typer.echo(f"grid {spec.name} (phase {spec.phase}): no trials; it analyses grid {spec.analysis_of}")
+            continue
+        table = Table(title=f"grid {spec.name} (phase {spec.phase})")
+        for col in ("#", "trial key", "model", "task", "optimizer", "teacher", "demos", "n_labeled", "seed"):
+            table.add_column(col)
+        for i, t in enumerate(trials, 1):
+            row = (t.key, t.model, t.task, t.optimizer, t.teacher or "(self)", t.demos, t.n_labeled, t.seed)
+            table.add_row(str(i), *map(str, row))
+        Console().print(table)
+        typer.echo(f"{spec.name}: {len(trials)} trials")
+    if len(counts) > 1:
+        typer.echo(f"{sum(counts)} trials in {len(counts)} grids")
 
 
 @app.command()

@@ -20,7 +20,7 @@ from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
 from grid.errors import ArbError
 from grid.registry import ModelRegistry
 from grid.spec import GridSpec, Trial, expand
-from trainables import sandbox
+from trainables import ablation, sandbox
 
 SPEC_TAG = "arb.grid_spec"
 REGISTRY_TAG = "arb.registry_path"
@@ -104,6 +104,7 @@ def run_grid(
     check_embedded(used, registry, embedded_port)
     if any(t.task == "code" for t in trials):
         sandbox.check(spec.sandbox)
+    ablation.check_sources(tracking_uri, trials)
     experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
     _remember_spec(tracking_uri, experiment_id, spec, registry_path)
     outcome = GridOutcome(total=len(trials))

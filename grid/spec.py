@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grid.errors import ArbError, one_line, unknown_name, validation_summary
 from grid.registry import ModelRegistry
@@ -43,10 +43,15 @@ class GridSpec(BaseModel):
     phase: str = "adhoc"
     """Study phase this grid belongs to (tag `arb.phase`): 1..5, smoke or adhoc."""
     description: str = ""
-    models: list[str]
+    models: list[str] = Field(default_factory=list)
     """Student models, by name in the model registry."""
-    tasks: list[str]
+    tasks: list[str] = Field(default_factory=list)
     """Task names from `trainables.tasks.TASKS`."""
+    analysis_of: str | None = None
+    """For a phase that runs no trials (phase 2): the grid whose runs it analyses; `models`/`tasks` stay empty."""
+    then: list[str] = Field(default_factory=list)
+    """Grids that `arb run` runs after this one, in order: shipped grid names or paths relative to this file.
+    A later grid may read an earlier one's runs (the demo ablation reads its source program)."""
     optimizer: str = "mipro"
     """Optimizer name from `trainables.optimizers.OPTIMIZERS`."""
     teacher: str | None = None
@@ -81,7 +86,17 @@ class GridSpec(BaseModel):
     @field_validator("models", "tasks")
     @classmethod
     def _names(cls, v: list[str], info: Any) -> list[str]:
-        return _unique(v, info.field_name)
+        return _unique(v, info.field_name) if v else v  # emptiness is checked with `analysis_of` below
+
+    @model_validator(mode="after")
+    def _trials_or_analysis(self) -> GridSpec:
+        if self.analysis_of is None:
+            for field in ("models", "tasks"):
+                if not getattr(self, field):
+                    raise ValueError(f"`{field}` must list at least one value")
+        elif self.models or self.tasks:
+            raise ValueError("a grid with `analysis_of` runs no trials: remove `models` and `tasks`")
+        return self
 
     @field_validator("demos", "n_labeled", "seeds")
     @classmethod
@@ -191,19 +206,45 @@ def load_grid(ref: str | Path) -> GridSpec:
     path = resolve_grid_path(ref)
     raw = _merged(path)
     try:
-        return GridSpec.model_validate(raw)
+        spec = GridSpec.model_validate(raw)
     except ValidationError as exc:
         raise ArbError(
             f"grid file {path} is invalid: {validation_summary(exc)}", "see the field docs in grid/spec.py"
         ) from None
+    # `then` refs are made absolute now, so that `arb resume` finds them from any directory.
+    return spec.model_copy(update={"then": [str(_resolve_next(path, ref)) for ref in spec.then]})
+
+
+def _resolve_next(path: Path, ref: str) -> Path:
+    relative = path.parent / ref
+    if relative.is_file():
+        return relative.resolve()
+    try:
+        return resolve_grid_path(ref).resolve()
+    except ArbError:
+        raise ArbError(f"grid file {path}: `then` names {ref!r}, which is neither a file nor a shipped grid",
+                       "fix the name or the path (relative to the grid file)") from None  # fmt: skip
+
+
+def stages(spec: GridSpec, _seen: tuple[str, ...] = ()) -> list[GridSpec]:
+    """The grid followed by its `then` grids (recursively, depth first), in the order `arb run` runs them."""
+    if spec.name in _seen:
+        raise ArbError(f"grid {spec.name!r} runs itself again through `then`", "remove the cycle")
+    out = [spec]
+    for ref in spec.then:
+        out += stages(load_grid(ref), (*_seen, spec.name))
+    return out
 
 
 def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
-    """All trials of a grid, in a stable order; checks every name against its registry first."""
+    """All trials of a grid, in a stable order; checks every name against its registry first (none for
+    an analysis-only grid)."""
     # Imported here so that `arb plan` on a bad file fails fast without loading DSPy.
     from trainables.optimizers import OPTIMIZERS
     from trainables.tasks import TASKS
 
+    if spec.analysis_of is not None:
+        return []
     for model in spec.models:
         registry.get(model)
     if spec.teacher is not None:

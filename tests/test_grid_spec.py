@@ -8,7 +8,7 @@ import pytest
 
 from grid.errors import ArbError
 from grid.registry import load_registry
-from grid.spec import expand, load_grid, trial_key
+from grid.spec import expand, load_grid, stages, trial_key
 
 REGISTRY = load_registry()
 
@@ -116,3 +116,62 @@ def test_unknown_names_list_the_choices(tmp_path: Path, text: str, needle: str) 
 def test_missing_grid_file_lists_shipped_grids() -> None:
     with pytest.raises(ArbError, match="smoke"):
         load_grid("no-such-grid")
+
+
+PHASE_COUNTS = {"phase1": 54, "phase2": 0, "phase3": 8, "phase4": 18, "phase5": 24}
+
+
+@pytest.mark.parametrize(("grid", "count"), sorted(PHASE_COUNTS.items()))
+def test_shipped_phase_files_expand_to_the_study_counts(grid: str, count: int) -> None:
+    spec = load_grid(grid)
+    trials = expand(spec, REGISTRY)
+    assert len(trials) == count == spec.size * (spec.analysis_of is None)
+    assert spec.phase == grid.removeprefix("phase")
+    if trials:
+        assert len({t.key for t in trials}) == count
+        assert {t.task for t in trials} <= set(load_grid("phase1").tasks)
+
+
+def test_phase_files_mirror_the_spec_table() -> None:
+    p1, p3, p4, p5 = (load_grid(f"phase{i}") for i in (1, 3, 4, 5))
+    assert p1.models == ["llama3.2", "mistral", "phi4", "qwen2.5:7b", "gpt-4o", "gpt-5.2"] and len(p1.tasks) == 9
+    assert (p1.optimizer, p1.teacher, p1.n_eval) == ("mipro", "gpt-4o", 50)
+    assert p3.optimizer == "demo_ablation" and p3.optimizer_params["source"]["grid"] == "phase1"
+    assert p4.models == ["qwen3:4b", "deepseek-r1:7b"] and p4.optimizer == "none"
+    assert all(REGISTRY.get(m).reasoning for m in p4.models)
+    assert (p5.optimizer, p5.teacher, p5.tasks) == ("bootstrap_rs", "gpt-4o", ["math", "classification", "qa"])
+    assert p5.n_labeled[:5] == [0, 1, 2, 4, 8]
+
+
+def test_smoke_stages_cover_every_optimizer() -> None:
+    chain = stages(load_grid("smoke"))
+    assert [s.name for s in chain] == ["smoke", "smoke-tasks", "smoke-lowdata", "smoke-fewshot", "smoke-ablation"]
+    assert {s.optimizer for s in chain} == {"mipro", "none", "bootstrap_rs", "bootstrap", "demo_ablation"}
+    lowdata = next(s for s in chain if s.optimizer == "bootstrap_rs")
+    assert len(lowdata.n_labeled) == 2
+    assert {m for s in chain for m in s.models} == {"smollm2", "gemma3"}
+    assert len({t for s in chain for t in s.tasks}) > 1
+
+
+def test_then_chain_errors(tmp_path: Path) -> None:
+    _write(tmp_path, "name: a\nmodels: [phi4]\ntasks: [math]\nthen: [b.yaml]\n", "a.yaml")
+    _write(tmp_path, "name: b\nmodels: [phi4]\ntasks: [math]\nthen: [a.yaml]\n", "b.yaml")
+    with pytest.raises(ArbError, match="runs itself again"):
+        stages(load_grid(tmp_path / "a.yaml"))
+    bad = _write(tmp_path, "name: c\nmodels: [phi4]\ntasks: [math]\nthen: [nowhere]\n", "c.yaml")
+    with pytest.raises(ArbError, match="neither a file nor a shipped grid"):
+        load_grid(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("name: g\nanalysis_of: phase1\nmodels: [phi4]\n", "runs no trials"),
+        ("name: g\ntasks: [math]\n", "`models` must list at least one value"),
+        ("name: g\nmodels: [phi4]\n", "`tasks` must list at least one value"),
+        ("name: g\nmodels: [phi4]\ntasks: [code]\nsandbox: none\n", "sandbox"),
+    ],
+)
+def test_analysis_grids_and_empty_axes(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ArbError, match=needle):
+        load_grid(_write(tmp_path, text))

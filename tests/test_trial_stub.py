@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from conftest import expected_baseline
 from mlflow.tracking import MlflowClient
-from stub_server import StubServer
+from stub_server import StubServer, table_responder
 
 from grid.registry import load_registry
 from grid.spec import GridSpec, Trial, expand
@@ -157,3 +157,36 @@ def test_text_tasks_run_through_a_trial(task: str, tracking_uri: str) -> None:
         [trial] = expand(spec, load_registry())
         metrics = execute_trial(_config(trial, tracking_uri, {"llama3.2": server.url}))
     assert metrics["baseline_score"] == pytest.approx(75.0)
+
+
+THINK_CASES = [
+    ("<think>hmm</think>\n42", "42", "<think>hmm</think>"),
+    ("<THINK>a\nb</THINK>answer", "answer", "<THINK>a\nb</THINK>"),
+    ("no thinking here", "no thinking here", ""),
+    ("<think>ran out of tokens", "", "<think>ran out of tokens"),  # unclosed: no answer at all
+    ("opened in the prompt</think> 7", "7", "opened in the prompt</think>"),
+    ("<think>one</think>x<think>two</think>y", "xy", "<think>one</think><think>two</think>"),
+    ("", "", ""),
+    ("<think></think>", "", "<think></think>"),
+]
+
+
+@pytest.mark.parametrize(("text", "answer", "thinking"), THINK_CASES)
+def test_strip_thinking(text: str, answer: str, thinking: str) -> None:
+    from trainables.lm import strip_thinking
+
+    assert strip_thinking(text) == (answer, thinking)
+
+
+def test_reasoning_model_think_blocks_are_stripped_and_counted(
+    tracking_uri: str, math_splits: Any, known_answers: dict[str, str]
+) -> None:
+    decoy = "The answer might be 999. Wait, let me reconsider the arithmetic step by step. " * 3
+    with StubServer(["qwen3:4b", "llama3.2"], table_responder(known_answers, think=decoy)) as server:
+        reasoning = execute_trial(_config(_trial("qwen3:4b", optimizer="none"), tracking_uri, {"qwen3:4b": server.url}))
+        plain = execute_trial(_config(_trial("llama3.2", optimizer="none"), tracking_uri, {"llama3.2": server.url}))
+    assert reasoning["baseline_score"] == pytest.approx(expected_baseline(math_splits, known_answers))
+    assert 0 < reasoning["thinking_tokens"] < reasoning["completion_tokens"]
+    assert reasoning["latency_ms_p95"] >= reasoning["latency_ms_p50"] > 0
+    # the same output from a model not marked `reasoning` is not touched: no thinking counted
+    assert plain["thinking_tokens"] == 0 and plain["completion_tokens"] == reasoning["completion_tokens"]

@@ -8,6 +8,7 @@ the meter is found by name in a module-level table rather than held as an attrib
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,12 +34,15 @@ class Usage:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    thinking_tokens: int = 0
+    """The share of `completion_tokens` spent inside `<think>` blocks (estimated; see `strip_thinking`)."""
 
     def add(self, other: Usage) -> None:
         self.calls += other.calls
         self.cache_hits += other.cache_hits
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.thinking_tokens += other.thinking_tokens
 
 
 class Meter:
@@ -58,6 +62,10 @@ class Meter:
             if not cache_hit:
                 u.prompt_tokens += int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
                 u.completion_tokens += int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+
+    def record_thinking(self, role: str, tokens: int) -> None:
+        with self._lock:
+            self.usage[(self.stage, role)].thinking_tokens += tokens
 
     def total(self, stage: str | None = None, role: str | None = None) -> Usage:
         """Usage summed over every (stage, role) matching the filters."""
@@ -81,13 +89,59 @@ def drop_meter(name: str) -> None:
         _METERS.pop(name, None)
 
 
-class MeteredLM(dspy.LM):
-    """A `dspy.LM` that reports each call's usage to a named `Meter`."""
+_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|\Z)", re.DOTALL | re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"^.*?</think>", re.DOTALL | re.IGNORECASE)
 
-    def __init__(self, model: str, *, meter: str, role: str, **kwargs: Any) -> None:
+
+def strip_thinking(text: str) -> tuple[str, str]:
+    """(answer, thinking): `<think>…</think>` blocks removed from a reasoning model's output.
+
+    Also handles an unclosed block (the model ran out of tokens while thinking: no answer at all) and a bare
+    `</think>` (chat templates that open the block in the prompt, so the output starts mid-thought).
+    """
+    thinking = [m.group(0) for m in _THINK_BLOCK.finditer(text)]
+    answer = _THINK_BLOCK.sub("", text)
+    if (m := _THINK_CLOSE.match(answer)) is not None:
+        thinking.append(m.group(0))
+        answer = answer[m.end() :]
+    return answer.strip(), "".join(thinking)
+
+
+class MeteredLM(dspy.LM):
+    """A `dspy.LM` that reports each call's usage to a named `Meter`.
+
+    For reasoning models (`reasoning=True`), `<think>` blocks are removed from every output before DSPy parses it,
+    and their tokens are counted: the server reports one completion count, so the thinking share is estimated by
+    the thinking text's share of characters (separate `reasoning_content` counts as thinking too).
+    """
+
+    def __init__(self, model: str, *, meter: str, role: str, reasoning: bool = False, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.meter_name = meter
         self.role = role
+        self.reasoning = reasoning
+
+    def _process_completion(self, response: Any, merged_kwargs: dict[str, Any]) -> list[Any]:
+        outputs = super()._process_completion(response, merged_kwargs)
+        if not self.reasoning:
+            return outputs
+        answer_chars = thinking_chars = 0
+        cleaned: list[Any] = []
+        for out in outputs:
+            text = out if isinstance(out, str) else out.get("text")
+            answer, thinking = strip_thinking(text or "")
+            extra = "" if isinstance(out, str) else str(out.get("reasoning_content") or "")
+            answer_chars += len(answer)
+            thinking_chars += len(thinking) + len(extra)
+            cleaned.append(answer if isinstance(out, str) else {**out, "text": answer})
+        meter = _METERS.get(self.meter_name)
+        usage = getattr(response, "usage", None)
+        completion = getattr(usage, "completion_tokens", None)
+        if completion is None and isinstance(usage, dict):
+            completion = usage.get("completion_tokens")
+        if meter is not None and completion and thinking_chars:
+            meter.record_thinking(self.role, round(int(completion) * thinking_chars / (thinking_chars + answer_chars)))
+        return cleaned
 
     def update_history(self, entry: dict[str, Any]) -> None:
         meter = _METERS.get(self.meter_name)
@@ -138,6 +192,7 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None =
         api_key=key,
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
+        reasoning=entry.reasoning,
         timeout=_DEFAULT_TIMEOUT_S,
         num_retries=2,
         # DSPy's cache key ignores api_base, so two nodes (or two model versions) would share entries; per-endpoint

@@ -51,6 +51,10 @@ class Optimizer:
             )
         if self.name == "mipro":
             _check_mipro(params)
+        if self.name == "demo_ablation":
+            from trainables.ablation import parse_source
+
+            parse_source(params)
 
 
 def _none(req: CompileRequest) -> dspy.Module:
@@ -78,6 +82,10 @@ def _bootstrap_rs(req: CompileRequest) -> dspy.Module:
         teacher_settings={"lm": req.teacher},
     )
     return optimizer.compile(req.program.deepcopy(), trainset=req.trainset, valset=req.valset)
+
+
+def _not_a_compile(req: CompileRequest) -> dspy.Module:
+    raise ArbError("demo_ablation re-evaluates a stored program; it does not compile", "run it through a trial")
 
 
 _MIPRO_COMPILE_KEYS = (
@@ -142,5 +150,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
         Optimizer("bootstrap", _bootstrap, frozenset({"max_rounds"})),
         Optimizer("bootstrap_rs", _bootstrap_rs, frozenset({"num_candidate_programs"})),
         Optimizer("mipro", _mipro, frozenset({"auto", "num_candidates", "num_trials", *_MIPRO_COMPILE_KEYS})),
+        # Not a compile: the trial evaluates a stored program with k demos (trainables.ablation).
+        Optimizer("demo_ablation", _not_a_compile, frozenset({"source"}), needs_trainset=False),
     )
 }

@@ -17,13 +17,15 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
+from analysis.stats import outcome_label
+from grid.errors import ArbError
 from grid.registry import ModelRegistry, load_registry
 from grid.spec import Trial
-from trainables import sandbox, tracking
+from trainables import ablation, sandbox, tracking
 from trainables.evaluate import EvalResult, evaluate
-from trainables.lm import build_lm, drop_meter, new_meter
+from trainables.lm import Meter, build_lm, drop_meter, new_meter
 from trainables.optimizers import OPTIMIZERS, CompileRequest
-from trainables.tasks import get_task
+from trainables.tasks import Splits, Task, get_task
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,12 @@ def _work(
         baseline = evaluate(program, splits.test, task, lm=student, meter=meter, condition="baseline")
         eval_seconds = time.perf_counter() - t0
 
+        if trial.optimizer == "demo_ablation":
+            client = MlflowClient(runtime.tracking_uri)
+            return _ablate(
+                trial, task, splits, student, meter, baseline, eval_seconds, client, (student_entry, teacher_entry)
+            )
+
         meter.stage = "optimize"
         optimizer = OPTIMIZERS[trial.optimizer]
         t0 = time.perf_counter()
@@ -171,11 +179,49 @@ def _work(
             "examples.csv": pd.DataFrame(baseline.rows() + optimized.rows()).to_csv(index=False),
         }
         tags = {"arb.compile_error": compile_error} if compile_error else {}
+        tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], trial.n_eval)
         if trial.task == "code":
             tags["arb.sandbox"] = trial.sandbox
         return status, metrics, artifacts, tags
     finally:
         drop_meter(run_id)
+
+
+def _ablate(
+    trial: Trial, task: Task, splits: Splits, student: dspy.LM, meter: Meter, baseline: EvalResult,
+    eval_seconds: float, client: MlflowClient, entries: tuple[Any, Any],
+) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:  # fmt: skip
+    """Phase 3: the source program with its instruction and its first k demos, k = 0..demos (see ablation.py)."""
+    source = ablation.find_source(client, trial)
+    program = ablation.load_program(client, source, task.program(splits))
+    have = max(ablation.demo_counts(program), default=0)
+    if trial.demos > have:
+        raise ArbError(
+            f"the source program has {have} demos, fewer than demos={trial.demos}", "lower `demos` in the grid file"
+        )
+    meter.stage = "optimized"
+    results: list[EvalResult] = []
+    t0 = time.perf_counter()
+    for k in range(trial.demos + 1):
+        variant = ablation.with_first_demos(program, k)
+        results.append(evaluate(variant, splits.test, task, lm=student, meter=meter, condition=f"k{k}"))
+    eval_seconds += time.perf_counter() - t0
+    full = ablation.with_first_demos(program, trial.demos)
+    metrics = _metrics(baseline, results[-1], meter, *entries, full)
+    metrics.update({f"score_k{k}": r.score for k, r in enumerate(results)})
+    metrics.update(
+        instruction_effect_pp=results[0].score - baseline.score,
+        demo_effect_pp=results[-1].score - results[0].score,
+        optimize_seconds=0.0,
+        eval_seconds=eval_seconds,
+    )
+    rows = baseline.rows() + [row for r in results for row in r.rows()]
+    artifacts = {
+        "program.json": _program_state(full),
+        "instruction.txt": _instructions(full),
+        "examples.csv": pd.DataFrame(rows).to_csv(index=False),
+    }
+    return tracking.FINISHED, metrics, artifacts, {"arb.source_run": source.info.run_id}
 
 
 def _metrics(
@@ -206,6 +252,7 @@ def _metrics(
         "completion_tokens": total.completion_tokens,
         "cost_usd": cost,
         "lm_calls": total.calls,
+        "thinking_tokens": total.thinking_tokens,
         "cache_hits": total.cache_hits,
         "eval_lm_calls": evaluation.calls,
         "optimize_lm_calls": optimization.calls,

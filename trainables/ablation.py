@@ -1,0 +1,111 @@
+"""Phase 3, the demo ablation: take a finished trial's optimized program from MLflow and re-evaluate it with its
+instruction and only its first k demos, k = 0..`demos`.
+
+The source trial is named in the grid file, by the fields that make its key besides model, task and seed:
+
+    optimizer: demo_ablation
+    demos: [5]                  # k runs from 0 to 5
+    optimizer_params:
+      source: {grid: phase1, optimizer: mipro, teacher: gpt-4o, demos: 5, n_labeled: 200}
+
+Instruction effect = score(k=0) − baseline; demo effect(k) = score(k) − score(k=0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dspy
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from grid.errors import ArbError, validation_summary
+from grid.spec import Trial, trial_key
+from trainables import tracking
+
+
+class Source(BaseModel):
+    """The trial whose program is ablated (same model, task, task version and seed as the ablation trial)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grid: str
+    """Grid (MLflow experiment) that ran the source trial, e.g. `phase1`."""
+    optimizer: str
+    teacher: str | None = None
+    demos: int
+    n_labeled: int
+
+
+def parse_source(params: dict[str, Any]) -> Source:
+    """`optimizer_params.source`, validated; a clear error names what is missing."""
+    if "source" not in params:
+        raise ArbError(
+            "demo_ablation needs `optimizer_params.source` (the trial whose program to ablate)",
+            "add e.g. `source: {grid: phase1, optimizer: mipro, teacher: gpt-4o, demos: 5, n_labeled: 200}`",
+        )
+    try:
+        return Source.model_validate(params["source"])
+    except ValidationError as exc:
+        raise ArbError(f"demo_ablation source: {validation_summary(exc)}", "see trainables/ablation.py") from None
+
+
+def source_key(trial: Trial) -> str:
+    """The trial key of the source trial."""
+    src = parse_source(trial.optimizer_params)
+    return trial_key(
+        model=trial.model, task=trial.task, task_version=trial.task_version, optimizer=src.optimizer,
+        teacher=src.teacher, demos=src.demos, n_labeled=src.n_labeled, seed=trial.seed,
+    )  # fmt: skip
+
+
+def find_source(client: MlflowClient, trial: Trial) -> Run:
+    """The finished source run of an ablation trial, or an error saying which grid to run first."""
+    src = parse_source(trial.optimizer_params)
+    experiment = client.get_experiment_by_name(src.grid)
+    run = tracking.finished_run(client, experiment.experiment_id, source_key(trial)) if experiment else None
+    if run is None or run.data.tags.get(tracking.TAG_STATUS) != tracking.FINISHED:
+        state = "compile failed" if run is not None else "no finished run"
+        raise ArbError(
+            f"demo ablation of {trial.model} · {trial.task}: {state} for its source trial in grid {src.grid!r} "
+            f"({src.optimizer}, d{src.demos}, n{src.n_labeled}, seed {trial.seed})",
+            f"run that grid first (arb run grid/phases/{src.grid}.yaml), or fix `optimizer_params.source`",
+        )
+    return run
+
+
+def check_sources(tracking_uri: str, trials: list[Trial]) -> None:
+    """Driver-side check before any work: every source run exists and has at least `demos` demos."""
+    client = MlflowClient(tracking_uri)
+    for trial in trials:
+        if trial.optimizer != "demo_ablation":
+            continue
+        run = find_source(client, trial)
+        have = int(run.data.metrics.get("n_demos_chosen", 0))
+        if trial.demos > have:
+            raise ArbError(
+                f"demo ablation of {trial.model} · {trial.task} asks for k up to {trial.demos}, "
+                f"but the source program has {have} demos",
+                f"set `demos: [{have}]` or ablate a (model, task) pair whose program kept demos",
+            )
+
+
+def load_program(client: MlflowClient, run: Run, fresh: dspy.Module) -> dspy.Module:
+    """The source run's compiled program: its saved state loaded into a fresh program of the task."""
+    path = Path(client.download_artifacts(run.info.run_id, "program.json"))
+    fresh.load(str(path))
+    return fresh
+
+
+def with_first_demos(program: dspy.Module, k: int) -> dspy.Module:
+    """A copy of `program` with the same instructions and only the first k demos of each predictor."""
+    copy = program.deepcopy()
+    for predictor in copy.predictors():
+        predictor.demos = list(predictor.demos[:k])
+    return copy
+
+
+def demo_counts(program: dspy.Module) -> list[int]:
+    return [len(p.demos) for p in program.predictors()]
