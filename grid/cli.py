@@ -42,13 +42,18 @@ ModelsFile = Annotated[
 ]
 
 
-def _uri(tracking_uri: str | None) -> str:
-    from trainables.tracking import default_home, default_tracking_uri
+def _uri(tracking_uri: str | None, *, sweep: bool = False) -> str:
+    from trainables.tracking import check_writable, default_home, default_tracking_uri
 
-    if tracking_uri:
-        return tracking_uri
-    default_home().mkdir(parents=True, exist_ok=True)
-    return default_tracking_uri()
+    uri = tracking_uri or default_tracking_uri()
+    if not sweep:
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return uri
+    check_writable(default_home())  # Ray's results and the embedded servers' logs go there, whatever the store
+    if uri.startswith("sqlite:///"):
+        check_writable(Path(uri.removeprefix("sqlite:///")).parent)
+    return uri
 
 
 def _me() -> str:
@@ -76,7 +81,7 @@ def _launch(
         )
         return
     registry_path = str(models) if models else registry_path
-    uri = _uri(tracking_uri)
+    uri = _uri(tracking_uri, sweep=True)
     registry = load_registry(registry_path)
     home = default_home()
     outcome = run_grid(spec, registry, uri, home, registry_path=registry_path, embedded_port=embedded_port)
@@ -120,7 +125,7 @@ def resume(
     from grid.launch import stored_spec
     from grid.spec import stages
 
-    spec, registry_path = stored_spec(_uri(tracking_uri), grid)
+    spec, registry_path = stored_spec(_uri(tracking_uri, sweep=True), grid)
     for stage in stages(spec):
         _launch(stage, registry_path, tracking_uri, models, embedded_port)
 

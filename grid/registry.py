@@ -39,6 +39,8 @@ class ModelEntry(BaseModel):
     gguf: str | None = None
     context: int = Field(default=4096, gt=0)
     chat_format: str | None = None
+    timeout_s: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=2, ge=0, le=10)
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelEntry:

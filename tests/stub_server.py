@@ -71,7 +71,21 @@ class StubState:
     bodies: list[str] = field(default_factory=list)
     paths: Counter[str] = field(default_factory=Counter)
     auth_headers: set[str] = field(default_factory=set)
+    faults: list[str] = field(default_factory=list)
+    """Faults for the next chat calls, one per call, consumed in order: "429", "500", "stall", "drop"."""
+    fault_always: str | None = None
+    """A fault for every chat call once `faults` is empty (None: answer normally)."""
+    stall_seconds: float = 30.0
+    """How long a "stall" holds the connection open without answering (bounded, so the handler thread ends)."""
+    fault_log: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next_fault(self) -> str | None:
+        with self.lock:
+            fault = self.faults.pop(0) if self.faults else self.fault_always
+            if fault:
+                self.fault_log.append(fault)
+            return fault
 
     def touch(self, model: str) -> None:
         """Mark `model` as used, counting a load when it was not resident (one model resident at a time)."""
@@ -137,6 +151,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self._known(model):
             self._send(404, {"error": f"model '{model}' not found, try pulling it first"})
+            return
+        fault = state.next_fault()
+        if fault == "429":
+            self.send_response(429)
+            self.send_header("Retry-After", "1")
+            self.send_header("Content-Type", "application/json")
+            data = json.dumps({"error": {"message": "rate limited", "type": "rate_limit_error"}}).encode()
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        if fault == "500":
+            self._send(500, {"error": {"message": "internal error", "type": "server_error"}})
+            return
+        if fault == "stall":
+            time.sleep(state.stall_seconds)
+            self.close_connection = True
+            return
+        if fault == "drop":
+            self.close_connection = True  # no status line: the client sees the connection closed
             return
         state.touch(model)
         with state.lock:

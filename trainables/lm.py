@@ -22,9 +22,6 @@ from grid.registry import ModelEntry
 _METERS: dict[str, Meter] = {}
 _METERS_LOCK = threading.Lock()
 
-# Per-call timeout (s): long enough for a CPU model writing a few hundred tokens, short enough to notice a stall.
-_DEFAULT_TIMEOUT_S = 120.0
-
 
 @dataclass
 class Usage:
@@ -193,8 +190,8 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None =
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
         reasoning=entry.reasoning,
-        timeout=_DEFAULT_TIMEOUT_S,
-        num_retries=2,
+        timeout=entry.timeout_s,
+        num_retries=entry.retries,
         # DSPy's cache key ignores api_base, so two nodes (or two model versions) would share entries; per-endpoint
         # caching is the cluster issue's job. Until then every call goes to the model.
         cache=False,

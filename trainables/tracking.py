@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -35,6 +36,25 @@ _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 def default_home() -> Path:
     """Where the embedded store lives: `$ARB_HOME`, else `./arb-results`."""
     return Path(os.environ.get("ARB_HOME", "arb-results")).resolve()
+
+
+MIN_FREE_MB = 200
+"""Free space a sweep needs in its results directory before it starts (MLflow store, artifacts, Ray results)."""
+
+
+def check_writable(directory: Path, min_free_mb: int = MIN_FREE_MB) -> None:
+    """Fail early, with the fix, if results cannot be written to `directory` (read-only, no permission, full)."""
+    fix = "set ARB_HOME (or --tracking-uri) to a writable directory with free space"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".arb-write-probe-{os.getpid()}"
+        probe.write_bytes(b"\0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise ArbError(f"results directory {directory} is not writable: {exc.strerror or exc}", fix) from None
+    free_mb = shutil.disk_usage(directory).free // (1024 * 1024)
+    if free_mb < min_free_mb:
+        raise ArbError(f"results directory {directory} has only {free_mb} MB free (a sweep needs {min_free_mb})", fix)
 
 
 def default_tracking_uri() -> str:

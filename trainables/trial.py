@@ -6,6 +6,7 @@ and scripts. A trial whose key already has a finished MLflow run returns that ru
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -85,7 +86,14 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
     except BaseException as exc:
         tracking.mark_errored(client, run_id, exc)
         raise
-    tracking.finish(client, run_id, status=status, metrics=metrics, tags=tags, artifacts=artifacts)
+    try:
+        tracking.finish(client, run_id, status=status, metrics=metrics, tags=tags, artifacts=artifacts)
+    except BaseException as exc:
+        # A full disk or a lost store mid-write: the status tag was not written, so the run is not taken for
+        # finished; say why if the store still takes a write, and let the retry or resume redo the trial.
+        with contextlib.suppress(Exception):
+            tracking.mark_errored(client, run_id, exc)
+        raise
     # `reused` and `compile_failed` go to Tune (progress, status) but are not part of the MLflow record.
     return {**metrics, "reused": 0.0, "compile_failed": float(status == tracking.COMPILE_FAILED)}
 
