@@ -1,0 +1,113 @@
+"""Real servers for the tests that need them: PostgreSQL (Debian's) and an MLflow tracking server on top of it,
+the same kind of store that cluster.yaml sets up on the head node. Everything binds to 127.0.0.1."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pg_bin() -> Path | None:
+    """The directory of Debian's PostgreSQL server binaries, if installed."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster with a `mlflow` database; yields its SQLAlchemy URI."""
+    bindir = pg_bin()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    # Its own directory in /tmp: pytest's tmp_path sits under a root-only directory the postgres user cannot enter.
+    workdir = Path(tempfile.mkdtemp(prefix="arb-pg-"))
+    data, port = workdir / "pgdata", free_port()
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(workdir, "postgres")
+        shutil.chown(data, "postgres")
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True, "timeout": 120}
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]), **quiet)
+    options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    log = workdir / "postgres.log"
+    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w",
+                                 "start"]), **quiet)  # fmt: skip
+    try:
+        subprocess.run(
+            _as_postgres([str(bindir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                          "postgres", "mlflow"]), **quiet)  # fmt: skip
+        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)  # fmt: skip
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class MlflowServer:
+    """`mlflow server` on a PostgreSQL store; can be stopped and started again on the same port (outage tests)."""
+
+    def __init__(self, backend_uri: str, artifacts: Path, log: Path) -> None:
+        self.backend_uri, self.artifacts, self.log = backend_uri, artifacts, log
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        mlflow = Path(sys.executable).with_name("mlflow")
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
+                 "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts.as_uri()],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.uri}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer within {timeout_s} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+@contextmanager
+def mlflow_on_postgres(workdir: Path) -> Iterator[MlflowServer]:
+    with postgres() as backend:
+        server = MlflowServer(backend, workdir / "artifacts", workdir / "mlflow-server.log")
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
