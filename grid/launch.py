@@ -182,7 +182,7 @@ def _fit(
     )
     try:
         tuner = tune.Tuner(
-            tune.with_resources(run_trial, {"cpu": spec.trial_cpus}),
+            tune.with_resources(run_trial, _trial_resources(spec, registry)),
             param_space={
                 "trial": tune.grid_search([t.model_dump() for t in trials]),
                 "runtime": runtime.model_dump(),
@@ -190,7 +190,7 @@ def _fit(
             tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
             run_config=tune.RunConfig(
                 name=spec.name,
-                storage_path=str(home / "ray"),
+                storage_path=storage_path(home),
                 verbose=0,
                 callbacks=[_progress_callback(trials, outcome, stream)],
                 failure_config=tune.FailureConfig(max_failures=1),
@@ -204,6 +204,35 @@ def _fit(
         outcome.interrupted = len(outcome.statuses) < outcome.total
     finally:
         ray.shutdown()
+
+
+SLOTS = "ollama_slots"
+"""Custom resource a GPU node advertises: how many trials its Ollama serves at once (cluster.yaml sets it)."""
+
+
+def _trial_resources(spec: GridSpec, registry: ModelRegistry) -> Any:
+    """Per-trial resources: CPUs, plus one Ollama slot for trials of Ollama models when the cluster has slots.
+
+    On a single machine (no node advertises slots) asking for one would leave every trial pending forever.
+    """
+    import ray
+    from ray import tune
+
+    has_slots = ray.cluster_resources().get(SLOTS, 0) > 0
+
+    def resources(config: dict[str, Any]) -> Any:
+        bundle: dict[str, float] = {"CPU": spec.trial_cpus}
+        if has_slots and registry.get(config["trial"]["model"]).provider == "ollama":
+            bundle[SLOTS] = 1
+        return tune.PlacementGroupFactory([bundle])
+
+    return resources
+
+
+def storage_path(home: Path) -> str:
+    """Where Ray Tune keeps trial state: `ARB_STORAGE_PATH` (on a multi-node cluster, a path every node shares:
+    NFS, or an object store URI such as s3://bucket/arb), else `<ARB_HOME>/ray`."""
+    return os.environ.get("ARB_STORAGE_PATH") or str(home / "ray")
 
 
 def summary_line(outcome: GridOutcome) -> str:

@@ -20,9 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.stats import outcome_label
 from grid.errors import ArbError
-from grid.registry import ModelRegistry, load_registry
+from grid.registry import ModelEntry, ModelRegistry, load_registry
 from grid.spec import Trial
-from trainables import ablation, sandbox, tracking
+from trainables import ablation, ollama_node, sandbox, tracking
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
 from trainables.optimizers import OPTIMIZERS, CompileRequest
@@ -128,8 +128,12 @@ def _work(
     sandbox.set_mode(trial.sandbox)
     meter = new_meter(run_id)
     try:
-        student = build_lm(student_entry, meter=run_id, role="student", endpoint=runtime.endpoints.get(trial.model))
-        teacher = build_lm(teacher_entry, meter=run_id, role="teacher", endpoint=runtime.endpoints.get(teacher_name))
+        student = build_lm(
+            student_entry, meter=run_id, role="student", endpoint=_endpoint(runtime, trial.model, student_entry)
+        )
+        teacher = build_lm(
+            teacher_entry, meter=run_id, role="teacher", endpoint=_endpoint(runtime, teacher_name, teacher_entry)
+        )
         program = task.program(splits)
 
         meter.stage = "baseline"
@@ -193,6 +197,19 @@ def _work(
         return status, metrics, artifacts, tags
     finally:
         drop_meter(run_id)
+
+
+def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> str | None:
+    """Where to reach a model: the driver's override (embedded servers), else for Ollama this node's server,
+    checked to answer and hold the model before any work is done."""
+    if name in runtime.endpoints:
+        return runtime.endpoints[name]
+    if entry.provider != "ollama":
+        return None
+    host = ollama_node.node_endpoint(entry)
+    if host is not None:
+        ollama_node.ensure_model(host, entry.id)
+    return host
 
 
 def _ablate(

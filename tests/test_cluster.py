@@ -1,0 +1,169 @@
+"""A real multi-node Ray cluster on 127.0.0.1: a head and two GPU-less "GPU workers", each advertising Ollama
+slots and the port of its own stub Ollama server (node label `arb-ollama-port`), all logging to an MLflow server
+on PostgreSQL like cluster.yaml's head. The driver is `arb` itself, in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+from servers import MlflowServer, free_port, mlflow_on_postgres, pg_bin
+from stub_server import StubServer, table_responder
+
+from trainables import tracking
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)"),
+]
+ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+MODELS, TASKS = ["llama3.2", "mistral"], ["math", "qa", "analysis"]
+GRID = (
+    "name: cluster\nmodels: [llama3.2, mistral]\ntasks: [math, qa, analysis]\noptimizer: none\ndemos: [0]\n"
+    "n_labeled: [0]\nn_val: 1\nn_eval: 3\ndata: sample\n"
+)
+CALL_DELAY_S = 1.0  # slow enough that the driver can be killed mid-sweep
+
+
+def _slow(model: str, messages: list[dict[str, Any]]) -> str:
+    time.sleep(CALL_DELAY_S)
+    return table_responder({})(model, messages)
+
+
+@dataclass
+class Cluster:
+    address: str
+    stubs: list[StubServer]
+    nodes: list[subprocess.Popen[bytes]]
+    mlflow: MlflowServer
+    home: Path
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        return {**env, **RAY_ENV, "RAY_ADDRESS": self.address, "ARB_HOME": str(self.home)}
+
+    def arb(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "grid.cli", *args, "--tracking-uri", self.mlflow.uri],
+                                cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)  # fmt: skip
+
+    def calls(self) -> int:
+        return sum(s.state.calls.total() for s in self.stubs)
+
+
+# A throwaway cluster on loopback: Ray's token auth (on by default) would need the token file shared first.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+
+
+def _ray_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    # `--block` keeps `ray start` in the foreground owning its node's processes, so the test can stop exactly
+    # this node (never `ray stop`, which would stop every Ray on the machine).
+    with log.open("ab") as out:
+        return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                                 *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **RAY_ENV})  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("cluster")
+    port = free_port()
+    with mlflow_on_postgres(tmp) as mlflow, StubServer(MODELS, _slow) as stub_a, StubServer(MODELS, _slow) as stub_b:
+        nodes = [_ray_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"], tmp / "head.log")]
+        try:
+            address = f"127.0.0.1:{port}"
+            _wait_for_nodes(address, 1)
+            for i, stub in enumerate((stub_a, stub_b)):  # one at a time: two raylets registering at once time out
+                nodes.append(_ray_node([f"--address={address}", "--num-cpus=2", '--resources={"ollama_slots": 2}',
+                                        f"--labels=arb-ollama-port={stub.port}"], tmp / f"worker{i}.log"))  # fmt: skip
+                _wait_for_nodes(address, 2 + i)
+            grid = tmp / "cluster.yaml"
+            grid.write_text(GRID)
+            yield Cluster(address, [stub_a, stub_b], nodes, mlflow, tmp)
+        finally:
+            for node in reversed(nodes):
+                _stop(node)
+
+
+def _wait_for_nodes(address: str, count: int, timeout_s: float = 180.0) -> None:
+    probe = (
+        "import ray; ray.init(address='%s', log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", probe % address], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **RAY_ENV})  # fmt: skip
+        if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= count:
+            return
+        time.sleep(2)
+    raise RuntimeError(f"the Ray cluster did not reach {count} nodes")
+
+
+def _runs(cluster: Cluster) -> list[Any]:
+    client = MlflowClient(cluster.mlflow.uri)
+    exp = client.get_experiment_by_name("cluster")
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if tracking.TAG_KEY in r.data.tags]
+
+
+def test_sigkill_driver_then_resume_and_rerun(cluster: Cluster) -> None:
+    grid = str(cluster.home / "cluster.yaml")
+    driver = cluster.arb("run", grid)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # kill once some trials are finished and others are not
+        done = [r for r in _runs(cluster) if r.data.tags.get("arb.status") == "finished"]
+        if len(done) >= 2 or driver.poll() is not None:
+            break
+        time.sleep(1)
+    assert driver.poll() is None, driver.communicate()
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    finished_before = {r.data.tags[tracking.TAG_KEY] for r in _runs(cluster) if r.data.tags["arb.status"] == "finished"}
+    assert 2 <= len(finished_before) < 6
+
+    resume = cluster.arb("resume", "cluster")
+    out, err = resume.communicate(timeout=900)
+    assert resume.returncode == 0, err
+    runs = _runs(cluster)
+    keys = [r.data.tags[tracking.TAG_KEY] for r in runs]
+    assert len(keys) == len(set(keys)) == 6  # every trial key: exactly one run
+    assert all(r.data.tags["arb.status"] == "finished" and r.info.status == "FINISHED" for r in runs)
+    per_node = [s.state.calls.total() for s in cluster.stubs]
+    assert all(n > 0 for n in per_node)  # both workers served trials, each through its own Ollama
+
+    # a finished grid: no LM call at all, the same metrics
+    before = {r.data.tags[tracking.TAG_KEY]: r.data.metrics["baseline_score"] for r in runs}
+    calls = cluster.calls()
+    start = time.monotonic()
+    again = cluster.arb("run", grid)
+    out, err = again.communicate(timeout=600)
+    seconds = time.monotonic() - start
+    assert again.returncode == 0, err
+    assert cluster.calls() == calls
+    assert json.loads(out.splitlines()[0])["reused"] == 6
+    after = {r.data.tags[tracking.TAG_KEY]: r.data.metrics["baseline_score"] for r in _runs(cluster)}
+    assert after == before
+    (cluster.home / "rerun-seconds.txt").write_text(f"{seconds:.1f}\n")
