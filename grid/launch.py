@@ -99,24 +99,36 @@ def run_grid(
     from trainables import tracking
 
     trials = expand(spec, registry)
-    used = sorted({t.model for t in trials} | ({spec.teacher} if spec.teacher else set()))
+    # Trials finished earlier are settled from one query, so that a finished grid starts no Ray, no model server
+    # and no trial process, and needs no API key (each trial would find its run too, but only after Ray started).
+    done = tracking.finished_statuses(tracking_uri, spec.name)
+    todo = [t for t in trials if t.key not in done]
+    used = sorted({t.model for t in todo} | ({spec.teacher} if spec.teacher and todo else set()))
     registry.require_keys(used)
     check_embedded(used, registry, embedded_port)
-    if any(t.task == "code" for t in trials):
+    if any(t.task == "code" for t in todo):
         sandbox.check(spec.sandbox)
-    ablation.check_sources(tracking_uri, trials)
+    ablation.check_sources(tracking_uri, todo)
     experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
     _remember_spec(tracking_uri, experiment_id, spec, registry_path)
     outcome = GridOutcome(total=len(trials))
+    for trial in trials:
+        if trial.key in done:
+            outcome.statuses[trial.key] = done[trial.key]
+            outcome.reused += 1
 
     print(
         f"grid {spec.name!r}: {len(trials)} trials → MLflow experiment {spec.name!r} at {tracking_uri}",
         file=stream,
     )
+    if outcome.reused:
+        print(f"  {outcome.reused} of {len(trials)} trials already finished in MLflow: reused", file=stream)
+    if not todo:
+        return outcome
     with serve_embedded(used, registry, home / "logs", base_port=embedded_port) as endpoints:
         if endpoints:
             print(f"embedded llama.cpp servers: {endpoints}", file=stream, flush=True)
-        _fit(spec, trials, tracking_uri, experiment_id, registry, registry_path, endpoints, home, outcome, stream)
+        _fit(spec, todo, tracking_uri, experiment_id, registry, registry_path, endpoints, home, outcome, stream)
     return outcome
 
 

@@ -126,6 +126,35 @@ def finished_run(client: MlflowClient, experiment_id: str, key: str) -> Run | No
     return None
 
 
+def finished_statuses(tracking_uri: str, name: str) -> dict[str, str]:
+    """Trial key -> status (finished / compile_failed) of every done trial run of grid `name` (none if new)."""
+    client = MlflowClient(tracking_uri)
+    try:
+        exp = client.get_experiment_by_name(name)
+    except Exception as exc:
+        raise ArbError(
+            f"cannot reach the MLflow store {tracking_uri}: {type(exc).__name__}: {redact(str(exc))[:200]}",
+            "check --tracking-uri / MLFLOW_TRACKING_URI, or start the tracking server",
+        ) from None
+    if exp is None:
+        return {}
+    experiment_id = exp.experiment_id
+    out: dict[str, str] = {}
+    token = None
+    while True:  # paged: a grid can hold more runs than one page
+        page = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{TAG_STATUS}` IN ('{FINISHED}', '{COMPILE_FAILED}')",
+            max_results=1000, page_token=token,
+        )  # fmt: skip
+        for run in page:
+            key = run.data.tags.get(TAG_KEY)
+            if key:
+                out[key] = run.data.tags[TAG_STATUS]
+        token = page.token
+        if not token:
+            return out
+
+
 def get_or_create_run(
     client: MlflowClient,
     experiment_id: str,
