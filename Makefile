@@ -8,9 +8,15 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install smoke test lint ui clean
+.PHONY: install smoke test lint ui clean debian-smoke debian-test
 
 install: $(STAMP)
+
+debian-smoke:
+	./scripts/debian-packages.sh smoke
+
+debian-test:
+	./scripts/debian-packages.sh test
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --progress-bar off -c constraints.txt -e ".[embedded,dev]"
 	touch $(STAMP)
 
-smoke: install
+smoke: debian-smoke install
 	$(VENV)/bin/arb run smoke
 
 lint: install
@@ -26,7 +32,7 @@ lint: install
 	$(VENV)/bin/ruff format --check grid trainables analysis tests benchmarks
 	$(VENV)/bin/mypy
 
-test: lint
+test: debian-test lint
 	$(PY) -m pytest
 
 ui: install

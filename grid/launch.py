@@ -186,7 +186,9 @@ def _fit(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Workers inherit the driver's environment; nothing secret is put in the config itself.
     ray.init(
-        address=os.environ.get("RAY_ADDRESS"),
+        # Without RAY_ADDRESS, a fresh local instance: ray.init() alone would try to join whatever cluster
+        # /tmp/ray/ray_current_cluster last named, even a dead one. On a cluster head, set RAY_ADDRESS=auto.
+        address=os.environ.get("RAY_ADDRESS") or "local",
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=True,
