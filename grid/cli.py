@@ -68,35 +68,47 @@ def _me() -> str:
 
 
 def _launch(
-    spec: GridSpec, registry_path: str | None, tracking_uri: str | None, models: Path | None, embedded_port: int
-) -> None:
-    from grid.launch import run_grid, summary_line
+    specs: list[GridSpec], registry_path: str | None, tracking_uri: str | None, models: Path | None,
+    embedded_port: int,
+) -> None:  # fmt: skip
+    """Run the grids in order (a grid and its `then:` grids), one summary line each, then where to look."""
+    from grid.launch import GridOutcome, run_grid, summary_line
     from grid.registry import load_registry
     from trainables.tracking import default_home
 
-    if spec.analysis_of is not None:
-        typer.echo(
-            f"grid {spec.name} (phase {spec.phase}) runs no trials: it is the analysis of grid {spec.analysis_of}. "
-            f"Read it with: {_me()} report {spec.analysis_of} --out report/"
-        )
-        return
     registry_path = str(models) if models else registry_path
     uri = _uri(tracking_uri, sweep=True)
     registry = load_registry(registry_path)
-    home = default_home()
-    outcome = run_grid(spec, registry, uri, home, registry_path=registry_path, embedded_port=embedded_port)
-    typer.echo(summary_line(outcome))
+    ran: list[str] = []
+    outcome: GridOutcome | None = None
+    for spec in specs:
+        if spec.analysis_of is not None:
+            typer.echo(
+                f"grid {spec.name} (phase {spec.phase}) runs no trials: it is the analysis of grid "
+                f"{spec.analysis_of}. Read it with: {_me()} report {spec.analysis_of} --out report/"
+            )
+            continue
+        outcome = run_grid(
+            spec, registry, uri, default_home(), registry_path=registry_path, embedded_port=embedded_port
+        )
+        typer.echo(summary_line(outcome))
+        ran.append(spec.name)
+        if outcome.failed or outcome.interrupted:
+            break
+    if not ran or outcome is None:
+        return
     typer.echo(f"MLflow store: {uri}")
     ui = f"{_me()} ui" + ("" if tracking_uri is None else f" --tracking-uri {uri}")
     typer.echo(f"Browse the runs: {ui}  (then open http://127.0.0.1:5000)")
-    typer.echo(f"Tables and dashboard: {_me()} report {spec.name} --out report/")
+    typer.echo(f"Tables and dashboard: {_me()} report {' '.join(ran)} --out report/")
+    head = specs[0].name
     if outcome.failed:
         raise ArbError(
-            f"{len(outcome.failed)} of {outcome.total} trials errored",
-            f"see `arb status`, then `arb resume {spec.name}`",
+            f"{len(outcome.failed)} of {outcome.total} trials of grid {ran[-1]} errored",
+            f"see `arb status`, then `arb resume {head}`",
         )
     if outcome.interrupted:
-        raise ArbError("the sweep stopped before every trial ended", f"`arb resume {spec.name}` finishes the rest")
+        raise ArbError("the sweep stopped before every trial ended", f"`arb resume {head}` finishes the rest")
 
 
 @app.command()
@@ -109,8 +121,7 @@ def run(
     """Run every trial of a grid, then the grids its `then:` lists; finished trials are reused, not re-run."""
     from grid.spec import load_grid, stages
 
-    for spec in stages(load_grid(gridfile)):
-        _launch(spec, None, tracking_uri, models, embedded_port)
+    _launch(stages(load_grid(gridfile)), None, tracking_uri, models, embedded_port)
 
 
 @app.command()
@@ -126,8 +137,7 @@ def resume(
     from grid.spec import stages
 
     spec, registry_path = stored_spec(_uri(tracking_uri, sweep=True), grid)
-    for stage in stages(spec):
-        _launch(stage, registry_path, tracking_uri, models, embedded_port)
+    _launch(stages(spec), registry_path, tracking_uri, models, embedded_port)
 
 
 @app.command()

@@ -167,3 +167,27 @@ def test_sigkill_driver_then_resume_and_rerun(cluster: Cluster) -> None:
     after = {r.data.tags[tracking.TAG_KEY]: r.data.metrics["baseline_score"] for r in _runs(cluster)}
     assert after == before
     (cluster.home / "rerun-seconds.txt").write_text(f"{seconds:.1f}\n")
+
+
+def test_worker_killed_mid_trial_its_trials_finish_elsewhere(cluster: Cluster) -> None:
+    """Runs last in this module: it leaves the cluster with one worker."""
+    grid = cluster.home / "kill.yaml"
+    grid.write_text(GRID.replace("name: cluster", "name: cluster-kill"))
+    victim, survivor = cluster.stubs
+    before = victim.state.calls.total()
+    driver = cluster.arb("run", str(grid))
+    deadline = time.monotonic() + 600
+    while victim.state.calls.total() == before and time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.2)
+    assert victim.state.calls.total() > before, "no trial reached the first worker"
+    os.killpg(cluster.nodes[1].pid, signal.SIGKILL)  # the first worker node, mid-trial
+    cluster.nodes[1].wait()
+    _, err = driver.communicate(timeout=900)
+    assert driver.returncode == 0, err
+    client = MlflowClient(cluster.mlflow.uri)
+    exp = client.get_experiment_by_name("cluster-kill")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if tracking.TAG_KEY in r.data.tags]
+    keys = [r.data.tags[tracking.TAG_KEY] for r in runs]
+    assert len(keys) == len(set(keys)) == 6  # the interrupted trial reused its run on the other node
+    assert all(r.data.tags["arb.status"] == "finished" for r in runs)
+    assert survivor.state.calls.total() > 0

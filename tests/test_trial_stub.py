@@ -112,6 +112,13 @@ def test_unparseable_output_scores_wrong_and_is_counted(tracking_uri: str) -> No
         assert server.state.calls["llama3.2"] <= 2 * 8
 
 
+def test_pathological_output_is_a_parse_failure_not_a_crash(tracking_uri: str) -> None:
+    # Seen from Gemma-3-270M on rag: nesting deep enough that json_repair raises ValueError in DSPy's JSON fallback.
+    with StubServer(["llama3.2"], lambda model, messages: "[" * 5000) as server:
+        metrics = execute_trial(_config(_trial("llama3.2", optimizer="none"), tracking_uri, {"llama3.2": server.url}))
+    assert metrics["baseline_score"] == 0.0 and metrics["parse_failures_baseline"] == 8
+
+
 def test_failed_compile_keeps_the_baseline(
     stub: StubServer, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -95,7 +95,9 @@ def evaluate(
         try:
             with dspy.context(lm=lm):
                 pred = program(**example.inputs())
-        except AdapterParseError:
+        except (AdapterParseError, ValueError, RecursionError):
+            # ValueError/RecursionError: DSPy's JSON fallback hands malformed output to json_repair, which gives
+            # up on pathological text (e.g. thousands of nested brackets) with these instead of a parse error.
             error = "parse"
         except ContextWindowExceededError:
             error = "context_window"
