@@ -54,6 +54,9 @@ def _require_llama_cpp() -> None:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As uvicorn does: connections of a server that just stopped linger in TIME_WAIT, which must not count
+        # as "taken" (the next grid of a `then:` chain reuses the port seconds later).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

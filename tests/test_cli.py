@@ -93,3 +93,20 @@ def test_embedded_port_taken(tmp_path: Path) -> None:
         grid.write_text("name: g\nmodels: [smollm2]\ntasks: [math]\ndata: sample\noptimizer: none\n")
         proc = arb("run", str(grid), "--embedded-port", str(port), home=tmp_path)
     assert_one_line_error(proc, f"port {port}", "is taken")
+
+
+def test_port_of_a_stopped_server_is_free_despite_time_wait() -> None:
+    """The next grid of a `then:` chain restarts the embedded servers on the same ports seconds later."""
+    from grid.embedded import _port_free
+
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn (llama.cpp's server) does
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: its end of the connection lingers in TIME_WAIT
+    client.close()
+    server.close()
+    assert _port_free(port)
