@@ -138,21 +138,21 @@ def finished_statuses(tracking_uri: str, name: str) -> dict[str, str]:
         ) from None
     if exp is None:
         return {}
-    experiment_id = exp.experiment_id
     out: dict[str, str] = {}
-    token = None
-    while True:  # paged: a grid can hold more runs than one page
-        page = client.search_runs(
-            [experiment_id], filter_string=f"tags.`{TAG_STATUS}` IN ('{FINISHED}', '{COMPILE_FAILED}')",
-            max_results=1000, page_token=token,
-        )  # fmt: skip
-        for run in page:
-            key = run.data.tags.get(TAG_KEY)
-            if key:
-                out[key] = run.data.tags[TAG_STATUS]
-        token = page.token
-        if not token:
-            return out
+    for status in DONE_STATUSES:  # one query per status: tracking servers reject IN on tags
+        token = None
+        while True:  # paged: a grid can hold more runs than one page
+            page = client.search_runs(
+                [exp.experiment_id], filter_string=f"tags.`{TAG_STATUS}` = '{status}'", max_results=1000,
+                page_token=token,
+            )  # fmt: skip
+            for run in page:
+                if key := run.data.tags.get(TAG_KEY):
+                    out[key] = status
+            token = page.token
+            if not token:
+                break
+    return out
 
 
 def get_or_create_run(
