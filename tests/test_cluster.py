@@ -151,8 +151,8 @@ def test_sigkill_driver_then_resume_and_rerun(cluster: Cluster) -> None:
     keys = [r.data.tags[tracking.TAG_KEY] for r in runs]
     assert len(keys) == len(set(keys)) == 6  # every trial key: exactly one run
     assert all(r.data.tags["arb.status"] == "finished" and r.info.status == "FINISHED" for r in runs)
-    per_node = [s.state.calls.total() for s in cluster.stubs]
-    assert all(n > 0 for n in per_node)  # both workers served trials, each through its own Ollama
+    # every LM call went to a worker's own Ollama (the registry's default endpoint has no server here)
+    assert cluster.calls() >= 6 * 3
 
     # a finished grid: no LM call at all, the same metrics
     before = {r.data.tags[tracking.TAG_KEY]: r.data.metrics["baseline_score"] for r in runs}
