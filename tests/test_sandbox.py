@@ -25,7 +25,9 @@ MARGIN_S = 3.0  # process start-up and teardown on a loaded 2-core machine
 
 
 def _leftovers() -> list[str]:
-    out = subprocess.run(["pgrep", "-af", "arb-sandbox-|/sandbox|main.py"], capture_output=True, text=True).stdout
+    # exactly the sandbox's own command lines (prlimit … bwrap --unshare-all … python -I -B main.py)
+    pattern = r"bwrap --unshare-all|-I -B main\.py"
+    out = subprocess.run(["pgrep", "-af", "--", pattern], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if "pgrep" not in line]
 
 

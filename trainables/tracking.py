@@ -227,8 +227,10 @@ def finish(
         for name, content in artifacts.items():
             (Path(tmp) / name).write_text(redact(content))
         client.log_artifacts(run_id, tmp)
-    client.set_tag(run_id, TAG_STATUS, status)
+    # The status tag is the commit point, so it goes last: a process killed between these two writes leaves a run
+    # that is terminated but not tagged done, which a retry redoes (the other order left "done" runs RUNNING).
     client.set_terminated(run_id, status=MlflowRunStatus.to_string(MlflowRunStatus.FINISHED))
+    client.set_tag(run_id, TAG_STATUS, status)
 
 
 def mark_errored(client: MlflowClient, run_id: str, exc: BaseException) -> None:

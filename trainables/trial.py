@@ -68,6 +68,8 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
     done = tracking.finished_run(client, runtime.experiment_id, trial.key)
     if done is not None:
         log.info("trial %s already finished in run %s; nothing to do", trial.key, done.info.run_id)
+        if done.info.status != "FINISHED":  # a run finished by a process that was killed before it closed the run
+            client.set_terminated(done.info.run_id, status="FINISHED")
         failed = done.data.tags.get(tracking.TAG_STATUS) == tracking.COMPILE_FAILED
         return {**done.data.metrics, "reused": 1.0, "compile_failed": float(failed)}
 
