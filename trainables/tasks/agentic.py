@@ -16,7 +16,7 @@ import dspy
 from simpleeval import SimpleEval
 
 from trainables.tasks.analysis import as_yes_no
-from trainables.tasks.base import HubData, Splits, Task, seeded_splits
+from trainables.tasks.base import HubData, Splits, Task
 from trainables.tasks.retrieval import Bm25Index
 
 VERSION = "1"
@@ -69,7 +69,7 @@ def _facts(row: dict[str, Any]) -> list[str]:
     return [f for f in (row.get("description"), *facts) if f]
 
 
-def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
+def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
     return dspy.Example(
         id=f"{split}-{row['qid']}", question=row["question"], answer="yes" if row["answer"] else "no"
     ).with_inputs("question")
@@ -77,14 +77,7 @@ def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
 
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """StrategyQA's train split feeds train and val, its test split is the test set; their evidence is the corpus."""
-    pool_rows, test_rows = DATA.rows(source)
-    splits = seeded_splits(
-        [_to_example(r, DATA.pool_split) for r in pool_rows],
-        [_to_example(r, DATA.test_split) for r in test_rows],
-        seed, n_labeled, n_val, n_eval,
-    )  # fmt: skip
-    corpus = tuple(dict.fromkeys(f for r in pool_rows + test_rows for f in _facts(r)))
-    return Splits(splits.train, splits.val, splits.test, corpus=corpus)
+    return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval, passages=_facts)
 
 
 def program(splits: Splits) -> dspy.Module:

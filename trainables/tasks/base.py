@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,13 +92,18 @@ class HubData:
 
     def splits(
         self, to_example: Callable[[dict[str, Any], int, str], dspy.Example], source: str, seed: int,
-        n_labeled: int, n_val: int, n_eval: int,
+        n_labeled: int, n_val: int, n_eval: int, passages: Callable[[dict[str, Any]], Iterable[str]] | None = None,
     ) -> Splits:  # fmt: skip
-        """Read both splits, turn rows into examples, and cut them with `seeded_splits`."""
+        """Read both splits, turn rows into examples, and cut them with `seeded_splits`. With `passages`, every
+        row of both splits (not only the cut) contributes its passages, de-duplicated, to `Splits.corpus`."""
         pool_rows, test_rows = self.rows(source)
         pool = [to_example(row, i, self.pool_split) for i, row in enumerate(pool_rows)]
         test = [to_example(row, i, self.test_split) for i, row in enumerate(test_rows)]
-        return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+        cut = seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+        if passages is None:
+            return cut
+        corpus = tuple(dict.fromkeys(p for row in pool_rows + test_rows for p in passages(row)))
+        return Splits(cut.train, cut.val, cut.test, corpus=corpus)
 
 
 def seeded_splits(

@@ -19,7 +19,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, seeded_splits
+from trainables.tasks.base import HubData, Splits, Task
 from trainables.tasks.retrieval import Bm25Index
 from trainables.tasks.text import normalize_answer
 
@@ -66,7 +66,7 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return faithfulness(getattr(pred, "answer", None), list(getattr(pred, "passages", None) or []))
 
 
-def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
+def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
     return dspy.Example(
         id=f"{split}-{row['id']}", question=row["question"], answer=row["answers"]["text"][0]
     ).with_inputs("question")
@@ -74,14 +74,7 @@ def _to_example(row: dict[str, Any], split: str) -> dspy.Example:
 
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """SQuAD's train split feeds train and val; its validation split is the test set; all paragraphs form the corpus."""
-    pool_rows, test_rows = DATA.rows(source)
-    splits = seeded_splits(
-        [_to_example(r, DATA.pool_split) for r in pool_rows],
-        [_to_example(r, DATA.test_split) for r in test_rows],
-        seed, n_labeled, n_val, n_eval,
-    )  # fmt: skip
-    corpus = tuple(dict.fromkeys(r["context"] for r in pool_rows + test_rows))
-    return Splits(splits.train, splits.val, splits.test, corpus=corpus)
+    return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval, passages=lambda row: [row["context"]])
 
 
 def program(splits: Splits) -> dspy.Module:
