@@ -21,6 +21,8 @@ import typer
 from grid.errors import ArbError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from grid.spec import GridSpec
 
 app = typer.Typer(
@@ -146,7 +148,6 @@ def plan(
     models: ModelsFile = None,
 ) -> None:
     """Print the trials a grid (and its `then:` grids) expands to, and their count, without running anything."""
-    from rich.console import Console
     from rich.table import Table
 
     from grid.registry import load_registry
@@ -166,7 +167,7 @@ def plan(
         for i, t in enumerate(trials, 1):
             row = (t.key, t.model, t.task, t.optimizer, t.teacher or "(self)", t.demos, t.n_labeled, t.seed)
             table.add_row(str(i), *map(str, row))
-        Console().print(table)
+        _console().print(table)
         typer.echo(f"{spec.name}: {len(trials)} trials")
     if len(counts) > 1:
         typer.echo(f"{sum(counts)} trials in {len(counts)} grids")
@@ -177,23 +178,33 @@ def status(
     grid: Annotated[list[str] | None, typer.Argument(help="Grid names (default: every grid in the store).")] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Trials finished / compile_failed / running / errored / pending, per grid, from MLflow."""
-    from rich.console import Console
+    """Trials finished / compile_failed / running / errored / pending, per grid, from MLflow; and Ray Tune's last
+    saved state of the grid's trials, when its results are on this machine ($ARB_HOME/ray or $ARB_STORAGE_PATH)."""
     from rich.table import Table
 
     from analysis.runs import grid_status
+    from grid.launch import tune_state
+    from trainables.tracking import default_home
 
     uri = _uri(tracking_uri)
     frame = grid_status(uri, grid or None)
     if frame.empty:
         typer.echo(f"no grids in {uri}")
         return
+    frame["tune"] = [tune_state(default_home(), name) for name in frame["grid"]]
     table = Table(title=f"grids in {uri}")
     for col in frame.columns:
         table.add_column(str(col))
     for row in frame.itertuples(index=False):
         table.add_row(*[str(v) for v in row])
-    Console().print(table)
+    _console().print(table)
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    # Piped output (a log file, `watch`) gets full columns instead of rich's 80-column default.
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 @app.command()

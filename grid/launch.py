@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grid import placement
 from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
 from grid.errors import ArbError
 from grid.registry import ModelRegistry
@@ -34,6 +35,8 @@ class GridOutcome:
     statuses: dict[str, str] = field(default_factory=dict)
     reused: int = 0
     interrupted: bool = False
+    loads: dict[str, int] = field(default_factory=dict)
+    """Model loads the placement caused, per Ollama node id (empty on a single machine)."""
 
     @property
     def failed(self) -> list[str]:
@@ -195,50 +198,61 @@ def _fit(
         logging_level=logging.ERROR,
     )
     try:
+        searcher = _searcher(trials, runtime.model_dump(), registry)
         tuner = tune.Tuner(
-            tune.with_resources(run_trial, _trial_resources(spec, registry)),
-            param_space={
-                "trial": tune.grid_search([t.model_dump() for t in trials]),
-                "runtime": runtime.model_dump(),
-            },
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
+            tune.with_resources(run_trial, _trial_resources(spec)),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                # Each trial is handed out at most twice (the searcher's own retry, on any live node).
+                num_samples=placement.MAX_ATTEMPTS * len(trials),
+                max_concurrent_trials=spec.max_concurrent_trials,
+                # A warm worker process keeps DSPy and the task imported: seconds saved on every trial.
+                reuse_actors=True,
+            ),
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=storage_path(home),
                 verbose=0,
                 callbacks=[_progress_callback(trials, outcome, stream)],
-                failure_config=tune.FailureConfig(max_failures=1),
+                failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
         results = tuner.fit()
         for i in range(len(results)):
             result = results[i]
             if result.error is not None and result.config:
-                outcome.statuses[Trial.model_validate(result.config["trial"]).key] = "errored"
+                key = Trial.model_validate(result.config["trial"]).key
+                outcome.statuses.setdefault(key, "errored")  # a retry that finished has already said so
         outcome.interrupted = len(outcome.statuses) < outcome.total
+        outcome.loads = searcher.loads
     finally:
         ray.shutdown()
 
 
-SLOTS = "ollama_slots"
-"""Custom resource a GPU node advertises: how many trials its Ollama serves at once (cluster.yaml sets it)."""
-
-
-def _trial_resources(spec: GridSpec, registry: ModelRegistry) -> Any:
-    """Per-trial resources: CPUs, plus one Ollama slot for trials of Ollama models when the cluster has slots.
-
-    On a single machine (no node advertises slots) asking for one would leave every trial pending forever.
-    """
+def _searcher(trials: list[Trial], runtime: dict[str, Any], registry: ModelRegistry) -> placement.ModelAwareSearcher:
+    """The model-aware searcher over the cluster's Ollama nodes (none on a single machine: nothing is pinned)."""
     import ray
-    from ray import tune
 
-    has_slots = ray.cluster_resources().get(SLOTS, 0) > 0
+    nodes = placement.ollama_nodes(ray.nodes())
+    pinned = {t.model for t in trials if registry.get(t.model).provider == "ollama"}
+
+    def alive() -> list[str]:
+        return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+
+    return placement.ModelAwareSearcher(trials, runtime, pinned=pinned, nodes=nodes, refresh=alive)
+
+
+def _trial_resources(spec: GridSpec) -> Any:
+    """Per-trial resources: CPUs, and for a trial the searcher pinned to an Ollama node, one of its slots there."""
+    from ray import tune
 
     def resources(config: dict[str, Any]) -> Any:
         bundle: dict[str, float] = {"CPU": spec.trial_cpus}
-        if has_slots and registry.get(config["trial"]["model"]).provider == "ollama":
-            bundle[SLOTS] = 1
-        return tune.PlacementGroupFactory([bundle])
+        node = config.get("node")
+        if not node:
+            return tune.PlacementGroupFactory([bundle])
+        bundle[placement.SLOTS] = 1
+        return tune.PlacementGroupFactory([bundle], bundle_label_selector=[{placement.NODE_ID_LABEL: node}])
 
     return resources
 
@@ -247,6 +261,26 @@ def storage_path(home: Path) -> str:
     """Where Ray Tune keeps trial state: `ARB_STORAGE_PATH` (on a multi-node cluster, a path every node shares:
     NFS, or an object store URI such as s3://bucket/arb), else `<ARB_HOME>/ray`."""
     return os.environ.get("ARB_STORAGE_PATH") or str(home / "ray")
+
+
+def tune_state(home: Path, name: str) -> str:
+    """Ray Tune's last saved view of grid `name` ("TERMINATED 5, RUNNING 1"), or "-" if it has none here.
+
+    It is Tune's bookkeeping, not the record: a killed driver leaves its trials RUNNING there, and a retried
+    trial appears once per attempt. MLflow's counts are what resume goes by.
+    """
+    from collections import Counter
+
+    path = f"{storage_path(home).rstrip('/')}/{name}"
+    if "://" not in path and not list(Path(path).glob("experiment_state-*.json")):
+        return "-"
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        counts = Counter(str(t.status) for t in ExperimentAnalysis(path).trials)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return f"unreadable ({type(exc).__name__})"
+    return ", ".join(f"{n} {status.lower()}" for status, n in sorted(counts.items())) or "-"
 
 
 def summary_line(outcome: GridOutcome) -> str:

@@ -77,6 +77,9 @@ class GridSpec(BaseModel):
     sandbox: Literal["bubblewrap", "rlimits"] = "bubblewrap"
     """How the code task runs model-written code: `bubblewrap` (isolated: no network, read-only system, own PID
     namespace) or `rlimits` (weaker opt-in for machines without bubblewrap; recorded as tag `arb.sandbox`)."""
+    lm_cache: bool = True
+    """Keep LM responses in the node's cache (`$ARB_HOME/cache/lm`, keyed by endpoint and model version), so a
+    retried or resumed trial does not pay again for calls it already made; `false` sends every call to the model."""
 
     @property
     def size(self) -> int:
@@ -128,6 +131,8 @@ class Trial(BaseModel):
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
     sandbox: Literal["bubblewrap", "rlimits"] = "bubblewrap"
     """Where the code task executes generated code; not part of the key (it changes safety, not the score)."""
+    lm_cache: bool = True
+    """Whether LM responses are cached (not part of the key: a cached answer is the answer the model gave)."""
 
     @property
     def key(self) -> str:
@@ -273,6 +278,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             data=spec.data,
             optimizer_params=spec.optimizer_params,
             sandbox=spec.sandbox,
+            lm_cache=spec.lm_cache,
         )
         for model in spec.models
         for task in spec.tasks

@@ -15,6 +15,14 @@ from stub_server import StubServer, table_responder
 from trainables.tasks import math as math_task
 
 
+@pytest.fixture(autouse=True)
+def arb_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own results directory, so no test sees another's LM cache or Ray results."""
+    home = tmp_path / "arb-home"
+    monkeypatch.setenv("ARB_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def math_splits() -> math_task.Splits:
     """The sample math data as the smoke-sized trial sees it (seed 0)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -111,3 +113,41 @@ def mlflow_on_postgres(workdir: Path) -> Iterator[MlflowServer]:
             yield server
         finally:
             server.stop()
+
+
+RAY = str(Path(sys.executable).with_name("ray"))
+# A throwaway cluster on loopback: Ray's token auth (on by default) would need the token file shared first.
+RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+
+
+def ray_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    # `--block` keeps `ray start` in the foreground owning its node's processes, so the test can stop exactly
+    # this node (never `ray stop`, which would stop every Ray on the machine).
+    with log.open("ab") as out:
+        return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                                 *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **RAY_ENV})  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_for_nodes(address: str, count: int, timeout_s: float = 180.0) -> None:
+    probe = (
+        "import ray; ray.init(address='%s', log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", probe % address], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **RAY_ENV})  # fmt: skip
+        if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= count:
+            return
+        time.sleep(2)
+    raise RuntimeError(f"the Ray cluster did not reach {count} nodes")

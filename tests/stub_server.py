@@ -10,6 +10,7 @@ Run by hand: `python tests/stub_server.py --port 11434` (Ctrl-C stops it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import threading
@@ -78,6 +79,21 @@ class StubState:
     stall_seconds: float = 30.0
     """How long a "stall" holds the connection open without answering (bounded, so the handler thread ends)."""
     fault_log: list[str] = field(default_factory=list)
+    _loading: set[str] = field(default_factory=set)
+    slots: int = 0
+    """Simulation: requests served at once (Ollama's OLLAMA_NUM_PARALLEL); more wait. 0: no limit."""
+    call_seconds: float = 0.0
+    """Simulation: time one answer takes once the model is loaded (the GPU's generation time)."""
+    load_seconds: float = 0.0
+    """Simulation: time to load a model that is not in memory."""
+    max_loaded: int = 1
+    """Models held in memory at once (OLLAMA_MAX_LOADED_MODELS): loading another evicts the least recently used
+    idle one, or waits until one is idle."""
+    busy_seconds: float = 0.0
+    """Simulated generation time served so far (loads not included)."""
+    active: Counter[str] = field(default_factory=Counter)
+    digests: dict[str, str] = field(default_factory=dict)
+    """Model digest reported by /api/tags (default "stub"): change it to simulate a re-pulled model."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_fault(self) -> str | None:
@@ -87,13 +103,45 @@ class StubState:
                 self.fault_log.append(fault)
             return fault
 
-    def touch(self, model: str) -> None:
-        """Mark `model` as used, counting a load when it was not resident (one model resident at a time)."""
-        with self.lock:
-            self.calls[model] += 1
-            if model not in self.loaded:
-                self.loads[model] += 1
-                self.loaded[:] = [model]
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
+        self._slots = threading.BoundedSemaphore(self.slots) if self.slots else None
+
+    def serve(self, model: str) -> None:
+        """Serve one call of `model`: take a slot, load the model if it is not in memory (counted), generate."""
+        with self._slots or contextlib.nullcontext():
+            with self.changed:
+                self.calls[model] += 1
+                while model not in self.loaded or model in self._loading:
+                    if model in self._loading:
+                        self.changed.wait()
+                        continue
+                    idle = [m for m in self.loaded if not self.active[m] and m not in self._loading]
+                    if len(self.loaded) >= self.max_loaded and not idle:
+                        self.changed.wait()  # every resident model is busy: wait for one to go idle
+                        continue
+                    if len(self.loaded) >= self.max_loaded:
+                        self.loaded.remove(idle[0])
+                    self.loads[model] += 1
+                    self.loaded.append(model)
+                    self._loading.add(model)
+                    self.changed.release()
+                    try:
+                        time.sleep(self.load_seconds)
+                    finally:
+                        self.changed.acquire()
+                        self._loading.discard(model)
+                        self.changed.notify_all()
+                self.loaded.remove(model)
+                self.loaded.append(model)  # most recently used last
+                self.active[model] += 1
+            try:
+                time.sleep(self.call_seconds)
+            finally:
+                with self.changed:
+                    self.active[model] -= 1
+                    self.busy_seconds += self.call_seconds
+                    self.changed.notify_all()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -128,7 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path in ("/", "/api/version"):
             self._send(200, {"version": "0.0.0-stub"})
         elif self.path == "/api/tags":
-            self._send(200, {"models": [{"name": m, "model": m, "size": 1, "digest": "stub"} for m in state.models]})
+            tags = [{"name": m, "model": m, "size": 1, "digest": state.digests.get(m, "stub")} for m in state.models]
+            self._send(200, {"models": tags})
         elif self.path == "/api/ps":
             self._send(200, {"models": [{"name": m, "model": m, "size": 1} for m in state.loaded]})
         elif self.path == "/v1/models":
@@ -172,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "drop":
             self.close_connection = True  # no status line: the client sees the connection closed
             return
-        state.touch(model)
+        state.serve(model)
         with state.lock:
             state.paths[self.path] += 1
         messages = body.get("messages", [])
@@ -227,8 +276,11 @@ class _StubHTTPServer(ThreadingHTTPServer):
 class StubServer:
     """Context manager: a stub LM server on a free 127.0.0.1 port, served from a background thread."""
 
-    def __init__(self, models: list[str], responder: Responder | None = None, port: int = 0) -> None:
-        self.state = StubState(models=list(models), responder=responder or table_responder({}))
+    def __init__(
+        self, models: list[str], responder: Responder | None = None, port: int = 0, **simulation: float
+    ) -> None:
+        """`simulation`: StubState's `slots`, `call_seconds`, `load_seconds`, `max_loaded` (a simulated GPU node)."""
+        self.state = StubState(models=list(models), responder=responder or table_responder({}), **simulation)  # type: ignore[arg-type]
         self._httpd = _StubHTTPServer(("127.0.0.1", port), self.state)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

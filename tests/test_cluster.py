@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
-from servers import MlflowServer, free_port, mlflow_on_postgres, pg_bin
+from servers import RAY_ENV, MlflowServer, free_port, mlflow_on_postgres, pg_bin, ray_node, stop, wait_for_nodes
 from stub_server import StubServer, table_responder
 
 from trainables import tracking
@@ -27,7 +27,6 @@ pytestmark = [
     pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)"),
 ]
 ROOT = Path(__file__).resolve().parents[1]
-RAY = str(Path(sys.executable).with_name("ray"))
 MODELS, TASKS = ["llama3.2", "mistral"], ["math", "qa", "analysis"]
 GRID = (
     "name: cluster\nmodels: [llama3.2, mistral]\ntasks: [math, qa, analysis]\noptimizer: none\ndemos: [0]\n"
@@ -62,62 +61,25 @@ class Cluster:
         return sum(s.state.calls.total() for s in self.stubs)
 
 
-# A throwaway cluster on loopback: Ray's token auth (on by default) would need the token file shared first.
-RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
-
-
-def _ray_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    # `--block` keeps `ray start` in the foreground owning its node's processes, so the test can stop exactly
-    # this node (never `ray stop`, which would stop every Ray on the machine).
-    with log.open("ab") as out:
-        return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                                 *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **RAY_ENV})  # fmt: skip
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
     port = free_port()
     with mlflow_on_postgres(tmp) as mlflow, StubServer(MODELS, _slow) as stub_a, StubServer(MODELS, _slow) as stub_b:
-        nodes = [_ray_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"], tmp / "head.log")]
+        nodes = [ray_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"], tmp / "head.log")]
         try:
             address = f"127.0.0.1:{port}"
-            _wait_for_nodes(address, 1)
+            wait_for_nodes(address, 1)
             for i, stub in enumerate((stub_a, stub_b)):  # one at a time: two raylets registering at once time out
-                nodes.append(_ray_node([f"--address={address}", "--num-cpus=2", '--resources={"ollama_slots": 2}',
+                nodes.append(ray_node([f"--address={address}", "--num-cpus=2", '--resources={"ollama_slots": 2}',
                                         f"--labels=arb-ollama-port={stub.port}"], tmp / f"worker{i}.log"))  # fmt: skip
-                _wait_for_nodes(address, 2 + i)
+                wait_for_nodes(address, 2 + i)
             grid = tmp / "cluster.yaml"
             grid.write_text(GRID)
             yield Cluster(address, [stub_a, stub_b], nodes, mlflow, tmp)
         finally:
             for node in reversed(nodes):
-                _stop(node)
-
-
-def _wait_for_nodes(address: str, count: int, timeout_s: float = 180.0) -> None:
-    probe = (
-        "import ray; ray.init(address='%s', log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
-    )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-c", probe % address], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, **RAY_ENV})  # fmt: skip
-        if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= count:
-            return
-        time.sleep(2)
-    raise RuntimeError(f"the Ray cluster did not reach {count} nodes")
+                stop(node)
 
 
 def _runs(cluster: Cluster) -> list[Any]:
@@ -169,10 +131,26 @@ def test_sigkill_driver_then_resume_and_rerun(cluster: Cluster) -> None:
     (cluster.home / "rerun-seconds.txt").write_text(f"{seconds:.1f}\n")
 
 
+def test_each_node_loads_each_model_once(cluster: Cluster) -> None:
+    """2 models × 3 tasks on 2 nodes of 2 slots: the minimum is one load per model, one model per node."""
+    grid = cluster.home / "loads.yaml"
+    grid.write_text(GRID.replace("name: cluster", "name: cluster-loads") + "lm_cache: false\n")
+    for stub in cluster.stubs:
+        with stub.state.lock:
+            stub.state.loaded.clear()
+            stub.state.loads.clear()
+    driver = cluster.arb("run", str(grid))
+    _, err = driver.communicate(timeout=900)
+    assert driver.returncode == 0, err
+    loads = [dict(stub.state.loads) for stub in cluster.stubs]
+    assert sorted(m for per_node in loads for m in per_node) == sorted(MODELS), loads
+    assert all(list(per_node.values()) == [1] for per_node in loads), loads
+
+
 def test_worker_killed_mid_trial_its_trials_finish_elsewhere(cluster: Cluster) -> None:
     """Runs last in this module: it leaves the cluster with one worker."""
     grid = cluster.home / "kill.yaml"
-    grid.write_text(GRID.replace("name: cluster", "name: cluster-kill"))
+    grid.write_text(GRID.replace("name: cluster", "name: cluster-kill") + "lm_cache: false\n")
     victim, survivor = cluster.stubs
     before = victim.state.calls.total()
     driver = cluster.arb("run", str(grid))

@@ -9,7 +9,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
-from grid.launch import run_grid, stored_spec, summary_line
+from grid.launch import run_grid, stored_spec, summary_line, tune_state
 from grid.registry import load_registry
 from grid.spec import load_grid
 from trainables import tracking
@@ -37,6 +37,8 @@ def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: Stub
     }  # fmt: skip
     calls = stub.state.calls.total()
     assert calls > 0
+    assert tune_state(tmp_path / "home", "raygrid") == "2 terminated"  # what `arb status` shows next to MLflow's
+    assert tune_state(tmp_path / "home", "never-ran") == "-"
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("raygrid")

@@ -14,6 +14,7 @@ import dspy
 import numpy as np
 from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
 
+from trainables import lm_cache
 from trainables.lm import Meter
 from trainables.tasks.base import Task
 
@@ -93,12 +94,13 @@ def evaluate(
         start = time.perf_counter()
         pred, error = None, ""
         try:
-            with dspy.context(lm=lm):
+            with lm_cache.scope() as cached, dspy.context(lm=lm):
                 pred = program(**example.inputs())
         except (AdapterParseError, ValueError, RecursionError):
             # ValueError/RecursionError: DSPy's JSON fallback hands malformed output to json_repair, which gives
             # up on pathological text (e.g. thousands of nested brackets) with these instead of a parse error.
             error = "parse"
+            lm_cache.forget_scope(cached)  # a retry asks the model again rather than replaying what failed
         except ContextWindowExceededError:
             error = "context_window"
         latency_ms = 1000.0 * (time.perf_counter() - start)

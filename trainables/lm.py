@@ -18,6 +18,7 @@ import dspy
 
 from grid.errors import ArbError
 from grid.registry import ModelEntry
+from trainables import lm_cache
 
 _METERS: dict[str, Meter] = {}
 _METERS_LOCK = threading.Lock()
@@ -143,7 +144,7 @@ class MeteredLM(dspy.LM):
     def update_history(self, entry: dict[str, Any]) -> None:
         meter = _METERS.get(self.meter_name)
         if meter is not None:
-            cache_hit = bool(getattr(entry.get("response"), "cache_hit", False))
+            cache_hit = lm_cache.take_hit()
             meter.record(self.role, entry.get("usage") or {}, cache_hit)
         super().update_history(entry)
 
@@ -156,10 +157,13 @@ def litellm_model(entry: ModelEntry) -> str:
     return f"openai/{entry.id}"
 
 
-def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None = None) -> MeteredLM:
+def build_lm(
+    entry: ModelEntry, *, meter: str, role: str, endpoint: str | None = None, version: str | None = None
+) -> MeteredLM:
     """A metered `dspy.LM` for one registry entry.
 
-    `endpoint` overrides the registry (the embedded server's port is only known at run time). The API key is
+    `endpoint` overrides the registry (the embedded server's port is only known at run time). `version` (e.g. the
+    Ollama digest) goes into the response cache's keys for this model and endpoint. The API key is
     read from the environment here and handed to the client, never put in the trial config, so it cannot reach
     Ray's results or MLflow params.
     """
@@ -181,8 +185,10 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None =
             raise ArbError(f"${entry.api_key_env} is not set for model {entry.id!r}", f"export {entry.api_key_env}=...")
     else:
         key = "local"  # local servers ignore it, but OpenAI-style clients refuse to send a request without one
+    model = litellm_model(entry)
+    lm_cache.register_version(model, base, version or entry.gguf or entry.id)
     return MeteredLM(
-        litellm_model(entry),
+        model,
         meter=meter,
         role=role,
         api_base=base,
@@ -192,8 +198,6 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, endpoint: str | None =
         reasoning=entry.reasoning,
         timeout=entry.timeout_s,
         num_retries=entry.retries,
-        # DSPy's cache key ignores api_base, so two nodes (or two model versions) would share entries; per-endpoint
-        # caching is the cluster issue's job. Until then every call goes to the model.
-        cache=False,
+        cache=True,  # the process's cache decides: `lm_cache.install` (per node, endpoint and version, or none)
         **extra,
     )

@@ -37,20 +37,23 @@ def node_endpoint(entry: ModelEntry) -> str | None:
     return entry.resolved_endpoint()
 
 
-def ensure_model(host: str, model_id: str, *, pull: bool | None = None, timeout_s: float = 10.0) -> None:
-    """Check that the Ollama at `host` answers and has `model_id`; pull it if allowed (ARB_OLLAMA_PULL=1)."""
+def ensure_model(host: str, model_id: str, *, pull: bool | None = None, timeout_s: float = 10.0) -> str:
+    """Check that the Ollama at `host` answers and has `model_id`, pulling it if allowed (ARB_OLLAMA_PULL=1);
+    returns the model's digest (its version: a re-pulled model under the same name gets a new one)."""
     if pull is None:
         pull = os.environ.get("ARB_OLLAMA_PULL", "0") == "1"
     client = ollama.Client(host=host, timeout=timeout_s)
     try:
-        names = {m.model for m in client.list().models if m.model}
+        digests = {m.model: str(m.digest or "") for m in client.list().models if m.model}
     except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
         raise OllamaUnavailable(
             f"Ollama at {host} does not answer: {' '.join(str(exc).split())[:200]}",
             "start Ollama on that node (ollama serve), or check its `arb-ollama-port` label / OLLAMA_HOST",
         ) from None
-    if model_id in names or f"{model_id}:latest" in names:
-        return
+    names = set(digests)
+    for name in (model_id, f"{model_id}:latest"):
+        if name in digests:
+            return digests[name]
     if not pull:
         raise OllamaUnavailable(
             f"Ollama at {host} does not have model {model_id!r} (it has: {', '.join(sorted(names)) or 'none'})",
@@ -58,7 +61,9 @@ def ensure_model(host: str, model_id: str, *, pull: bool | None = None, timeout_
         )
     try:
         client.pull(model_id)
+        pulled = {m.model: str(m.digest or "") for m in client.list().models if m.model}
     except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
         raise OllamaUnavailable(
             f"pulling {model_id!r} on {host} failed: {exc}", "check the node's disk and network"
         ) from None
+    return pulled.get(model_id) or pulled.get(f"{model_id}:latest") or ""

@@ -22,7 +22,7 @@ from analysis.stats import outcome_label
 from grid.errors import ArbError
 from grid.registry import ModelEntry, ModelRegistry, load_registry
 from grid.spec import Trial
-from trainables import ablation, ollama_node, sandbox, tracking
+from trainables import ablation, lm_cache, ollama_node, sandbox, tracking
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
 from trainables.optimizers import OPTIMIZERS, CompileRequest
@@ -130,11 +130,12 @@ def _work(
     sandbox.set_mode(trial.sandbox)
     meter = new_meter(run_id)
     try:
+        lm_cache.install(tracking.default_home() / "cache" / "lm" if trial.lm_cache else None)
         student = build_lm(
-            student_entry, meter=run_id, role="student", endpoint=_endpoint(runtime, trial.model, student_entry)
+            student_entry, meter=run_id, role="student", **_endpoint(runtime, trial.model, student_entry)
         )
         teacher = build_lm(
-            teacher_entry, meter=run_id, role="teacher", endpoint=_endpoint(runtime, teacher_name, teacher_entry)
+            teacher_entry, meter=run_id, role="teacher", **_endpoint(runtime, teacher_name, teacher_entry)
         )
         program = task.program(splits)
 
@@ -201,17 +202,16 @@ def _work(
         drop_meter(run_id)
 
 
-def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> str | None:
-    """Where to reach a model: the driver's override (embedded servers), else for Ollama this node's server,
-    checked to answer and hold the model before any work is done."""
+def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, str | None]:
+    """Where to reach a model (and which version answers there): the driver's override (embedded servers), else
+    for Ollama this node's server, checked to answer and hold the model before any work is done."""
     if name in runtime.endpoints:
-        return runtime.endpoints[name]
+        return {"endpoint": runtime.endpoints[name]}
     if entry.provider != "ollama":
-        return None
+        return {"endpoint": None}
     host = ollama_node.node_endpoint(entry)
-    if host is not None:
-        ollama_node.ensure_model(host, entry.id)
-    return host
+    digest = ollama_node.ensure_model(host, entry.id) if host is not None else None
+    return {"endpoint": host, "version": digest}
 
 
 def _ablate(

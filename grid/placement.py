@@ -1,0 +1,186 @@
+"""Model-aware placement of trials on Ollama nodes: a Ray Tune searcher that decides which trial runs next, and where.
+
+Ollama loads a model into GPU memory before it can serve it; a node that switches models back and forth spends
+its time loading. Ray alone would put each trial on whichever node has a free slot. Here the searcher hands out
+trials one at a time, each pinned (by Ray's `ray.io/node-id` label) to a node with a free slot, choosing for that
+node, in order:
+
+1. a model the node already holds (no load);
+2. a model no live node holds yet (one load, which every model needs once);
+3. a model another node is serving, only if enough of it is left to be worth a second load (at least two trials
+   per slot of the node), or if the node has never been used (otherwise it would idle for the whole sweep).
+
+A node never runs more distinct models at once than it can hold (its `arb-ollama-max-models` label, Ollama's
+`OLLAMA_MAX_LOADED_MODELS`; default 1), so a switch waits for the node's running trials of the old model to end.
+
+Trials that need no Ollama slot (API and embedded models) are handed out unpinned. A trial that errors is queued
+again once (Tune's own retry would pin it to the same node, which may be the one that died), and nodes that left
+the cluster are dropped from the plan, so their trials go elsewhere.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray.tune.search import Searcher
+
+from grid.spec import Trial
+
+SLOTS = "ollama_slots"
+"""Custom resource a GPU node advertises: how many trials its Ollama serves at once (cluster.yaml sets it)."""
+MAX_MODELS_LABEL = "arb-ollama-max-models"
+NODE_ID_LABEL = "ray.io/node-id"
+MAX_ATTEMPTS = 2
+STEAL_TRIALS_PER_SLOT = 2
+QUARANTINE_S = 60.0
+
+
+@dataclass
+class Node:
+    """What the searcher knows of one Ollama node."""
+
+    slots: int
+    max_models: int = 1
+    resident: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """Models the node holds, least recently used first (what Ollama evicts first)."""
+    running: dict[str, str] = field(default_factory=dict)
+    """Tune trial id → model, for trials placed here that have not ended."""
+    loads: int = 0
+    quarantined_until: float = 0.0
+    """After a trial errored here: no new trials until then (the node may be dying; Ray takes a while to say so)."""
+
+    def free(self) -> int:
+        return self.slots - len(self.running)
+
+    def running_models(self) -> set[str]:
+        return set(self.running.values())
+
+    def can_start(self, model: str) -> bool:
+        """A free slot, and `model` is already running here or fits beside the models that are."""
+        models = self.running_models()
+        return self.free() > 0 and (model in models or len(models) < self.max_models)
+
+    def place(self, trial_id: str, model: str) -> None:
+        if model not in self.resident:
+            self.loads += 1
+            self.resident[model] = None
+            while len(self.resident) > self.max_models:
+                self.resident.popitem(last=False)
+        self.resident.move_to_end(model)
+        self.running[trial_id] = model
+
+
+def ollama_nodes(nodes: list[dict[str, Any]]) -> dict[str, Node]:
+    """The live nodes of `ray.nodes()` that advertise Ollama slots, by node id."""
+    out: dict[str, Node] = {}
+    for info in nodes:
+        slots = int(info.get("Resources", {}).get(SLOTS, 0))
+        if info.get("Alive") and slots > 0:
+            labels = info.get("Labels") or {}
+            out[info["NodeID"]] = Node(slots=slots, max_models=max(1, int(labels.get(MAX_MODELS_LABEL, 1))))
+    return out
+
+
+class ModelAwareSearcher(Searcher):
+    """Hands out the grid's trials in an order, and to nodes, that keep model loads low (see the module docstring).
+
+    `pinned` models need an Ollama slot; `nodes` maps node ids to what they offer (empty: nothing is pinned).
+    `refresh` returns the ids of the live nodes; it is called at most every `refresh_s` seconds.
+    """
+
+    def __init__(
+        self,
+        trials: list[Trial],
+        runtime: dict[str, Any],
+        *,
+        pinned: set[str],
+        nodes: dict[str, Node],
+        refresh: Any = None,
+        refresh_s: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.runtime = runtime
+        self.nodes = nodes
+        self.queues: dict[str, list[Trial]] = {}
+        self.free_trials: list[Trial] = []
+        for trial in trials:
+            if nodes and trial.model in pinned:
+                self.queues.setdefault(trial.model, []).append(trial)
+            else:
+                self.free_trials.append(trial)
+        self.attempts: dict[str, int] = {}
+        self.live: dict[str, tuple[Trial, str | None]] = {}
+        """Tune trial id → (trial, node id or None) for trials handed out and not yet ended."""
+        self._refresh = refresh
+        self._refresh_s = refresh_s
+        self._refreshed = 0.0
+
+    @property
+    def loads(self) -> dict[str, int]:
+        """Model loads the plan has caused so far, per node."""
+        return {node_id: node.loads for node_id, node in self.nodes.items()}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        self._drop_dead_nodes()
+        choice = self._next_pinned()
+        if choice is not None:
+            trial, node_id = choice
+            self.nodes[node_id].place(trial_id, trial.model)
+        elif self.free_trials:
+            trial, node_id = self.free_trials.pop(0), None
+        elif not self.live and not any(self.queues.values()):
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's end-of-search sentinel is a str
+        else:
+            return None  # every slot is busy (or waiting for a switch); Tune asks again
+        self.live[trial_id] = (trial, node_id)
+        self.attempts[trial.key] = self.attempts.get(trial.key, 0) + 1
+        return {"trial": trial.model_dump(), "runtime": self.runtime, "node": node_id}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        trial, node_id = self.live.pop(trial_id, (None, None))
+        if node_id is not None and node_id in self.nodes:
+            self.nodes[node_id].running.pop(trial_id, None)
+            if error:
+                self.nodes[node_id].quarantined_until = time.monotonic() + QUARANTINE_S
+                self._refreshed = 0.0
+        if trial is not None and error and self.attempts.get(trial.key, 0) < MAX_ATTEMPTS:
+            if node_id is None:
+                self.free_trials.insert(0, trial)
+            else:
+                self.queues.setdefault(trial.model, []).insert(0, trial)
+
+    def _next_pinned(self) -> tuple[Trial, str] | None:
+        waiting = {m: q for m, q in self.queues.items() if q}
+        if not waiting:
+            return None
+        held = {m for node in self.nodes.values() for m in node.resident}
+        # Emptiest nodes first, so that trials spread over the cluster before any node takes a second one.
+        now = time.monotonic()
+        for node_id, node in sorted(self.nodes.items(), key=lambda kv: -kv[1].free()):
+            if node.free() <= 0 or node.quarantined_until > now:
+                continue
+            own = [m for m in reversed(node.resident) if m in waiting and node.can_start(m)]
+            fresh = [m for m in waiting if m not in held and node.can_start(m)]
+            worth = STEAL_TRIALS_PER_SLOT * node.slots
+            steal = [m for m in waiting if node.can_start(m) and (node.loads == 0 or len(waiting[m]) >= worth)]
+            for candidates in (own, _most_work_first(fresh, waiting), _most_work_first(steal, waiting)):
+                if candidates:
+                    model = candidates[0]
+                    return waiting[model].pop(0), node_id
+        return None
+
+    def _drop_dead_nodes(self) -> None:
+        if self._refresh is None or time.monotonic() - self._refreshed < self._refresh_s:
+            return
+        self._refreshed = time.monotonic()
+        alive = set(self._refresh())
+        for node_id in [n for n in self.nodes if n not in alive]:
+            # Its running trials error out and come back through on_trial_complete; its models are no longer held.
+            del self.nodes[node_id]
+
+
+def _most_work_first(models: list[str], waiting: dict[str, list[Trial]]) -> list[str]:
+    return sorted(models, key=lambda m: -len(waiting[m]))

@@ -1,0 +1,72 @@
+"""The node's LM response cache: hits cost no call, entries never cross endpoints or model versions, and an answer
+that failed to parse is never replayed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stub_server import StubServer, table_responder
+from test_trial_stub import _config, _trial
+
+from trainables import lm_cache
+from trainables.trial import execute_trial
+
+
+def _run(tmp_path: Path, store: str, endpoints: dict[str, str], **trial: Any) -> dict[str, float]:
+    """One baseline trial in a fresh tracking store (so nothing is reused from MLflow; only the cache can help)."""
+    return execute_trial(
+        _config(_trial("llama3.2", optimizer="none", **trial), f"sqlite:///{tmp_path / store}", endpoints)
+    )
+
+
+def test_a_second_identical_trial_is_served_from_the_cache(stub: StubServer, tmp_path: Path, arb_home: Path) -> None:
+    first = _run(tmp_path, "a.db", {"llama3.2": stub.url})
+    calls = stub.state.calls.total()
+    second = _run(tmp_path, "b.db", {"llama3.2": stub.url})
+    assert stub.state.calls.total() == calls == first["lm_calls"] == 8
+    assert second["lm_calls"] == second["cache_hits"] == 8 and first["cache_hits"] == 0
+    assert second["baseline_score"] == first["baseline_score"]
+    assert second["prompt_tokens"] == 0 and second["cost_usd"] == 0  # a hit is reported, but costs nothing
+    assert any((arb_home / "cache" / "lm").iterdir())
+
+
+def test_other_endpoint_or_model_version_never_shares_entries(
+    stub: StubServer, known_answers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", stub.url)  # through the registry: the trial asks the node's Ollama its digest
+    _run(tmp_path, "a.db", {})
+    assert stub.state.calls.total() == 8
+    with StubServer(["llama3.2"], table_responder(known_answers)) as other:  # same model, another node
+        monkeypatch.setenv("OLLAMA_HOST", other.url)
+        _run(tmp_path, "b.db", {})
+        assert other.state.calls.total() == 8
+    monkeypatch.setenv("OLLAMA_HOST", stub.url)
+    stub.state.digests["llama3.2"] = "re-pulled"
+    again = _run(tmp_path, "c.db", {})
+    assert stub.state.calls.total() == 16 and again["cache_hits"] == 0
+
+
+def test_unparseable_answers_are_not_replayed(tmp_path: Path) -> None:
+    with StubServer(["llama3.2"], lambda model, messages: "I refuse to use your format.") as server:
+        first = _run(tmp_path, "a.db", {"llama3.2": server.url})
+        second = _run(tmp_path, "b.db", {"llama3.2": server.url})
+    assert first["parse_failures_baseline"] == second["parse_failures_baseline"] == 8
+    assert second["cache_hits"] == 0 and server.state.calls.total() == first["lm_calls"] + second["lm_calls"]
+
+
+def test_grid_can_turn_the_cache_off(stub: StubServer, tmp_path: Path) -> None:
+    _run(tmp_path, "a.db", {"llama3.2": stub.url})
+    trial = _trial("llama3.2", optimizer="none").model_copy(update={"lm_cache": False})
+    again = execute_trial(_config(trial, f"sqlite:///{tmp_path / 'b.db'}", {"llama3.2": stub.url}))
+    assert again["cache_hits"] == 0 and stub.state.calls.total() == 16
+
+
+def test_keys_hold_endpoint_and_version() -> None:
+    cache = lm_cache.EndpointCache(enable_disk_cache=False, enable_memory_cache=True, disk_cache_dir=None)
+    request = {"model": "ollama_chat/m", "messages": [{"role": "user", "content": "hi"}], "api_base": "http://a"}
+    key = cache.cache_key(request, ["api_base"])
+    assert cache.cache_key({**request, "api_base": "http://b"}, ["api_base"]) != key
+    lm_cache.register_version("ollama_chat/m", "http://a", "sha256:1")
+    assert cache.cache_key(request, ["api_base"]) != key

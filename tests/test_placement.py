@@ -1,0 +1,115 @@
+"""The model-aware searcher, driven by a small discrete-event simulation of trials ending (no Ray needed)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+
+import pytest
+from ray.tune.search import Searcher
+
+from grid.placement import ModelAwareSearcher, Node
+from grid.registry import load_registry
+from grid.spec import GridSpec, Trial, expand
+
+OLLAMA = ["llama3.2", "mistral", "phi4", "qwen2.5:7b", "qwen3:4b", "deepseek-r1:7b"]
+
+
+def _trials(models: list[str], tasks: int = 9) -> list[Trial]:
+    names = ["math", "qa", "analysis", "synthesis", "classification", "extraction", "agentic", "rag", "code"]
+    spec = GridSpec(name="p", models=models, tasks=names[:tasks], optimizer="none", demos=[0], n_labeled=[0])
+    return expand(spec, load_registry())
+
+
+def _simulate(
+    searcher: ModelAwareSearcher, duration: dict[str, float] | None = None, fail: set[str] | None = None
+) -> tuple[float, dict[str, list[tuple[str | None, str]]]]:
+    """Run the searcher to the end: every handed-out trial ends after its duration (1.0 by default); keys in `fail`
+    error on their first attempt. Returns the end time and, per trial key, the (node, outcome) of each attempt."""
+    now, ids, running = 0.0, itertools.count(), []
+    attempts: dict[str, list[tuple[str | None, str]]] = {}
+    concurrent: dict[str | None, dict[str, str]] = {}
+    for _ in range(10_000):
+        while True:
+            trial_id = f"t{next(ids)}"
+            config = searcher.suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                break
+            trial = Trial.model_validate(config["trial"])
+            node = config["node"]
+            concurrent.setdefault(node, {})[trial_id] = trial.model
+            if node is not None:  # never more models at once than the node holds, never more trials than slots
+                assert len(set(concurrent[node].values())) <= searcher.nodes[node].max_models
+                assert len(concurrent[node]) <= searcher.nodes[node].slots
+            failed = trial.key in (fail or set()) and trial.key not in attempts
+            attempts.setdefault(trial.key, []).append((node, "error" if failed else "ok"))
+            end = now + (duration or {}).get(trial.model, 1.0)
+            heapq.heappush(running, (end, trial_id, node, failed))
+        if config == Searcher.FINISHED:
+            return now, attempts
+        assert running, "the searcher stalled with nothing running"
+        now, trial_id, node, failed = heapq.heappop(running)
+        concurrent[node].pop(trial_id)
+        searcher.on_trial_complete(trial_id, None if failed else {"ok": 1}, error=failed)
+    raise AssertionError("simulation did not end")
+
+
+def _nodes(count: int, slots: int = 2, max_models: int = 1) -> dict[str, Node]:
+    return {f"n{i}": Node(slots=slots, max_models=max_models) for i in range(count)}
+
+
+@pytest.mark.parametrize(("max_models", "rounds"), [(2, 9.0), (1, 10.0)])
+def test_six_models_on_three_nodes_each_load_once_and_balance(max_models: int, rounds: float) -> None:
+    trials = _trials(OLLAMA)
+    searcher = ModelAwareSearcher(trials, {}, pinned=set(OLLAMA), nodes=_nodes(3, max_models=max_models))
+    end, attempts = _simulate(searcher)
+    assert sorted(attempts) == sorted(t.key for t in trials) and all(len(a) == 1 for a in attempts.values())
+    assert sum(searcher.loads.values()) == 6 and set(searcher.loads.values()) == {2}
+    # 18 unit trials per node on 2 slots: 9 rounds; a node that holds one model at a time lets a slot idle while
+    # the ninth trial of its first model ends (it cannot start the next model beside it)
+    assert end == pytest.approx(rounds)
+
+
+def test_fewer_models_than_nodes_still_use_every_node() -> None:
+    searcher = ModelAwareSearcher(_trials(OLLAMA[:2]), {}, pinned=set(OLLAMA[:2]), nodes=_nodes(3))
+    end, _ = _simulate(searcher)
+    # every node is used; one more load only where 2 trials per slot were still waiting
+    assert all(loads >= 1 for loads in searcher.loads.values()) and sum(searcher.loads.values()) <= 4
+    assert end <= 4.0  # 18 trials on 6 slots: 3 rounds, plus at most one for the uneven split
+
+
+def test_a_second_load_only_when_enough_work_is_left() -> None:
+    # 4 models on 3 nodes: the fourth model is shared, the others stay where they are.
+    searcher = ModelAwareSearcher(_trials(OLLAMA[:4]), {}, pinned=set(OLLAMA[:4]), nodes=_nodes(3))
+    end, _ = _simulate(searcher)
+    assert sum(searcher.loads.values()) <= 4 + 2 and end <= 36 / 6 + 2
+
+
+def test_errored_trials_are_retried_once_anywhere_and_nodes_that_left_are_dropped() -> None:
+    trials = _trials(OLLAMA[:3], tasks=4)
+    alive = {"n0", "n1", "n2"}
+    searcher = ModelAwareSearcher(trials, {}, pinned=set(OLLAMA), nodes=_nodes(3), refresh=lambda: alive, refresh_s=0)
+    first = searcher.suggest("a")
+    assert first is not None and first["node"] is not None
+    alive.discard(first["node"])  # its node dies: the trial errors, and is handed out again on a live node
+    searcher.on_trial_complete("a", error=True)
+    _, attempts = _simulate(searcher)
+    key = Trial.model_validate(first["trial"]).key
+    assert attempts[key] == [(n, "ok") for n, _ in attempts[key]] and attempts[key][0][0] in alive
+    assert first["node"] not in searcher.nodes and len(attempts) == len(trials)
+
+
+def test_a_trial_failing_twice_is_given_up() -> None:
+    trials = _trials(OLLAMA[:1], tasks=1)
+    searcher = ModelAwareSearcher(trials, {}, pinned=set(), nodes={})
+    for attempt in ("a", "b"):
+        assert searcher.suggest(attempt) is not None
+        searcher.on_trial_complete(attempt, error=True)
+    assert searcher.suggest("c") == Searcher.FINISHED
+
+
+def test_api_and_single_machine_trials_are_not_pinned() -> None:
+    trials = _trials(["gpt-4o", "llama3.2"], tasks=2)
+    searcher = ModelAwareSearcher(trials, {"x": 1}, pinned={"llama3.2"}, nodes={})
+    configs = [searcher.suggest(f"t{i}") for i in range(4)]
+    assert all(c is not None and c["node"] is None and c["runtime"] == {"x": 1} for c in configs)
