@@ -27,7 +27,9 @@ def _files_containing(root: Path, needle: bytes) -> list[str]:
     return hits
 
 
-def test_planted_key_never_reaches_results(tmp_path: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_planted_key_never_reaches_results(
+    tmp_path: Path, stub: StubServer, monkeypatch: pytest.MonkeyPatch, arb_home: Path
+) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", CANARY)
     home = tmp_path / "home"
     registry_file = tmp_path / "models.yaml"
@@ -50,6 +52,8 @@ def test_planted_key_never_reaches_results(tmp_path: Path, stub: StubServer, mon
 
     needle = CANARY.encode()
     assert _files_containing(home, needle) == []  # MLflow db + artifacts, Ray results, server logs
+    lm_cache = arb_home / "cache" / "lm"  # where the trial workers keep LM responses ($ARB_HOME)
+    assert any(p.is_file() for p in lm_cache.rglob("*")) and _files_containing(lm_cache, needle) == []
     ray_logs = Path("/tmp/ray/session_latest/logs")
     if ray_logs.exists():
         assert _files_containing(ray_logs, needle) == []
