@@ -235,11 +235,9 @@ def _searcher(trials: list[Trial], runtime: dict[str, Any], registry: ModelRegis
 
     nodes = placement.ollama_nodes(ray.nodes())
     pinned = {t.model for t in trials if registry.get(t.model).provider == "ollama"}
-
-    def alive() -> list[str]:
-        return [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
-
-    return placement.ModelAwareSearcher(trials, runtime, pinned=pinned, nodes=nodes, refresh=alive)
+    return placement.ModelAwareSearcher(
+        trials, runtime, pinned=pinned, nodes=nodes, refresh=lambda: placement.ollama_nodes(ray.nodes())
+    )
 
 
 def _trial_resources(spec: GridSpec) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ MAX_MODELS_LABEL = "arb-ollama-max-models"
 NODE_ID_LABEL = "ray.io/node-id"
 MAX_ATTEMPTS = 2
 STEAL_TRIALS_PER_SLOT = 2
-QUARANTINE_S = 60.0
+QUARANTINE_S = 30.0
 
 
 @dataclass
@@ -88,7 +89,10 @@ class ModelAwareSearcher(Searcher):
     """Hands out the grid's trials in an order, and to nodes, that keep model loads low (see the module docstring).
 
     `pinned` models need an Ollama slot; `nodes` maps node ids to what they offer (empty: nothing is pinned).
-    `refresh` returns the ids of the live nodes; it is called at most every `refresh_s` seconds.
+    `refresh` returns the live Ollama nodes (as `ollama_nodes` does); it is called at most every `refresh_s` seconds,
+    so nodes that left are dropped and nodes that joined (an autoscaler) are used. With no Ollama node at all for
+    `orphan_timeout_s`, the searcher stops handing out trials: the sweep ends interrupted, and `arb resume` runs
+    the rest once nodes are back.
     """
 
     def __init__(
@@ -98,8 +102,9 @@ class ModelAwareSearcher(Searcher):
         *,
         pinned: set[str],
         nodes: dict[str, Node],
-        refresh: Any = None,
+        refresh: Callable[[], dict[str, Node]] | None = None,
         refresh_s: float = 2.0,
+        orphan_timeout_s: float = 600.0,
     ) -> None:
         super().__init__()
         self.runtime = runtime
@@ -117,6 +122,8 @@ class ModelAwareSearcher(Searcher):
         self._refresh = refresh
         self._refresh_s = refresh_s
         self._refreshed = 0.0
+        self._orphan_timeout_s = orphan_timeout_s
+        self._no_nodes_since: float | None = None
 
     @property
     def loads(self) -> dict[str, int]:
@@ -131,7 +138,7 @@ class ModelAwareSearcher(Searcher):
             self.nodes[node_id].place(trial_id, trial.model)
         elif self.free_trials:
             trial, node_id = self.free_trials.pop(0), None
-        elif not self.live and not any(self.queues.values()):
+        elif not self.live and (not any(self.queues.values()) or self._orphaned()):
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's end-of-search sentinel is a str
         else:
             return None  # every slot is busy (or waiting for a switch); Tune asks again
@@ -172,14 +179,25 @@ class ModelAwareSearcher(Searcher):
                     return waiting[model].pop(0), node_id
         return None
 
+    def _orphaned(self) -> bool:
+        """True once pinned trials have waited `orphan_timeout_s` with no Ollama node in the cluster."""
+        if self.nodes:
+            self._no_nodes_since = None
+            return False
+        if self._no_nodes_since is None:
+            self._no_nodes_since = time.monotonic()
+        return time.monotonic() - self._no_nodes_since > self._orphan_timeout_s
+
     def _drop_dead_nodes(self) -> None:
         if self._refresh is None or time.monotonic() - self._refreshed < self._refresh_s:
             return
         self._refreshed = time.monotonic()
-        alive = set(self._refresh())
-        for node_id in [n for n in self.nodes if n not in alive]:
+        current = self._refresh()
+        for node_id in [n for n in self.nodes if n not in current]:
             # Its running trials error out and come back through on_trial_complete; its models are no longer held.
             del self.nodes[node_id]
+        for node_id, node in current.items():
+            self.nodes.setdefault(node_id, node)
 
 
 def _most_work_first(models: list[str], waiting: dict[str, list[Trial]]) -> list[str]:

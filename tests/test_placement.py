@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 
 import pytest
 from ray.tune.search import Searcher
@@ -87,16 +88,36 @@ def test_a_second_load_only_when_enough_work_is_left() -> None:
 
 def test_errored_trials_are_retried_once_anywhere_and_nodes_that_left_are_dropped() -> None:
     trials = _trials(OLLAMA[:3], tasks=4)
-    alive = {"n0", "n1", "n2"}
+    alive = _nodes(3)
     searcher = ModelAwareSearcher(trials, {}, pinned=set(OLLAMA), nodes=_nodes(3), refresh=lambda: alive, refresh_s=0)
     first = searcher.suggest("a")
     assert first is not None and first["node"] is not None
-    alive.discard(first["node"])  # its node dies: the trial errors, and is handed out again on a live node
+    del alive[first["node"]]  # its node dies: the trial errors, and is handed out again on a live node
     searcher.on_trial_complete("a", error=True)
     _, attempts = _simulate(searcher)
     key = Trial.model_validate(first["trial"]).key
     assert attempts[key] == [(n, "ok") for n, _ in attempts[key]] and attempts[key][0][0] in alive
     assert first["node"] not in searcher.nodes and len(attempts) == len(trials)
+
+
+def test_with_no_node_left_the_sweep_ends_interrupted_and_a_new_node_is_used() -> None:
+    alive = _nodes(1)
+    searcher = ModelAwareSearcher(
+        _trials(OLLAMA[:1], tasks=3), {}, pinned=set(OLLAMA), nodes=_nodes(1), refresh=lambda: alive, refresh_s=0,
+        orphan_timeout_s=0.2,
+    )  # fmt: skip
+    assert searcher.suggest("a") is not None
+    alive.clear()
+    searcher.on_trial_complete("a", error=True)
+    assert searcher.suggest("b") is None  # waits for a node ...
+    alive["new"] = Node(slots=1)  # ... and uses one that joins
+    config = searcher.suggest("b")
+    assert config is not None and config["node"] == "new"
+    searcher.on_trial_complete("b")
+    alive.clear()
+    time.sleep(0.3)
+    assert searcher.suggest("c") is None or searcher.suggest("c") == Searcher.FINISHED
+    assert searcher.suggest("d") == Searcher.FINISHED  # nothing to run on: ends, `arb resume` does the rest
 
 
 def test_a_trial_failing_twice_is_given_up() -> None:
