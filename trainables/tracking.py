@@ -161,7 +161,7 @@ def get_or_create_run(
     key: str,
     run_name: str,
     tags: dict[str, str],
-    settle_s: float = 0.5,
+    settle_s: float = 0.25,
     rounds: int = 2,
 ) -> str:
     """The run id for trial `key`, creating the run only if none exists; safe when many processes race.
