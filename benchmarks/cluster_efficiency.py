@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--max-loaded", type=int, default=1, help="models a node holds in memory at once")
     parser.add_argument("--skip-sequential", action="store_true")
     args = parser.parse_args()
+    # SIGTERM (kill, timeout) unwinds like Ctrl-C, so the cluster, MLflow and PostgreSQL are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     models = MODELS[: args.models]
     sim: dict[str, Any] = {
         "slots": args.slots, "call_seconds": args.call_seconds, "load_seconds": args.load_seconds,

@@ -10,6 +10,10 @@ node, in order:
 3. a model another node is serving, only if enough of it is left to be worth a second load (at least two trials
    per slot of the node), or if the node has never been used (otherwise it would idle for the whole sweep).
 
+Each node also gets `lookahead` trial(s) beyond its free slots, queued by Ray until a slot frees: a trial that is
+already waiting when the one before it ends takes over its warm worker process (Tune reuses the actor only for a
+trial waiting with the same resources), instead of paying a new process and DSPy import.
+
 A node never runs more distinct models at once than it can hold (its `arb-ollama-max-models` label, Ollama's
 `OLLAMA_MAX_LOADED_MODELS`; default 1), so a switch waits for the node's running trials of the old model to end.
 
@@ -54,15 +58,17 @@ class Node:
     """After a trial errored here: no new trials until then (the node may be dying; Ray takes a while to say so)."""
 
     def free(self) -> int:
+        """Slots not taken by a running trial (negative: trials are queued here, waiting for a slot)."""
         return self.slots - len(self.running)
 
     def running_models(self) -> set[str]:
         return set(self.running.values())
 
-    def can_start(self, model: str) -> bool:
-        """A free slot, and `model` is already running here or fits beside the models that are."""
+    def can_start(self, model: str, lookahead: int = 0) -> bool:
+        """A free slot (or room in the queue of `lookahead` trials), and `model` is already running here or fits
+        beside the models that are."""
         models = self.running_models()
-        return self.free() > 0 and (model in models or len(models) < self.max_models)
+        return self.free() > -lookahead and (model in models or len(models) < self.max_models)
 
     def place(self, trial_id: str, model: str) -> None:
         if model not in self.resident:
@@ -105,6 +111,7 @@ class ModelAwareSearcher(Searcher):
         refresh: Callable[[], dict[str, Node]] | None = None,
         refresh_s: float = 2.0,
         orphan_timeout_s: float = 600.0,
+        lookahead: int = 1,
     ) -> None:
         super().__init__()
         self.runtime = runtime
@@ -123,6 +130,7 @@ class ModelAwareSearcher(Searcher):
         self._refresh_s = refresh_s
         self._refreshed = 0.0
         self._orphan_timeout_s = orphan_timeout_s
+        self.lookahead = lookahead
         self._no_nodes_since: float | None = None
 
     @property
@@ -167,12 +175,13 @@ class ModelAwareSearcher(Searcher):
         # Emptiest nodes first, so that trials spread over the cluster before any node takes a second one.
         now = time.monotonic()
         for node_id, node in sorted(self.nodes.items(), key=lambda kv: -kv[1].free()):
-            if node.free() <= 0 or node.quarantined_until > now:
+            if node.free() <= -self.lookahead or node.quarantined_until > now:
                 continue
-            own = [m for m in reversed(node.resident) if m in waiting and node.can_start(m)]
-            fresh = [m for m in waiting if m not in held and node.can_start(m)]
+            ok = [m for m in waiting if node.can_start(m, self.lookahead)]
+            own = [m for m in reversed(node.resident) if m in ok]
+            fresh = [m for m in ok if m not in held]
             worth = STEAL_TRIALS_PER_SLOT * node.slots
-            steal = [m for m in waiting if node.can_start(m) and (node.loads == 0 or len(waiting[m]) >= worth)]
+            steal = [m for m in ok if node.loads == 0 or len(waiting[m]) >= worth]
             for candidates in (own, _most_work_first(fresh, waiting), _most_work_first(steal, waiting)):
                 if candidates:
                     model = candidates[0]
