@@ -187,6 +187,9 @@ def _fit(
     )
     # Tune's own console tables repeat what the progress callback prints; verbose=0 alone does not silence them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # With a custom searcher Tune keeps a single trial pending at a time, so trials would start one by one, each
+    # waiting for its worker process; the searcher already hands out only what the slots can take.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
     # Workers inherit the driver's environment; nothing secret is put in the config itself.
     ray.init(
         # Without RAY_ADDRESS, a fresh local instance: ray.init() alone would try to join whatever cluster
