@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import record  # noqa: E402
 from servers import RAY_ENV, free_port, mlflow_on_postgres, ray_node, stop, wait_for_nodes  # noqa: E402
 from stub_server import StubServer, table_responder  # noqa: E402
 
@@ -155,9 +155,7 @@ def _report(
     in_runs: float,
 ) -> None:
     lines = [
-        "",
-        f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `{' '.join(['python', *sys.argv])}`",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}, {len(os.sched_getaffinity(0))} cores. "
+        *record.heading(),
         f"Grid: {len(models)} models × 9 tasks = {len(models) * 9} trials, n_eval {args.n_eval}; "
         f"{args.nodes} nodes × {args.slots} slots; {args.call_seconds} s per call, {args.load_seconds} s per load, "
         f"{args.max_loaded} model(s) in memory per node.",
@@ -178,13 +176,7 @@ def _report(
             f"| sequential loop, one process, one node | {seconds:.1f} s ({seq_calls} calls, {seq_loads} loads) |"
         )
         lines.append(f"| **speed-up over the sequential loop** | **{seconds / wall:.1f}×** |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    bench = ROOT / "BENCHMARKS.md"
-    if "## Cluster efficiency" not in bench.read_text():
-        text = "\n## Cluster efficiency (benchmarks/cluster_efficiency.py)\n" + text
-    with bench.open("a") as f:
-        f.write(text)
+    record.append("Cluster efficiency (benchmarks/cluster_efficiency.py)", lines)
 
 
 if __name__ == "__main__":

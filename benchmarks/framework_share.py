@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import record  # noqa: E402
 
 from grid.embedded import serve_embedded  # noqa: E402
 from grid.registry import load_registry  # noqa: E402
@@ -113,9 +114,7 @@ def main() -> None:
         proxy.shutdown()
     shares = [1 - inside / wall for wall, inside, _ in rows]
     lines = [
-        "",
-        f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `{' '.join(['python', *sys.argv])}`",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}, {len(os.sched_getaffinity(0))} cores. "
+        *record.heading(),
         f"Trial: {args.model} · {args.task} · baseline · n_eval {args.n_eval}, llama.cpp on the same cores.",
         "",
         "| run | trial wall s | inside the model server s | LM calls | framework share |",
@@ -124,13 +123,7 @@ def main() -> None:
         "",
         f"Median framework share: **{statistics.median(shares):.1%}** (the first run also pays one-time imports).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    bench = ROOT / "BENCHMARKS.md"
-    if "## Framework share" not in bench.read_text():
-        text = "\n## Framework share of a real trial (benchmarks/framework_share.py)\n" + text
-    with bench.open("a") as f:
-        f.write(text)
+    record.append("Framework share of a real trial (benchmarks/framework_share.py)", lines)
 
 
 if __name__ == "__main__":

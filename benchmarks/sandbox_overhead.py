@@ -7,8 +7,6 @@ Appends the result, with the machine, the date and this command, to BENCHMARKS.m
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -16,6 +14,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import record
 
 from trainables.sandbox import interpreter, run_python
 
@@ -39,9 +39,7 @@ def main() -> None:
     bwrap = _time(lambda: run_python("pass", mode="bubblewrap"), args.n)
     rows = [("bare subprocess", bare), ("sandbox, rlimits mode", rlimits), ("sandbox, bubblewrap mode", bwrap)]
     lines = [
-        "",
-        f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} — `{' '.join(['python', *sys.argv])}`",
-        f"Machine: {platform.machine()}, Python {platform.python_version()}, {len(os.sched_getaffinity(0))} cores.",
+        *record.heading(),
         "",
         "| execution of `pass` | median ms | p95 ms |",
         "|---|---|---|",
@@ -49,13 +47,7 @@ def main() -> None:
         "",
         f"Bubblewrap over a bare subprocess: {statistics.median(bwrap) - statistics.median(bare):+.1f} ms (median).",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    bench = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-    if "## Sandbox overhead" not in bench.read_text():
-        text = "\n## Sandbox overhead (benchmarks/sandbox_overhead.py)\n" + text
-    with bench.open("a") as f:
-        f.write(text)
+    record.append("Sandbox overhead (benchmarks/sandbox_overhead.py)", lines)
 
 
 if __name__ == "__main__":
