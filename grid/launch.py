@@ -206,6 +206,7 @@ def _fit(
             tune.with_resources(run_trial, _trial_resources(spec)),
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
+                scheduler=placement.DeadNodeScheduler(searcher),
                 # Each trial is handed out at most twice (the searcher's own retry, on any live node).
                 num_samples=placement.MAX_ATTEMPTS * len(trials),
                 max_concurrent_trials=spec.max_concurrent_trials,

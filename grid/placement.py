@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
 from grid.spec import Trial
@@ -154,8 +155,18 @@ class ModelAwareSearcher(Searcher):
         self.attempts[trial.key] = self.attempts.get(trial.key, 0) + 1
         return {"trial": trial.model_dump(), "runtime": self.runtime, "node": node_id}
 
+    def dead_pins(self) -> set[str]:
+        """Trials handed to nodes that have since left the cluster (if still waiting there, they never start)."""
+        self._drop_dead_nodes()
+        return {tid for tid, (_, node_id) in self.live.items() if node_id is not None and node_id not in self.nodes}
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        trial, node_id = self.live.pop(trial_id, (None, None))
+        trial, node_id = self.live.get(trial_id, (None, None))
+        self.live.pop(trial_id, None)
+        if trial is not None and result is None and not error:
+            # Stopped before it ran (its node left while it waited there): hand it out again, at no attempt's cost.
+            self.attempts[trial.key] -= 1
+            error = True
         if node_id is not None and node_id in self.nodes:
             self.nodes[node_id].running.pop(trial_id, None)
             if error:
@@ -207,6 +218,23 @@ class ModelAwareSearcher(Searcher):
             del self.nodes[node_id]
         for node_id, node in current.items():
             self.nodes.setdefault(node_id, node)
+
+
+class DeadNodeScheduler(FIFOScheduler):
+    """Tune's FIFO scheduler, plus: a trial still waiting on a node that left the cluster is stopped, so the
+    searcher hands it out again on a live node (a placement group pinned to a dead node would wait forever)."""
+
+    def __init__(self, searcher: ModelAwareSearcher) -> None:
+        super().__init__()
+        self.searcher = searcher
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Any:
+        gone = self.searcher.dead_pins()
+        if gone:
+            for trial in tune_controller.get_trials():
+                if trial.status == "PENDING" and trial.trial_id in gone:
+                    tune_controller.stop_trial(trial)
+        return super().choose_trial_to_run(tune_controller)
 
 
 def _most_work_first(models: list[str], waiting: dict[str, list[Trial]]) -> list[str]:

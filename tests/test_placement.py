@@ -146,3 +146,23 @@ def test_api_and_single_machine_trials_are_not_pinned() -> None:
     searcher = ModelAwareSearcher(trials, {"x": 1}, pinned={"llama3.2"}, nodes={})
     configs = [searcher.suggest(f"t{i}") for i in range(4)]
     assert all(c is not None and c["node"] is None and c["runtime"] == {"x": 1} for c in configs)
+
+
+def test_a_trial_waiting_on_a_node_that_left_is_handed_out_again() -> None:
+    alive = _nodes(2, slots=1)
+    searcher = ModelAwareSearcher(
+        _trials(OLLAMA[:2], tasks=2), {}, pinned=set(OLLAMA), nodes=_nodes(2, slots=1), refresh=lambda: alive,
+        refresh_s=0,
+    )  # fmt: skip
+    handed = {tid: searcher.suggest(tid) for tid in ("a", "b", "c", "d")}  # one running and one queued per node
+    assert all(c is not None and c["node"] for c in handed.values())
+    gone = handed["a"]["node"]  # type: ignore[index]
+    del alive[gone]
+    waiting = {tid for tid, c in handed.items() if c["node"] == gone}  # type: ignore[index]
+    assert searcher.dead_pins() == waiting
+    for tid in waiting:  # what DeadNodeScheduler makes Tune do: stop the waiting trial, no result
+        searcher.on_trial_complete(tid)
+    for tid in set(handed) - waiting:  # the live node's two trials finish
+        searcher.on_trial_complete(tid, {"ok": 1})
+    _, attempts = _simulate(searcher)
+    assert len(attempts) == 2 and all(node != gone for a in attempts.values() for node, _ in a)
