@@ -35,8 +35,6 @@ class GridOutcome:
     statuses: dict[str, str] = field(default_factory=dict)
     reused: int = 0
     interrupted: bool = False
-    loads: dict[str, int] = field(default_factory=dict)
-    """Model loads the placement caused, per Ollama node id (empty on a single machine)."""
 
     @property
     def failed(self) -> list[str]:
@@ -228,7 +226,6 @@ def _fit(
                 key = Trial.model_validate(result.config["trial"]).key
                 outcome.statuses.setdefault(key, "errored")  # a retry that finished has already said so
         outcome.interrupted = len(outcome.statuses) < outcome.total
-        outcome.loads = searcher.loads
     finally:
         ray.shutdown()
 
@@ -237,11 +234,11 @@ def _searcher(trials: list[Trial], runtime: dict[str, Any], registry: ModelRegis
     """The model-aware searcher over the cluster's Ollama nodes (none on a single machine: nothing is pinned)."""
     import ray
 
-    nodes = placement.ollama_nodes(ray.nodes())
+    def live_nodes() -> dict[str, placement.Node]:
+        return placement.ollama_nodes(ray.nodes())
+
     pinned = {t.model for t in trials if registry.get(t.model).provider == "ollama"}
-    return placement.ModelAwareSearcher(
-        trials, runtime, pinned=pinned, nodes=nodes, refresh=lambda: placement.ollama_nodes(ray.nodes())
-    )
+    return placement.ModelAwareSearcher(trials, runtime, pinned=pinned, nodes=live_nodes(), refresh=live_nodes)
 
 
 def _trial_resources(spec: GridSpec) -> Any:
@@ -266,7 +263,7 @@ def storage_path(home: Path) -> str:
 
 
 def tune_state(home: Path, name: str) -> str:
-    """Ray Tune's last saved view of grid `name` ("TERMINATED 5, RUNNING 1"), or "-" if it has none here.
+    """Ray Tune's last saved view of grid `name` ("5 terminated, 1 running"), or "-" if it has none here.
 
     It is Tune's bookkeeping, not the record: a killed driver leaves its trials RUNNING there, and a retried
     trial appears once per attempt. MLflow's counts are what resume goes by.

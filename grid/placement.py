@@ -161,8 +161,7 @@ class ModelAwareSearcher(Searcher):
         return {tid for tid, (_, node_id) in self.live.items() if node_id is not None and node_id not in self.nodes}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        trial, node_id = self.live.get(trial_id, (None, None))
-        self.live.pop(trial_id, None)
+        trial, node_id = self.live.pop(trial_id, (None, None))
         if trial is not None and result is None and not error:
             # Stopped before it ran (its node left while it waited there): hand it out again, at no attempt's cost.
             self.attempts[trial.key] -= 1
