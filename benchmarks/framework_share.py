@@ -94,8 +94,8 @@ def main() -> None:
     )  # fmt: skip
     trial = expand(spec, registry)[0]
     rows = []
-    with serve_embedded([args.model], registry, tmp / "logs") as endpoints:
-        proxy = TimingProxy(endpoints[args.model])
+    with serve_embedded([args.model], registry, tmp / "logs") as servers:
+        proxy = TimingProxy(servers.endpoints[args.model])
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         for i in range(args.repeat):
             uri = f"sqlite:///{tmp / f'mlflow-{i}.db'}"  # a fresh store: nothing is reused

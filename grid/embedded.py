@@ -1,8 +1,12 @@
 """Serving the embedded models: llama.cpp's OpenAI-compatible server on 127.0.0.1, one process per model.
 
-The GGUF files come from PyPI packages (see `gguf` in grid/models.yaml). Servers are started before trials,
-checked until they answer, and stopped when the run ends, on Ctrl-C, and (through the kernel's parent-death
-signal) even if the driver is killed outright.
+The GGUF files come from PyPI packages (see `gguf` and `split_gguf` in grid/models.yaml). Servers are started
+before trials, checked until they answer, timed on two requests (their per-call timeout follows from that speed
+and `max_tokens`), supervised while the sweep runs, and stopped when the run ends, on Ctrl-C, and (through the
+kernel's parent-death signal) even if the driver is killed outright.
+
+Supervision: a server that exits is restarted once; if it dies again, the sweep is stopped (resumably) with one
+line saying which model, how it died, its log file and the likely fix.
 """
 
 from __future__ import annotations
@@ -16,40 +20,24 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from grid.errors import ArbError
+from grid.model_files import INSTALL_HINT, gguf_path
 from grid.registry import ModelEntry, ModelRegistry
 
 DEFAULT_PORT = 8761
 _READY_TIMEOUT_S = 120.0
-_INSTALL_HINT = "pip install 'intelligence-arbitrage[embedded]' (or `make install`)"
-
-
-def gguf_path(entry: ModelEntry) -> Path:
-    """Locate the model file through its installed package; an error says which package to install."""
-    assert entry.gguf is not None
-    module_name, _, how = entry.gguf.partition(":")
-    if importlib.util.find_spec(module_name) is None:
-        raise ArbError(f"embedded model {entry.id!r} needs the Python package {module_name!r}", _INSTALL_HINT)
-    module = importlib.import_module(module_name)
-    if how == "assemble":
-        path = Path(module.assemble())
-    elif how.startswith("file:"):
-        path = Path(module.__file__ or "").parent / how.removeprefix("file:")
-    else:
-        raise ArbError(f"model {entry.id!r}: gguf {entry.gguf!r} is not '<module>:file:<path>' or '<module>:assemble'")
-    if not path.is_file():
-        raise ArbError(f"embedded model file {path} is missing", f"reinstall: {_INSTALL_HINT}")
-    return path
 
 
 def _require_llama_cpp() -> None:
     if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
-        raise ArbError("llama.cpp's server (llama-cpp-python[server]) is not installed", _INSTALL_HINT)
+        raise ArbError("llama.cpp's server (llama-cpp-python[server]) is not installed", INSTALL_HINT)
 
 
 def _port_free(port: int) -> bool:
@@ -74,12 +62,58 @@ def _die_with_parent() -> None:
 class _Server:
     name: str
     port: int
-    proc: subprocess.Popen[bytes]
+    cmd: list[str]
     log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> None:
+        # Appending: after a crash, the log keeps what the dead server wrote next to the restarted one's.
+        with self.log_path.open("ab") as log_file:
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C goes to arb, which stops the servers in order
+                preexec_fn=_die_with_parent,
+                env={k: v for k, v in os.environ.items() if "KEY" not in k and "TOKEN" not in k},
+            )
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+
+def _log_tail(server: _Server) -> str:
+    tail = server.log_path.read_text(errors="replace")[-800:] if server.log_path.exists() else ""
+    return " ".join(tail.split())[-300:]
+
+
+def how_it_died(code: int) -> str:
+    """`exited with code 1`, or `was killed by SIGSEGV` for a negative return code."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def likely_fix(code: int) -> str:
+    """What usually causes a server death of this kind, and what to do about it."""
+    if code in (-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS, -signal.SIGFPE):
+        return (
+            "llama.cpp crashed in native code; a build that uses CPU instructions this machine cannot run (AMX, "
+            "AVX-512 in some VMs) dies like this: rebuild it portably with `scripts/install-llama-cpp.sh .venv` "
+            "(or `make install`)"
+        )
+    if code == -signal.SIGKILL:
+        return "it was killed from outside: the kernel's OOM killer (see `dmesg`; free memory or use a smaller model)"
+    return "read the end of the log"
 
 
 def _wait_ready(server: _Server, timeout_s: float) -> None:
@@ -87,12 +121,11 @@ def _wait_ready(server: _Server, timeout_s: float) -> None:
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            tail = server.log_path.read_text(errors="replace")[-800:] if server.log_path.exists() else ""
-            last = " ".join(tail.split())[-300:]
+        code = server.returncode()
+        if code is not None:
             raise ArbError(
-                f"llama.cpp server for {server.name!r} exited with code {server.proc.returncode}: {last}",
-                f"see {server.log_path}",
+                f"llama.cpp server for {server.name!r} {how_it_died(code)}: {_log_tail(server)}",
+                f"{likely_fix(code)}; log: {server.log_path}",
             )
         try:
             if httpx.get(f"{server.url}/models", timeout=2.0).status_code == 200:
@@ -107,16 +140,58 @@ def _wait_ready(server: _Server, timeout_s: float) -> None:
 
 
 def _stop(server: _Server) -> None:
-    if server.proc.poll() is not None:
+    proc = server.proc
+    if proc is None or proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
     try:
-        server.proc.wait(timeout=10)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.proc.pid, signal.SIGKILL)
-        server.proc.wait(timeout=10)
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """A served model's measured speed on this machine, tokens per second."""
+
+    prompt_tok_s: float
+    generate_tok_s: float
+
+
+_SPEED_PROMPT = "Repeat after me. " + " ".join(f"word{i}" for i in range(300))
+
+
+def measure_speed(url: str, model_id: str) -> Speed:
+    """Time two requests: a ~600-token prompt with 1 token out (prompt speed), and a short prompt with 32 tokens
+    out (generation speed, after subtracting that prompt's share). Also loads the weights into memory."""
+    import httpx
+
+    def complete(prompt: str, max_tokens: int) -> tuple[float, dict[str, int]]:
+        start = time.perf_counter()
+        answer = httpx.post(
+            f"{url}/completions",
+            json={"model": model_id, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+            timeout=600,
+        )
+        answer.raise_for_status()
+        return time.perf_counter() - start, answer.json()["usage"]
+
+    took, usage = complete(_SPEED_PROMPT, 1)
+    prompt_tok_s = usage["prompt_tokens"] / took
+    took, usage = complete("Count from one to fifty in words, separated by commas:", 32)
+    generating = max(took - usage["prompt_tokens"] / prompt_tok_s, 1e-3)
+    return Speed(prompt_tok_s, max(usage["completion_tokens"], 1) / generating)
+
+
+def call_timeout(entry: ModelEntry, speed: Speed) -> float:
+    """Per-call timeout for a CPU-served model: twice the time of the longest call its context allows (a full
+    prompt, then `max_tokens` generated) at the measured speed, and never less than the registry's `timeout_s`;
+    a slow but working model is not cut off, a stalled one is still noticed."""
+    longest = (entry.context - entry.max_tokens) / speed.prompt_tok_s + entry.max_tokens / speed.generate_tok_s
+    return max(entry.timeout_s, 2.0 * longest + 10.0)
 
 
 def check_embedded(names: list[str], registry: ModelRegistry, base_port: int = DEFAULT_PORT) -> None:
@@ -138,6 +213,56 @@ def _check_port(port: int, name: str) -> None:
         )
 
 
+@dataclass
+class EmbeddedServers:
+    """The running servers of a sweep: where each model answers, its per-call timeout, and, once a server has
+    died twice, why the sweep must stop (`failure`)."""
+
+    endpoints: dict[str, str] = field(default_factory=dict)
+    timeouts: dict[str, float] = field(default_factory=dict)
+    speeds: dict[str, Speed] = field(default_factory=dict)
+    failure: ArbError | None = None
+    restarts: int = 0
+
+
+class _Supervisor(threading.Thread):
+    """Polls the servers; restarts one that exits, once; records the failure if it dies again."""
+
+    def __init__(self, servers: list[_Server], state: EmbeddedServers, stream: Any, poll_s: float = 0.5) -> None:
+        super().__init__(name="arb-embedded-supervisor", daemon=True)
+        self.servers, self.state, self.stream, self.poll_s = servers, state, stream, poll_s
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.poll_s):
+            for server in self.servers:
+                code = server.returncode()
+                if code is None or self.halt.is_set():
+                    continue
+                if server.restarts >= 1:
+                    self.state.failure = ArbError(
+                        f"the llama.cpp server for {server.name!r} {how_it_died(code)} again after a restart "
+                        f"(log: {server.log_path}); the sweep stopped and can be resumed",
+                        likely_fix(code),
+                    )
+                    return
+                server.restarts += 1
+                self.state.restarts += 1
+                print(
+                    f"  ! llama.cpp server for {server.name!r} {how_it_died(code)}; restarting it once "
+                    f"(log: {server.log_path})",
+                    file=self.stream,
+                    flush=True,
+                )
+                server.start()
+                try:
+                    _wait_ready(server, _READY_TIMEOUT_S)
+                except ArbError as exc:
+                    if server.returncode() is None:  # alive but silent; a death is reported by the next poll
+                        self.state.failure = ArbError(f"{exc.problem} after a restart", exc.fix)
+                        return
+
+
 @contextlib.contextmanager
 def serve_embedded(
     names: list[str],
@@ -145,22 +270,26 @@ def serve_embedded(
     log_dir: Path,
     base_port: int = DEFAULT_PORT,
     threads: int | None = None,
-) -> Iterator[dict[str, str]]:
-    """Start a server for each embedded model in `names`; yields {model name: base URL}; stops them on exit."""
+    stream: Any = sys.stderr,
+) -> Iterator[EmbeddedServers]:
+    """Start and supervise a server for each embedded model in `names`; stops them on exit."""
+    state = EmbeddedServers()
     embedded = [n for n in names if registry.get(n).provider == "embedded"]
     if not embedded:
-        yield {}
+        yield state
         return
     _require_llama_cpp()
     paths = {n: gguf_path(registry.get(n)) for n in embedded}
     log_dir.mkdir(parents=True, exist_ok=True)
     servers: list[_Server] = []
+    supervisor: _Supervisor | None = None
     try:
         for i, name in enumerate(embedded):
             entry = registry.get(name)
             port = base_port + i
             _check_port(port, name)
             log_path = log_dir / f"llama-server-{name}.log"
+            log_path.unlink(missing_ok=True)
             cmd = [
                 sys.executable, "-m", "llama_cpp.server",
                 "--model", str(paths[name]),
@@ -175,20 +304,22 @@ def serve_embedded(
             ]  # fmt: skip
             if entry.chat_format:
                 cmd += ["--chat_format", entry.chat_format]
-            with log_path.open("wb") as log_file:
-                proc = subprocess.Popen(
-                    cmd,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # Ctrl-C goes to arb, which stops the servers in order
-                    preexec_fn=_die_with_parent,
-                    env={k: v for k, v in os.environ.items() if "KEY" not in k and "TOKEN" not in k},
-                )
-            servers.append(_Server(name, port, proc, log_path))
+            server = _Server(name, port, cmd, log_path)
+            server.start()
+            servers.append(server)
         for server in servers:
             _wait_ready(server, _READY_TIMEOUT_S)
-        yield {s.name: s.url for s in servers}
+            entry = registry.get(server.name)
+            speed = measure_speed(server.url, entry.id)
+            state.endpoints[server.name] = server.url
+            state.speeds[server.name] = speed
+            state.timeouts[server.name] = call_timeout(entry, speed)
+        supervisor = _Supervisor(servers, state, stream)
+        supervisor.start()
+        yield state
     finally:
+        if supervisor is not None:
+            supervisor.halt.set()
+            supervisor.join(timeout=_READY_TIMEOUT_S + 5)
         for server in servers:
             _stop(server)

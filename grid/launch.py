@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from grid import placement
-from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
+from grid.embedded import DEFAULT_PORT, EmbeddedServers, check_embedded, serve_embedded
 from grid.errors import ArbError
 from grid.registry import ModelRegistry
 from grid.spec import GridSpec, Trial, expand
@@ -78,12 +78,33 @@ def _progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) -
             key = Trial.model_validate(trial.config["trial"]).key
             outcome.statuses[key] = "errored"
             print(
-                f"  ✘ [{len(outcome.statuses)}/{outcome.total}] errored  {names.get(key, key)}",
+                f"  ✘ [{len(outcome.statuses)}/{outcome.total}] errored  {names.get(key, key)}: {_error_line(trial)}",
                 file=stream,
                 flush=True,
             )
 
     return Progress()
+
+
+def _error_line(trial: Any) -> str:
+    """Why a Tune trial failed, in one line: the trainable's own summary (class, message, MLflow run) when it
+    raised one, else the class and first line of whatever Ray reports (e.g. the worker process died)."""
+    from trainables.trial import TrialFailed
+
+    try:
+        error = trial.get_pickled_error() or trial.get_error()
+    except Exception:  # an unreadable error file must not stop the sweep
+        error = None
+    if isinstance(error, str):  # Tune's text trace: its last line names the exception
+        lines = error.strip().splitlines()
+        return lines[-1][:300] if lines else "no error recorded"
+    cause = getattr(error, "cause", None) or error
+    if isinstance(cause, TrialFailed):
+        return str(cause)
+    if cause is None:
+        return "no error recorded"
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first[:300]}"
 
 
 def run_grid(
@@ -126,10 +147,18 @@ def run_grid(
         print(f"  {outcome.reused} of {len(trials)} trials already finished in MLflow: reused", file=stream)
     if not todo:
         return outcome
-    with serve_embedded(used, registry, home / "logs", base_port=embedded_port) as endpoints:
-        if endpoints:
-            print(f"embedded llama.cpp servers: {endpoints}", file=stream, flush=True)
-        _fit(spec, todo, tracking_uri, experiment_id, registry, registry_path, endpoints, home, outcome, stream)
+    with serve_embedded(used, registry, home / "logs", base_port=embedded_port, stream=stream) as servers:
+        for name, url in servers.endpoints.items():
+            speed = servers.speeds[name]
+            print(
+                f"embedded model {name} at {url}: {speed.prompt_tok_s:.0f} prompt tok/s, "
+                f"{speed.generate_tok_s:.1f} generated tok/s, per-call timeout {servers.timeouts[name]:.0f} s",
+                file=stream,
+                flush=True,
+            )
+        _fit(spec, todo, tracking_uri, experiment_id, registry, registry_path, servers, home, outcome, stream)
+    if servers.failure is not None:
+        raise servers.failure
     return outcome
 
 
@@ -166,7 +195,7 @@ def _fit(
     experiment_id: str,
     registry: ModelRegistry,
     registry_path: str | None,
-    endpoints: dict[str, str],
+    servers: EmbeddedServers,
     home: Path,
     outcome: GridOutcome,
     stream: Any,
@@ -181,8 +210,12 @@ def _fit(
         experiment_id=experiment_id,
         registry_path=registry_path,
         registry=registry.model_dump(),
-        endpoints=endpoints,
+        endpoints=servers.endpoints,
+        timeouts=servers.timeouts,
     )
+    # A failed trial is one line from the progress callback (the traceback is kept with its MLflow run), not
+    # Tune's multi-screen traceback on the console.
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
     # Tune's own console tables repeat what the progress callback prints; verbose=0 alone does not silence them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # With a custom searcher Tune keeps a single trial pending at a time, so trials would start one by one, each
@@ -216,6 +249,7 @@ def _fit(
                 storage_path=storage_path(home),
                 verbose=0,
                 callbacks=[_progress_callback(trials, outcome, stream)],
+                stop=_servers_failed_stopper(servers),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
@@ -228,6 +262,22 @@ def _fit(
         outcome.interrupted = len(outcome.statuses) < outcome.total
     finally:
         ray.shutdown()
+
+
+def _servers_failed_stopper(servers: EmbeddedServers) -> Any:
+    from ray.tune import Stopper
+
+    class ServersFailed(Stopper):
+        """Stops the whole sweep (Tune stops the running trials; the rest stay pending for `arb resume`) once an
+        embedded server has died twice: every further call to it would fail."""
+
+        def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return servers.failure is not None
+
+    return ServersFailed()
 
 
 def _searcher(trials: list[Trial], runtime: dict[str, Any], registry: ModelRegistry) -> placement.ModelAwareSearcher:

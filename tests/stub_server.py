@@ -39,6 +39,22 @@ def requested_output_fields(messages: list[dict[str, Any]]) -> list[str]:
     return [f for f in _FIELD.findall(tail) if f != "completed"]
 
 
+_REPLY_FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)\n", re.DOTALL)
+
+
+def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The output schema a request enforces: llama.cpp's `{"type": "json_object", "schema"}`, OpenAI's
+    `{"type": "json_schema", "json_schema": {"schema"}}`, or Ollama's `format: <schema>`."""
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict):
+        schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            return schema
+    if isinstance(body.get("format"), dict):
+        return body["format"]
+    return None
+
+
 def _text(message: dict[str, Any]) -> str:
     content = message.get("content", "")
     if isinstance(content, list):
@@ -92,6 +108,8 @@ class StubState:
     busy_seconds: float = 0.0
     """Simulated generation time served so far (loads not included)."""
     active: Counter[str] = field(default_factory=Counter)
+    schemas: list[dict[str, Any]] = field(default_factory=list)
+    """JSON schemas that structured-output requests asked for (llama.cpp, OpenAI or Ollama form)."""
     digests: dict[str, str] = field(default_factory=dict)
     """Model digest reported by /api/tags (default "stub"): change it to simulate a re-pulled model."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -226,6 +244,12 @@ class _Handler(BaseHTTPRequestHandler):
             state.paths[self.path] += 1
         messages = body.get("messages", [])
         text = state.responder(model, messages)
+        schema = _requested_schema(body)
+        if schema is not None:  # structured outputs: the same values, as the JSON object the schema describes
+            with state.lock:
+                state.schemas.append(schema)
+            values = dict(_REPLY_FIELD.findall(text))
+            text = json.dumps({name: values.get(name, f"stub {name}") for name in schema.get("properties", {})})
         prompt_tokens = sum(len(_text(m).split()) for m in messages)
         completion_tokens = len(text.split())
         if self.path == "/api/chat":

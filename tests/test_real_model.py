@@ -30,14 +30,15 @@ def test_smollm2_trial_end_to_end(tmp_path: Path, tracking_uri: str) -> None:
     )  # fmt: skip
     [trial] = expand(spec, registry)
     experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
-    with serve_embedded(["smollm2"], registry, tmp_path / "logs", base_port=8795) as endpoints:
+    with serve_embedded(["smollm2"], registry, tmp_path / "logs", base_port=8795) as servers:
         metrics = execute_trial(
             {
                 "trial": trial.model_dump(),
                 "runtime": {
                     "tracking_uri": tracking_uri,
                     "experiment_id": experiment_id,
-                    "endpoints": endpoints,
+                    "endpoints": servers.endpoints,
+                    "timeouts": servers.timeouts,
                 },
             }
         )

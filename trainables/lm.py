@@ -17,7 +17,7 @@ from typing import Any
 import dspy
 
 from grid.errors import ArbError
-from grid.registry import ModelEntry
+from grid.registry import ModelEntry, Provider
 from trainables import lm_cache
 
 _METERS: dict[str, Meter] = {}
@@ -113,11 +113,15 @@ class MeteredLM(dspy.LM):
     the thinking text's share of characters (separate `reasoning_content` counts as thinking too).
     """
 
-    def __init__(self, model: str, *, meter: str, role: str, reasoning: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, model: str, *, meter: str, role: str, provider: Provider, reasoning: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(model, **kwargs)
         self.meter_name = meter
         self.role = role
         self.reasoning = reasoning
+        self.arb_provider = provider
+        """Which server answers (registry provider): how structured outputs are asked for (`trainables.adapters`)."""
 
     def _process_completion(self, response: Any, merged_kwargs: dict[str, Any]) -> list[Any]:
         outputs = super()._process_completion(response, merged_kwargs)
@@ -158,12 +162,19 @@ def litellm_model(entry: ModelEntry) -> str:
 
 
 def build_lm(
-    entry: ModelEntry, *, meter: str, role: str, endpoint: str | None = None, version: str | None = None
+    entry: ModelEntry,
+    *,
+    meter: str,
+    role: str,
+    endpoint: str | None = None,
+    version: str | None = None,
+    timeout_s: float | None = None,
 ) -> MeteredLM:
     """A metered `dspy.LM` for one registry entry.
 
     `endpoint` overrides the registry (the embedded server's port is only known at run time). `version` (e.g. the
-    Ollama digest) goes into the response cache's keys for this model and endpoint. The API key is
+    Ollama digest) goes into the response cache's keys for this model and endpoint. `timeout_s` overrides the
+    registry's per-call timeout (the embedded servers' is set from their measured speed). The API key is
     read from the environment here and handed to the client, never put in the trial config, so it cannot reach
     Ray's results or MLflow params.
     """
@@ -191,12 +202,13 @@ def build_lm(
         model,
         meter=meter,
         role=role,
+        provider=entry.provider,
         api_base=base,
         api_key=key,
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
         reasoning=entry.reasoning,
-        timeout=entry.timeout_s,
+        timeout=timeout_s or entry.timeout_s,
         num_retries=entry.retries,
         cache=True,  # the process's cache decides: `lm_cache.install` (per node, endpoint and version, or none)
         **extra,

@@ -6,12 +6,14 @@ Runs are found by the tag `arb.trial_key`, so a retried or resumed trial reuses 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
+import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -238,4 +240,7 @@ def mark_errored(client: MlflowClient, run_id: str, exc: BaseException) -> None:
     client.set_tag(run_id, TAG_STATUS, ERRORED)
     client.set_tag(run_id, "arb.error_class", type(exc).__name__)
     client.set_tag(run_id, "arb.error", redact(str(exc))[:2000])
+    trace = redact("".join(traceback.format_exception(exc)))
+    with contextlib.suppress(Exception):  # the tags above already say what failed; the trace is a bonus
+        client.log_text(run_id, trace, "error.txt")
     client.set_terminated(run_id, status="FAILED")

@@ -22,7 +22,7 @@ from analysis.stats import outcome_label
 from grid.errors import ArbError
 from grid.registry import ModelEntry, ModelRegistry, load_registry
 from grid.spec import Trial
-from trainables import ablation, lm_cache, ollama_node, sandbox, tracking
+from trainables import ablation, adapters, lm_cache, ollama_node, sandbox, tracking
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
 from trainables.optimizers import OPTIMIZERS, CompileRequest
@@ -50,13 +50,27 @@ class Runtime(BaseModel):
 
     endpoints: dict[str, str] = Field(default_factory=dict)
     """Base URLs that override the registry per model name (the embedded servers' ports are chosen at run time)."""
+    timeouts: dict[str, float] = Field(default_factory=dict)
+    """Per-call timeouts (seconds) that override the registry per model name: for the embedded servers, set from
+    their measured speed and `max_tokens` (`grid.embedded.call_timeout`)."""
+
+
+class TrialFailed(RuntimeError):
+    """What a failed trial hands to Ray: one line (class, message, MLflow run). The full traceback is kept with the
+    run (artifact `error.txt`); some client exceptions cannot even be rebuilt by Ray on the driver."""
 
 
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune trainable: execute the trial and report its metrics once."""
     from ray import tune
 
-    tune.report(execute_trial(config))
+    try:
+        metrics = execute_trial(config)
+    except Exception as exc:
+        where = " ".join(getattr(exc, "__notes__", []))
+        message = " ".join(tracking.redact(str(exc)).split())[:300]
+        raise TrialFailed(f"{type(exc).__name__}: {message}" + (f" ({where})" if where else "")) from None
+    tune.report(metrics)
 
 
 def execute_trial(config: dict[str, Any]) -> dict[str, float]:
@@ -87,6 +101,7 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
         status, metrics, artifacts, tags = _work(trial, runtime, registry, run_id)
     except BaseException as exc:
         tracking.mark_errored(client, run_id, exc)
+        exc.add_note(f"MLflow run {run_id}")
         raise
     try:
         tracking.finish(client, run_id, status=status, metrics=metrics, tags=tags, artifacts=artifacts)
@@ -112,6 +127,7 @@ def _params(trial: Trial) -> dict[str, Any]:
         "n_eval": trial.n_eval,
         "n_val": trial.n_val,
         "data": trial.data,
+        "structured": trial.structured,
         "task_version": trial.task_version,
         "optimizer_params": trial.optimizer_params,
     }
@@ -130,83 +146,90 @@ def _work(
     sandbox.set_mode(trial.sandbox)
     meter = new_meter(run_id)
     try:
-        lm_cache.install(tracking.default_home() / "cache" / "lm" if trial.lm_cache else None)
-        student = build_lm(
-            student_entry, meter=run_id, role="student", **_endpoint(runtime, trial.model, student_entry)
-        )
-        teacher = build_lm(
-            teacher_entry, meter=run_id, role="teacher", **_endpoint(runtime, teacher_name, teacher_entry)
-        )
-        program = task.program(splits)
-
-        meter.stage = "baseline"
-        t0 = time.perf_counter()
-        baseline = evaluate(program, splits.test, task, lm=student, meter=meter, condition="baseline")
-        eval_seconds = time.perf_counter() - t0
-
-        if trial.optimizer == "demo_ablation":
-            client = MlflowClient(runtime.tracking_uri)
-            return _ablate(
-                trial, task, splits, student, meter, baseline, eval_seconds, client, (student_entry, teacher_entry)
-            )
-
-        meter.stage = "optimize"
-        optimizer = OPTIMIZERS[trial.optimizer]
-        t0 = time.perf_counter()
-        status, compiled, compile_error = tracking.FINISHED, program, ""
-        if optimizer.name != "none":
-            try:
-                with dspy.context(lm=student):
-                    compiled = optimizer.compile(
-                        CompileRequest(
-                            program=program,
-                            trainset=splits.train,
-                            valset=splits.val,
-                            metric=task.metric,
-                            demos=trial.demos,
-                            seed=trial.seed,
-                            student=student,
-                            teacher=teacher,
-                            params=trial.optimizer_params,
-                        )
-                    )
-            except Exception as exc:
-                # Small models break optimizers in many ways (no successful bootstrap, unparseable proposals):
-                # the trial keeps its baseline and says so, rather than crashing the sweep.
-                status, compiled = tracking.COMPILE_FAILED, program
-                compile_error = f"{type(exc).__name__}: {tracking.redact(str(exc))}"[:2000]
-                log.warning("compile failed for %s: %s", trial.run_name, compile_error)
-        optimize_seconds = time.perf_counter() - t0
-
-        meter.stage = "optimized"
-        t0 = time.perf_counter()
-        if compiled is program:
-            optimized = baseline.relabel("optimized")
-        else:
-            optimized = evaluate(compiled, splits.test, task, lm=student, meter=meter, condition="optimized")
-        eval_seconds += time.perf_counter() - t0
-
-        metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
-        metrics.update(optimize_seconds=optimize_seconds, eval_seconds=eval_seconds)
-        artifacts = {
-            "program.json": _program_state(compiled),
-            "instruction.txt": _instructions(compiled),
-            "examples.csv": pd.DataFrame(baseline.rows() + optimized.rows()).to_csv(index=False),
-        }
-        tags = {"arb.compile_error": compile_error} if compile_error else {}
-        tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], trial.n_eval)
-        if trial.task == "code":
-            tags["arb.sandbox"] = trial.sandbox
-        return status, metrics, artifacts, tags
+        with dspy.context(adapter=adapters.adapter(trial.structured)):
+            return _steps(trial, runtime, task, splits, student_entry, (teacher_name, teacher_entry), meter)
     finally:
         drop_meter(run_id)
 
 
-def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, str | None]:
+def _steps(
+    trial: Trial, runtime: Runtime, task: Task, splits: Splits, student_entry: ModelEntry,
+    teacher: tuple[str, ModelEntry], meter: Meter,
+) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:  # fmt: skip
+    """Baseline, compile, evaluate (or the demo ablation), with the trial's LMs and adapter in place."""
+    run_id = meter.name
+    teacher_name, teacher_entry = teacher
+    lm_cache.install(tracking.default_home() / "cache" / "lm" if trial.lm_cache else None)
+    student = build_lm(student_entry, meter=run_id, role="student", **_endpoint(runtime, trial.model, student_entry))
+    teacher = build_lm(teacher_entry, meter=run_id, role="teacher", **_endpoint(runtime, teacher_name, teacher_entry))
+    program = task.program(splits)
+
+    meter.stage = "baseline"
+    t0 = time.perf_counter()
+    baseline = evaluate(program, splits.test, task, lm=student, meter=meter, condition="baseline")
+    eval_seconds = time.perf_counter() - t0
+
+    if trial.optimizer == "demo_ablation":
+        client = MlflowClient(runtime.tracking_uri)
+        return _ablate(
+            trial, task, splits, student, meter, baseline, eval_seconds, client, (student_entry, teacher_entry)
+        )
+
+    meter.stage = "optimize"
+    optimizer = OPTIMIZERS[trial.optimizer]
+    t0 = time.perf_counter()
+    status, compiled, compile_error = tracking.FINISHED, program, ""
+    if optimizer.name != "none":
+        try:
+            with dspy.context(lm=student):
+                compiled = optimizer.compile(
+                    CompileRequest(
+                        program=program,
+                        trainset=splits.train,
+                        valset=splits.val,
+                        metric=task.metric,
+                        demos=trial.demos,
+                        seed=trial.seed,
+                        student=student,
+                        teacher=teacher,
+                        params=trial.optimizer_params,
+                    )
+                )
+        except Exception as exc:
+            # Small models break optimizers in many ways (no successful bootstrap, unparseable proposals):
+            # the trial keeps its baseline and says so, rather than crashing the sweep.
+            status, compiled = tracking.COMPILE_FAILED, program
+            compile_error = f"{type(exc).__name__}: {tracking.redact(str(exc))}"[:2000]
+            log.warning("compile failed for %s: %s", trial.run_name, compile_error)
+    optimize_seconds = time.perf_counter() - t0
+
+    meter.stage = "optimized"
+    t0 = time.perf_counter()
+    if compiled is program:
+        optimized = baseline.relabel("optimized")
+    else:
+        optimized = evaluate(compiled, splits.test, task, lm=student, meter=meter, condition="optimized")
+    eval_seconds += time.perf_counter() - t0
+
+    metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
+    metrics.update(optimize_seconds=optimize_seconds, eval_seconds=eval_seconds)
+    artifacts = {
+        "program.json": _program_state(compiled),
+        "instruction.txt": _instructions(compiled),
+        "examples.csv": pd.DataFrame(baseline.rows() + optimized.rows()).to_csv(index=False),
+    }
+    tags = {"arb.compile_error": compile_error} if compile_error else {}
+    tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], trial.n_eval)
+    if trial.task == "code":
+        tags["arb.sandbox"] = trial.sandbox
+    return status, metrics, artifacts, tags
+
+
+def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, Any]:
     """Where to reach a model (and which version answers there): the driver's override (embedded servers), else
     for Ollama this node's server, checked to answer and hold the model before any work is done."""
     if name in runtime.endpoints:
-        return {"endpoint": runtime.endpoints[name]}
+        return {"endpoint": runtime.endpoints[name], "timeout_s": runtime.timeouts.get(name)}
     if entry.provider != "ollama":
         return {"endpoint": None}
     host = ollama_node.node_endpoint(entry)

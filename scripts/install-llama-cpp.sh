@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds llama-cpp-python from source for any x86-64 CPU with AVX2, whatever the build machine advertises,
+# and installs it into the venv. Usage: scripts/install-llama-cpp.sh VENV
+#
+# Why not pip's default build: it compiles with -march=native, and on a CPU that advertises AMX inside a VM that
+# does not enable it, llama.cpp's AMX kernel dies with a general protection fault at the first decode. pip's wheel
+# cache would then hand that wheel to every later install, so the build never reads or writes the cache.
+# The venv records the version and flags it was built with; the build runs again only when either changes.
+set -euo pipefail
+venv=${1:?usage: $0 VENV}
+here=$(cd "$(dirname "$0")/.." && pwd)
+version=$(sed -n 's/^llama_cpp_python==//p' "$here/constraints.txt")
+[[ -n "$version" ]] || { echo "llama_cpp_python is not pinned in constraints.txt" >&2; exit 1; }
+
+flags=(
+  -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=OFF -DGGML_CPU_ALL_VARIANTS=OFF
+  -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+  -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
+  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+  -DLLAMA_CURL=OFF
+)
+marker="$venv/.llama-cpp-build"
+want="llama_cpp_python==$version ${flags[*]}"
+if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]] && "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  exit 0
+fi
+echo "building llama-cpp-python $version for x86-64 with AVX2 (portable; about 6-10 minutes on 2 cores)"
+start=$SECONDS
+CMAKE_ARGS="${flags[*]}" "$venv/bin/python" -m pip install --progress-bar off --no-cache-dir \
+  --no-binary llama-cpp-python --force-reinstall --no-deps "llama-cpp-python==$version"
+echo "$want" > "$marker"
+echo "built llama-cpp-python in $((SECONDS - start)) s"
