@@ -103,6 +103,7 @@ def _demo_curves(ablation: pd.DataFrame) -> str:
     for row in ablation.itertuples():
         ks = [0, *[int(c.removeprefix("demo_effect_k")) for c in cols]]
         fig.add_scatter(x=ks, y=[0.0, *[getattr(row, c) for c in cols]], name=f"{row.model} · {row.task}")
+    fig.update_layout(showlegend=True)  # plotly hides the legend of a single series: its name would be lost
     return _chart(fig, "demo-curves")
 
 
@@ -110,10 +111,12 @@ def _low_data(low: pd.DataFrame) -> str:
     if low.empty:
         return _empty("Low-data tipping point")
     fig = go.Figure(layout={"title": "Optimized score by labeled examples", "xaxis_title": "n labeled"})
-    for (model, task), g in low.groupby(["model", "task"]):
+    for (model, task, optimizer), g in low.groupby(["model", "task", "optimizer"]):
         fig.add_scatter(
-            x=g["n_labeled"], y=g["optimized"], mode="lines+markers", name=f"{model} · {task}", text=g["outcome"]
-        )
+            x=g["n_labeled"], y=g["optimized"], mode="lines+markers", name=f"{model} · {task} · {optimizer}",
+            text=g["outcome"],
+        )  # fmt: skip
+    fig.update_layout(showlegend=True)
     return _chart(fig, "low-data")
 
 
@@ -130,8 +133,9 @@ def _cost_vs_score(cost: pd.DataFrame) -> str:
     fig.add_scatter(
         x=cost["usd_per_1k"],
         y=cost["optimized_score"],
-        mode="markers",
+        mode="markers+text",  # each point says which model and task it is, without hovering
         text=cost["model"] + " · " + cost["task"],
+        textposition="top center",
         marker={"size": 9},
     )
     return _chart(fig, "cost-score")

@@ -49,7 +49,7 @@ def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegi
         "tiers": tables.tiers(runs),
         "demo_distribution": tables.demo_distribution(runs),
         "ablation": tables.ablation_effects(runs),
-        "reasoning": tables.reasoning_table(runs),
+        "reasoning": tables.reasoning_table(runs, {n for n, m in registry.models.items() if m.reasoning}),
         "low_data": tables.low_data_table(runs),
         "significance": tables.delta_significance(runs, index),
         "routing": routing_advice(runs, examples, registry, index, costs),
@@ -75,14 +75,7 @@ def render(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, 
     """Everything but the MLflow upload: tables, plots, dashboard. Pure given its inputs."""
     out.mkdir(parents=True, exist_ok=True)
     built = build_tables(runs, examples, registry)
-    n_eval = int(runs["n_eval"].dropna().median()) if runs["n_eval"].notna().any() else 0
-    lines = [
-        f"# Report: {', '.join(sorted(runs['experiment'].unique()))}",
-        "",
-        f"{len(runs)} trial runs. Scores in percent. With n = {n_eval} test examples per condition, the worst-case "
-        f"noise floor of a delta is ±{noise_floor_pp(n_eval):.1f} pp; verdicts use the paired test instead.",
-        "",
-    ]
+    lines = [f"# Report: {', '.join(sorted(runs['experiment'].unique()))}", "", _noise_line(runs), ""]
     for name, title in TITLES.items():
         table = built[name]
         table.to_csv(out / f"{name}.csv", index=not isinstance(table.index, pd.RangeIndex))
@@ -99,13 +92,30 @@ def render(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, 
     return path
 
 
+def _noise_line(runs: pd.DataFrame) -> str:
+    """How many test examples the runs used and the worst-case noise floor that implies (a range if they differ)."""
+    sizes = sorted({int(n) for n in runs["n_eval"].dropna()})
+    head = f"{len(runs)} trial runs. Scores in percent."
+    if not sizes:
+        return head
+    if len(sizes) == 1:
+        n = f"n = {sizes[0]} test examples per condition"
+        floor = f"±{noise_floor_pp(sizes[0]):.1f} pp"
+    else:
+        n = f"n = {sizes[0]}–{sizes[-1]} test examples per condition, depending on the run"
+        low, high = sizes[0], sizes[-1]
+        floor = f"±{noise_floor_pp(high):.1f} pp (n = {high}) to ±{noise_floor_pp(low):.1f} pp (n = {low})"
+    return f"{head} With {n}, the worst-case noise floor of a delta is {floor}; verdicts use the paired test instead."
+
+
 def _markdown(table: pd.DataFrame, csv_name: str) -> str:
     """A table as Markdown, cut to `MAX_MARKDOWN_ROWS` (the CSV next to it has every row)."""
     if table.empty:
         return "_no runs for this table yet_"
     shown = table.head(MAX_MARKDOWN_ROWS)
     # object dtype keeps integer columns (counts) from being printed as floats
-    text = shown.astype(object).to_markdown(floatfmt=".2f")
+    # A plain row number is not information; a named index (e.g. the model in table 1) is.
+    text = shown.astype(object).to_markdown(floatfmt=".2f", index=not isinstance(table.index, pd.RangeIndex))
     if len(table) > len(shown):
         text += f"\n\n_{len(table) - len(shown)} more rows in `{csv_name}`._"
     return text

@@ -192,23 +192,34 @@ def ablation_effects(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def reasoning_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Table 8 (phase 4): unoptimized score and latency per reasoning model and task."""
+def reasoning_table(runs: pd.DataFrame, reasoning_models: set[str]) -> pd.DataFrame:
+    """Table 8 (phase 4's design): unoptimized score and latency of each reasoning model (registry
+    `reasoning: true`) per task, whatever grid or phase ran it."""
     done = _done(runs)
-    done = done[done["phase"] == "4"]
-    return done[["model", "task", "baseline_score", "latency_ms_p50", "latency_ms_p95"]].sort_values(["model", "task"])
+    done = done[(done["optimizer"] == "none") & done["model"].isin(reasoning_models)]
+    cols = ["model", "task", "baseline_score", "latency_ms_p50", "latency_ms_p95"]
+    return done[cols].sort_values(["model", "task"]).reset_index(drop=True)
+
+
+LOW_DATA_SERIES = ["model", "task", "optimizer", "teacher", "seed"]
+"""Runs that agree on these and differ in `n_labeled` form one low-data curve."""
 
 
 def low_data_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Table 9 (phase 5): score by n labeled, with the outcome: responsive, resistant or broken."""
-    ph = runs[(runs["phase"] == "5") & runs["status"].isin((*DONE, "errored"))]
+    """Table 9 (phase 5's design): score by n labeled, with the outcome (responsive, resistant or broken), for every
+    series of optimizer runs that differ only in `n_labeled` — whatever grid or phase ran them."""
+    cols = ["model", "task", "optimizer", "n_labeled", "baseline", "optimized", "delta_pp", "outcome"]
+    ran = runs[runs["status"].isin((*DONE, "errored")) & ~runs["optimizer"].isin(("none", "demo_ablation"))]
+    ran = ran.assign(teacher=ran["teacher"].fillna(ran["model"]))
+    sizes = ran.groupby(LOW_DATA_SERIES, dropna=False)["n_labeled"].transform("nunique")
     rows = []
-    for run in ph.itertuples():
+    for run in ran[sizes >= 2].itertuples():
         outcome = outcome_label(run.status, run.delta_pp, int(run.n_eval) if pd.notna(run.n_eval) else 0)
         rows.append(
             {
                 "model": run.model,
                 "task": run.task,
+                "optimizer": run.optimizer,
                 "n_labeled": run.n_labeled,
                 "baseline": run.baseline_score,
                 "optimized": run.optimized_score,
@@ -216,5 +227,4 @@ def low_data_table(runs: pd.DataFrame) -> pd.DataFrame:
                 "outcome": outcome,
             }
         )
-    cols = ["model", "task", "n_labeled", "baseline", "optimized", "delta_pp", "outcome"]
     return pd.DataFrame(rows, columns=cols).sort_values(["model", "task", "n_labeled"]).reset_index(drop=True)

@@ -162,10 +162,12 @@ def plan(
             typer.echo(f"grid {spec.name} (phase {spec.phase}): no trials; it analyses grid {spec.analysis_of}")
             continue
         table = Table(title=f"grid {spec.name} (phase {spec.phase})")
-        for col in ("#", "trial key", "model", "task", "optimizer", "teacher", "demos", "n_labeled", "seed"):
+        cols = ("#", "trial key", "model", "task", "optimizer", "teacher", "demos", "n_labeled", "seed", "output")
+        for col in cols:
             table.add_column(col)
         for i, t in enumerate(trials, 1):
-            row = (t.key, t.model, t.task, t.optimizer, t.teacher or "(self)", t.demos, t.n_labeled, t.seed)
+            output = "json schema" if t.structured else "text"
+            row = (t.key, t.model, t.task, t.optimizer, t.teacher or "(self)", t.demos, t.n_labeled, t.seed, output)
             table.add_row(str(i), *map(str, row))
         _console().print(table)
         typer.echo(f"{spec.name}: {len(trials)} trials")

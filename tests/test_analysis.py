@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -139,3 +141,54 @@ def test_ablation_effects_and_diagnosis() -> None:
     effects = tables.ablation_effects(typed_runs([run]))
     assert effects.loc[0, "instruction_effect_pp"] == 20.0 and effects.loc[0, "demo_effect_k5"] == 25.0
     assert effects.loc[0, "diagnosis"] == "demo-driven"
+
+
+def _smoke_shaped_runs() -> pd.DataFrame:
+    """Runs shaped like the smoke's: phase "smoke" everywhere, no phase 3/4/5 label."""
+    smoke = {"phase": "smoke", "experiment": "smoke-lowdata", "grid": "smoke-lowdata", "teacher": None, "n_eval": 10}
+    rows = [
+        {**_row("m", "qwen-coder-1.5b", "math", 80.0, 90.0), **smoke, "experiment": "smoke", "n_labeled": 6},
+        {**_row("l2", "qwen-coder-1.5b", "math", 60.0, 60.0, n_labeled=2), **smoke, "optimizer": "bootstrap_rs"},
+        {**_row("l4", "qwen-coder-1.5b", "math", 60.0, 100.0, n_labeled=4), **smoke, "optimizer": "bootstrap_rs"},
+        {**_row("f", "qwen-coder-1.5b", "math", 80.0, 90.0, n_labeled=4), **smoke, "optimizer": "bootstrap"},
+        {
+            **_row(
+                "a", "qwen-coder-1.5b", "math", 80.0, 90.0, score_k0=70.0, score_k1=80.0, score_k2=90.0, n_labeled=4
+            ),
+            **smoke,
+            "optimizer": "demo_ablation",
+        },
+        {**_row("b", "qwen-coder-1.5b", "analysis", 75.0, 75.0, n_labeled=0), **smoke, "optimizer": "none"},
+        {**_row("r", "qwen3:4b", "qa", 40.0, 40.0, n_labeled=0), **smoke, "optimizer": "none", "n_eval": 4},
+    ]
+    return typed_runs(rows)
+
+
+def test_tables_select_runs_by_design_not_by_phase_label() -> None:
+    runs = _smoke_shaped_runs()
+    low = tables.low_data_table(runs)
+    # only the bootstrap_rs series differs in n_labeled alone; mipro (n 6) and bootstrap (n 4) are single points
+    assert low[["optimizer", "n_labeled"]].values.tolist() == [["bootstrap_rs", 2], ["bootstrap_rs", 4]]
+    assert low["outcome"].tolist() == ["resistant", "responsive"]
+    ablation = tables.ablation_effects(runs)
+    assert ablation[["model", "instruction_effect_pp", "demo_effect_k2"]].values.tolist() == [
+        ["qwen-coder-1.5b", -10.0, 20.0]
+    ]
+    reasoning = tables.reasoning_table(runs, {n for n, m in load_registry().models.items() if m.reasoning})
+    assert reasoning[["model", "task"]].values.tolist() == [["qwen3:4b", "qa"]]
+
+
+def test_report_of_smoke_shaped_runs_fills_the_design_tables_without_row_numbers(tmp_path: Path) -> None:
+    from analysis.report import render
+
+    runs = _smoke_shaped_runs()
+    examples = pd.DataFrame(columns=["run_id", "example_id", "condition", "score", "latency_ms", "prompt_tokens",
+                                     "completion_tokens"])  # fmt: skip
+    text = render(runs, examples, load_registry(), tmp_path).read_text()
+    sections = {part.split("\n", 1)[0]: part for part in text.split("\n## ")[1:]}
+    for title in ("7. Instruction", "8. Reasoning", "9. Low-data"):
+        body = next(v for k, v in sections.items() if k.startswith(title))
+        assert "_no runs for this table yet_" not in body, title
+    low = next(v for k, v in sections.items() if k.startswith("9. Low-data"))
+    assert low.splitlines()[2].startswith("| model ")  # no unnamed row-number column before it
+    assert "n = 4–10 test examples per condition" in text and "(n = 10)" in text and "(n = 4)" in text

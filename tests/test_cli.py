@@ -36,7 +36,8 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
 
 def test_plan_smoke_prints_the_trials(tmp_path: Path) -> None:
     proc = arb("plan", "smoke", home=tmp_path)
-    assert proc.returncode == 0 and "2 trials" in proc.stdout and "smollm2" in proc.stdout
+    assert proc.returncode == 0 and "1 trials" in proc.stdout and "qwen-coder-1.5b" in proc.stdout
+    assert "11 trials in 5 grids" in proc.stdout and "json schema" in proc.stdout
 
 
 def test_missing_grid_file(tmp_path: Path) -> None:

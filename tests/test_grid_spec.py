@@ -19,9 +19,9 @@ def _write(tmp_path: Path, text: str, name: str = "g.yaml") -> Path:
     return path
 
 
-def test_smoke_expands_to_two_trials() -> None:
+def test_smoke_expands_to_one_mipro_trial_on_the_capable_model() -> None:
     trials = expand(load_grid("smoke"), REGISTRY)
-    assert [(t.model, t.task) for t in trials] == [("smollm2", "math"), ("gemma3", "math")]
+    assert [(t.model, t.task, t.optimizer) for t in trials] == [("qwen-coder-1.5b", "math", "mipro")]
     assert len({t.key for t in trials}) == 2
 
 
@@ -149,7 +149,8 @@ def test_smoke_stages_cover_every_optimizer() -> None:
     assert {s.optimizer for s in chain} == {"mipro", "none", "bootstrap_rs", "bootstrap", "demo_ablation"}
     lowdata = next(s for s in chain if s.optimizer == "bootstrap_rs")
     assert len(lowdata.n_labeled) == 2
-    assert {m for s in chain for m in s.models} == {"smollm2", "gemma3"}
+    assert {m for s in chain for m in s.models} == {"qwen-coder-1.5b"}
+    assert {t.structured for s in chain for t in expand(s, REGISTRY)} == {False, True}
     assert len({t for s in chain for t in s.tasks}) > 1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from synthetic import binary, paired_examples, study_runs
 
 from analysis.report import TITLES, render, write_report
+from analysis.runs import EXAMPLE_COLUMNS
 from grid.registry import load_registry
 from grid.spec import GridSpec
 from trainables import tracking
@@ -87,12 +89,14 @@ CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver")
-def test_dashboard_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver"
+)
+
+
+def _chromium(tmp_path: Path) -> Any:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -101,7 +105,15 @@ def test_dashboard_renders_in_headless_chromium(report_dir: Path, tmp_path: Path
                  f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+
+
+@needs_chromium
+def test_dashboard_renders_in_headless_chromium(report_dir: Path, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chromium(tmp_path)
     try:
         expected_charts = {"index.html": 1, "deltas.html": 1, "phases.html": 0}
         for page, min_charts in expected_charts.items():
@@ -117,5 +129,26 @@ def test_dashboard_renders_in_headless_chromium(report_dir: Path, tmp_path: Path
             "return document.querySelectorAll('#delta-matrix .heatmaplayer, #delta-matrix image').length"
         )
         assert cells >= 1
+    finally:
+        driver.quit()
+
+
+@needs_chromium
+def test_phase_page_of_smoke_shaped_runs_shows_labeled_ablation_and_low_data_charts(tmp_path: Path) -> None:
+    """Issue 17: runs with no phase 3/5 label (the smoke's) still fill both charts, and each series is named."""
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_analysis import _smoke_shaped_runs
+
+    out = tmp_path / "report"
+    render(_smoke_shaped_runs(), pd.DataFrame(columns=EXAMPLE_COLUMNS), load_registry(), out)
+    driver = _chromium(tmp_path)
+    try:
+        driver.get((out / "dashboard" / "phases.html").as_uri())
+        WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+        for chart, label in (("demo-curves", "qwen-coder-1.5b · math"), ("low-data", "qwen-coder-1.5b · math")):
+            legend = driver.execute_script(
+                f"return Array.from(document.querySelectorAll('#{chart} .legendtext')).map(e => e.textContent)"
+            )
+            assert any(label in text for text in legend), (chart, legend)
     finally:
         driver.quit()
