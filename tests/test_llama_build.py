@@ -58,3 +58,18 @@ def test_installed_llama_cpp_answers_a_completion() -> None:
     assert proc.returncode == 0, f"llama.cpp died with {proc.returncode}: {proc.stderr[-2000:]}"
     tokens, text = proc.stdout.strip().split(" ", 1)
     assert int(tokens) > 0 and text.strip("'\" ")
+
+
+@pytest.mark.parametrize("model", ["qwen-coder-0.5b", "qwen-coder-1.5b"])
+def test_pinned_split_packages_join_into_the_registrys_sha256(model: str, tmp_path: Path) -> None:
+    """The installed parts of each Qwen model join into exactly the file `grid/models.yaml` pins (size and full
+    sha256), the check `arb` makes before serving it."""
+    from grid.model_files import assemble_split, file_sha256
+    from grid.registry import load_registry
+
+    split = load_registry().get(model).split_gguf
+    assert split is not None
+    path = assemble_split(model, split, tmp_path)
+    assert path.stat().st_size == split.bytes and file_sha256(path) == split.sha256
+    with path.open("rb") as f:
+        assert f.read(4) == b"GGUF"
