@@ -85,13 +85,19 @@ def _finished_runs(tmp: Path) -> list[str]:
     return [r.data.tags["arb.trial_key"] for r in runs if r.data.tags.get("arb.status") == "finished"]
 
 
-def test_a_killed_server_is_restarted_and_the_sweep_finishes(tmp_path: Path) -> None:
+def _sweep_with_server_killed_mid_trial(tmp: Path) -> Sweep:
+    """`arb run` of the grid; once the first trial has started, SIGKILL of the llama.cpp server."""
     pytest.importorskip("llama_cpp", reason="needs the `embedded` extra")
-    grid = tmp_path / "grid.yaml"
+    grid = tmp / "grid.yaml"
     grid.write_text(GRID)
-    sweep = Sweep(tmp_path, "run", str(grid))
+    sweep = Sweep(tmp, "run", str(grid))
     sweep.wait_for("▶ start")
     _kill_server(sweep)
+    return sweep
+
+
+def test_a_killed_server_is_restarted_and_the_sweep_finishes(tmp_path: Path) -> None:
+    sweep = _sweep_with_server_killed_mid_trial(tmp_path)
     assert sweep.finish() == 0, sweep.output
     assert "'smollm2' was killed by SIGKILL; restarting it once" in sweep.output
     assert "Traceback" not in sweep.output
@@ -100,12 +106,7 @@ def test_a_killed_server_is_restarted_and_the_sweep_finishes(tmp_path: Path) -> 
 
 
 def test_a_server_that_dies_twice_stops_the_sweep_with_one_line_and_resume_finishes(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp", reason="needs the `embedded` extra")
-    grid = tmp_path / "grid.yaml"
-    grid.write_text(GRID)
-    sweep = Sweep(tmp_path, "run", str(grid))
-    sweep.wait_for("▶ start")
-    _kill_server(sweep)
+    sweep = _sweep_with_server_killed_mid_trial(tmp_path)
     sweep.wait_for("restarting it once")
     deadline = time.monotonic() + 120
     while _server_pid(sweep.port) is None:  # the restarted server
