@@ -29,9 +29,9 @@ TITLES = {
     "local_beats_api": "4. Optimized local model above optimized API model",
     "tiers": "5. Tiers by cross-model std of deltas",
     "demo_distribution": "6. Demo counts chosen by the optimizer",
-    "ablation": "7. Instruction and demo effects (phase 3)",
-    "reasoning": "8. Reasoning models (phase 4)",
-    "low_data": "9. Low-data tipping point (phase 5)",
+    "ablation": "7. Instruction and demo effects: demo ablation runs (phase 3)",
+    "reasoning": "8. Reasoning models, unoptimized (phase 4)",
+    "low_data": "9. Low-data tipping point: runs that differ only in n labeled (phase 5)",
     "significance": "Every delta with its paired 95% CI and exact test",
     "routing": "Routing advice",
 }

@@ -100,6 +100,8 @@ def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) 
             {
                 "task": run.task,
                 "model": run.model,
+                "optimizer": run.optimizer,  # with n_labeled: which run a row is, when a grid varies them
+                "n_labeled": run.n_labeled,
                 "n": d.n,
                 "delta_pp": d.delta_pp,
                 "ci_low": d.ci_low,
@@ -109,7 +111,9 @@ def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) 
                 "verdict": delta_verdict(d),
             }
         )
-    return pd.DataFrame(rows).sort_values(["task", "model"]).reset_index(drop=True) if rows else pd.DataFrame()
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(["task", "model", "optimizer", "n_labeled"]).reset_index(drop=True)
 
 
 def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:

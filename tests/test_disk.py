@@ -78,8 +78,12 @@ def test_disk_full_while_logging_never_counts_as_finished(
     assert metrics["reused"] == 0.0
     [again] = tracking.find_runs(client, exp, trial.key)
     assert again.info.run_id == run.info.run_id and again.data.tags["arb.status"] == "finished"
+    # the retry's artifacts, and the failed attempt's traceback (kept with the run, redacted)
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
         "program.json",
         "instruction.txt",
         "examples.csv",
+        "error.txt",
     }
+    trace = Path(client.download_artifacts(run.info.run_id, "error.txt")).read_text()
+    assert "Traceback" in trace and "OSError" in trace and "No space left" in trace

@@ -21,8 +21,7 @@ def _write(tmp_path: Path, text: str, name: str = "g.yaml") -> Path:
 
 def test_smoke_expands_to_one_mipro_trial_on_the_capable_model() -> None:
     trials = expand(load_grid("smoke"), REGISTRY)
-    assert [(t.model, t.task, t.optimizer) for t in trials] == [("qwen-coder-1.5b", "math", "mipro")]
-    assert len({t.key for t in trials}) == 2
+    assert [(t.model, t.task, t.optimizer) for t in trials] == [("qwen-coder-1.5b", "extraction", "mipro")]
 
 
 def test_cross_product_and_order(tmp_path: Path) -> None:

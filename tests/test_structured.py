@@ -64,7 +64,7 @@ def test_structured_trial_sends_the_schema_in_the_servers_dialect_and_scores_jso
         assert all(isinstance(b["format"], dict) for b in bodies)
 
     run = tracking.find_runs(MlflowClient(tracking_uri), exp, trial.key)[0]
-    assert run.data.params["structured"] == "True"
+    assert run.data.params["structured"] == "true"
     assert run.info.run_name.endswith(" · json")
 
 
