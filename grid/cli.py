@@ -217,7 +217,11 @@ def ui(
     """Serve the MLflow UI for the store (Ctrl-C stops it)."""
     uri = _uri(tracking_uri)
     if uri.startswith("http"):
-        typer.echo(f"the store is a tracking server: open {uri} in a browser")
+        typer.echo(
+            f"the store is a tracking server: open {uri} in a browser. For the cluster's server (reachable only "
+            "inside the cluster): on your machine `ray attach cluster.yaml -p 5000`, then open http://localhost:5000 "
+            "and sign in as `admin` with the password from `ray exec cluster.yaml 'grep ADMIN ~/.arb/server.env'`"
+        )
         return
     typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}  (Ctrl-C stops it)")
     cmd = [

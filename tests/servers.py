@@ -38,8 +38,11 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 
 
 @contextmanager
-def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster with a `mlflow` database; yields its SQLAlchemy URI."""
+def postgres(*, passwords: bool = False) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster with a `mlflow` database; yields its SQLAlchemy URI.
+
+    With `passwords`, TCP logins need a password (as on the cluster's head) and the URI is the superuser's over the
+    Unix socket, for setting up roles."""
     bindir = pg_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -51,16 +54,20 @@ def postgres() -> Iterator[str]:
         shutil.chown(workdir, "postgres")
         shutil.chown(data, "postgres")
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True, "timeout": 120}
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres"]), **quiet)
+    auth = ["--auth-local=trust", "--auth-host=scram-sha-256"] if passwords else ["--auth=trust"]
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), *auth, "-U", "postgres"]), **quiet)
     options = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c max_connections=200"
     log = workdir / "postgres.log"
     subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w",
                                  "start"]), **quiet)  # fmt: skip
     try:
         subprocess.run(
-            _as_postgres([str(bindir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+            _as_postgres([str(bindir.parent / "bin" / "createdb"), "-h", str(workdir), "-p", str(port), "-U",
                           "postgres", "mlflow"]), **quiet)  # fmt: skip
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+        if passwords:
+            yield f"postgresql://postgres@/mlflow?host={workdir}&port={port}"
+        else:
+            yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
     finally:
         subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)  # fmt: skip
@@ -70,8 +77,12 @@ def postgres() -> Iterator[str]:
 class MlflowServer:
     """`mlflow server` on a PostgreSQL store; can be stopped and started again on the same port (outage tests)."""
 
-    def __init__(self, backend_uri: str, artifacts: Path, log: Path) -> None:
+    def __init__(
+        self, backend_uri: str, artifacts: Path, log: Path, *, args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
         self.backend_uri, self.artifacts, self.log = backend_uri, artifacts, log
+        self.args, self.env = args or [], env
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -81,8 +92,10 @@ class MlflowServer:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2",
-                 "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts.as_uri()],
+                 "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts.as_uri(),
+                 *self.args],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=None if self.env is None else {**os.environ, **self.env},
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
@@ -28,9 +29,36 @@ def test_gpu_workers_advertise_ollama_slots_and_run_ollama() -> None:
 
 
 def test_validation_would_catch_a_broken_file() -> None:
-    import pytest
-
     config = yaml.safe_load(CLUSTER.read_text())
     config["available_node_types"]["gpu_worker"]["min_workerz"] = 1
     with pytest.raises(Exception, match="min_workerz"):
         validate_config(prepare_config(config))
+
+
+def test_no_password_in_the_file_and_no_unauthenticated_listener() -> None:
+    import re
+
+    from grid import cluster_secrets
+
+    text = CLUSTER.read_text()
+    config = yaml.safe_load(text)
+    assert not re.search(r"PASSWORD\s+'", text, re.IGNORECASE)  # no literal password for a database role
+    assert not re.search(r"postgresql://[^@\s]*:[^@\s]*@", text)  # no password in a database URI
+    commands = {k: "\n".join(v) for k, v in config.items() if k.endswith("_commands")}
+    # the tracking server: authenticated, Host headers restricted; its secrets generated on the head
+    mlflow = next(line for line in config["head_start_ray_commands"] if "mlflow server" in line)
+    assert "--app-name basic-auth" in mlflow and "--allowed-hosts" in mlflow and ". ~/.arb/server.env" in mlflow
+    assert "--disable-security-middleware" not in text
+    for sub in ("init", "postgres-sql"):
+        assert f"python -m grid.cluster_secrets {sub}" in commands["head_setup_commands"]
+    assert "python -m grid.cluster_secrets add-user" in commands["head_start_ray_commands"]
+    # Ollama has no authentication: loopback only
+    assert "OLLAMA_HOST=127.0.0.1:" in commands["worker_setup_commands"] and "0.0.0.0:11434" not in text
+    # only the trials' directory goes to the workers, and their Ray starts with it in its environment
+    assert config["cluster_synced_files"] == ["~/.arb/cluster"]
+    assert "~/.arb/cluster/*.env" in commands["worker_start_ray_commands"]
+    # the subcommands cluster.yaml calls exist
+    for sub in re.findall(r"python -m grid\.cluster_secrets ([a-z-]+)", text):
+        with pytest.raises(SystemExit) as exit_:
+            cluster_secrets.main([sub, "--help"])
+        assert exit_.value.code == 0

@@ -20,6 +20,7 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.entities import RunStatus as MlflowRunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from grid.errors import ArbError
@@ -103,10 +104,28 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     except ArbError:
         raise
     except Exception as exc:
-        raise ArbError(
-            f"cannot reach the MLflow store {tracking_uri}: {type(exc).__name__}: {redact(str(exc))[:200]}",
-            "check --tracking-uri / MLFLOW_TRACKING_URI, or start the tracking server",
-        ) from None
+        raise store_error(tracking_uri, exc) from None
+
+
+def store_error(tracking_uri: str, exc: Exception) -> ArbError:
+    """The one-line error for a store that cannot be used: unreachable, or refusing these credentials."""
+    status = exc.get_http_status_code() if isinstance(exc, MlflowException) else None
+    if status in (401, 403):
+        who = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        problem = (
+            f"the MLflow tracking server {tracking_uri} rejected "
+            + (f"the credentials of user {who!r}" if who else "a request without credentials")
+            + (" (401 Unauthorized)" if status == 401 else " (403 Forbidden: no permission on this experiment)")
+        )
+        fix = (
+            "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server (on the cluster "
+            "head: `source ~/.arb/cluster/tracking.env`)"
+        )
+        return ArbError(problem, fix)
+    return ArbError(
+        f"cannot reach the MLflow store {tracking_uri}: {type(exc).__name__}: {redact(str(exc))[:200]}",
+        "check --tracking-uri / MLFLOW_TRACKING_URI, or start the tracking server",
+    )
 
 
 def find_runs(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
@@ -134,10 +153,7 @@ def finished_statuses(tracking_uri: str, name: str) -> dict[str, str]:
     try:
         exp = client.get_experiment_by_name(name)
     except Exception as exc:
-        raise ArbError(
-            f"cannot reach the MLflow store {tracking_uri}: {type(exc).__name__}: {redact(str(exc))[:200]}",
-            "check --tracking-uri / MLFLOW_TRACKING_URI, or start the tracking server",
-        ) from None
+        raise store_error(tracking_uri, exc) from None
     if exp is None:
         return {}
     out: dict[str, str] = {}
