@@ -13,6 +13,11 @@ from analysis.stats import paired_delta
 from analysis.tables import ScoreIndex, _optimized
 from grid.registry import ModelRegistry
 
+NOT_ENOUGH_DATA = "not enough data"
+ROUTING_COLUMNS = ["task", "reference_api", "reference_score", "route_to", "route_score", "gap_pp", "gap_ci_low",
+                   "gap_ci_high", "usd_per_1k", "reference_usd_per_1k", "latency_s_per_1k",
+                   "reference_latency_s_per_1k", "comparable"]  # fmt: skip
+
 
 def per_call_costs(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> pd.DataFrame:
     """Per optimized run: USD and seconds per 1,000 calls of the optimized program."""
@@ -40,6 +45,9 @@ def routing_advice(
 ) -> pd.DataFrame:
     """One row per task: the reference API model, the model to route to, and what that saves.
 
+    Only models with per-example results paired to the reference's can be picked; `comparable` counts them. A task
+    where none can be compared is routed to "not enough data", never to a model on its aggregate score alone.
+
     `index` and `costs` (from `per_call_costs`) may be passed in when the caller already built them.
     """
     costs = per_call_costs(runs, examples, registry) if costs is None else costs
@@ -51,27 +59,37 @@ def routing_advice(
         if api.empty:
             continue
         ref = api.loc[api["optimized_score"].idxmax()]
-        qualified = []
+        qualified, compared = [], 0
         for cand in group.itertuples():
-            a, b = index.pairs(ref.run_id, "optimized", cand.run_id, "optimized")
-            d = paired_delta(a, b)
+            if cand.run_id == ref.run_id:
+                d = paired_delta(*index.pairs(ref.run_id, "optimized", ref.run_id, "optimized"))
+                qualified.append((cand.usd_per_1k, cand.latency_s_per_1k, cand, d))
+                continue
+            d = paired_delta(*index.pairs(ref.run_id, "optimized", cand.run_id, "optimized"))
+            if d.n == 0:
+                continue  # no shared examples: no evidence that it is not worse, so it is never a pick
+            compared += 1
             if not (d.significant and d.delta_pp < 0):
                 qualified.append((cand.usd_per_1k, cand.latency_s_per_1k, cand, d))
+        row = {"task": task, "reference_api": ref.model, "reference_score": ref.optimized_score,
+               "reference_usd_per_1k": ref.usd_per_1k, "reference_latency_s_per_1k": ref.latency_s_per_1k}  # fmt: skip
+        if compared == 0 and len(group) > 1:
+            # Nothing could be paired with the reference (runs without per-example results): routing to a model
+            # on its aggregate score alone could pick one that is worse, so say so instead.
+            rows.append({**row, "route_to": NOT_ENOUGH_DATA, "comparable": 0})
+            continue
         cost, latency, pick, d = min(qualified, key=lambda q: (q[0], q[1]))
         rows.append(
             {
-                "task": task,
-                "reference_api": ref.model,
-                "reference_score": ref.optimized_score,
+                **row,
                 "route_to": pick.model,
                 "route_score": pick.optimized_score,
                 "gap_pp": d.delta_pp,
                 "gap_ci_low": d.ci_low,
                 "gap_ci_high": d.ci_high,
                 "usd_per_1k": cost,
-                "reference_usd_per_1k": ref.usd_per_1k,
                 "latency_s_per_1k": latency,
-                "reference_latency_s_per_1k": ref.latency_s_per_1k,
+                "comparable": compared,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=ROUTING_COLUMNS)

@@ -124,6 +124,21 @@ def test_routing_picks_the_cheapest_model_that_is_not_significantly_worse() -> N
     assert advice.loc["easy", "latency_s_per_1k"] == pytest.approx(200.0)
 
 
+def test_routing_without_per_example_results_says_not_enough_data() -> None:
+    runs, examples = _routing_fixture()
+    # "easy" keeps its examples; "hard" lost them (runs that errored before logging their table, or old runs)
+    examples = examples[~examples["run_id"].str.startswith("hard")]
+    advice = routing_advice(runs, examples, load_registry()).set_index("task")
+    assert advice.loc["hard", "route_to"] == "not enough data" and advice.loc["hard", "comparable"] == 0
+    assert pd.isna(advice.loc["hard", "gap_pp"])
+    assert advice.loc["easy", "route_to"] == "llama3.2" and advice.loc["easy", "comparable"] == 1
+    # a candidate without examples is never picked, even when it is the cheapest
+    only_ref = examples[examples["run_id"] != "easy-llama3.2"]
+    assert routing_advice(runs, only_ref, load_registry()).set_index("task").loc["easy", "route_to"] == (
+        "not enough data"
+    )
+
+
 def test_low_data_outcomes() -> None:
     rows = [
         _row("a", "qwen3:4b", "math", 40.0, 70.0, n_labeled=8),
