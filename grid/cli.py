@@ -209,6 +209,26 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
+def _score_views(uri: str, ui: str) -> list[str]:
+    """One line per grid in the store: the link to its runs table with the scores as columns."""
+    from mlflow.tracking import MlflowClient
+
+    from grid.launch import ensure_scores_view, scores_view_url
+    from trainables.tracking import store_error
+
+    client = MlflowClient(uri)
+    try:
+        grids = [e for e in client.search_experiments() if "arb.grid_spec" in e.tags]
+        for exp in grids:
+            ensure_scores_view(client, exp)
+    except Exception as exc:
+        raise store_error(uri, exc) from None
+    if not grids:
+        return []
+    width = max(len(e.name) for e in grids)
+    return ["scores of each grid:"] + [f"  {e.name:<{width}}  {scores_view_url(ui, e.experiment_id)}" for e in grids]
+
+
 @app.command()
 def ui(
     tracking_uri: TrackingUri = None,
@@ -222,8 +242,12 @@ def ui(
             "inside the cluster): on your machine `ray attach cluster.yaml -p 5000`, then open http://localhost:5000 "
             "and sign in as `admin` with the password from `ray exec cluster.yaml 'grep ADMIN ~/.arb/server.env'`"
         )
+        for line in _score_views(uri, uri):
+            typer.echo(line)
         return
     typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}  (Ctrl-C stops it)")
+    for line in _score_views(uri, f"http://127.0.0.1:{port}"):
+        typer.echo(line)
     cmd = [
         sys.executable,
         "-m",

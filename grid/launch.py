@@ -169,6 +169,53 @@ def _remember_spec(tracking_uri: str, experiment_id: str, spec: GridSpec, regist
     client = MlflowClient(tracking_uri)
     client.set_experiment_tag(experiment_id, SPEC_TAG, spec.model_dump_json())
     client.set_experiment_tag(experiment_id, REGISTRY_TAG, registry_path or "")
+    client.set_experiment_tag(experiment_id, "mlflow.note.content", experiment_description(spec))
+    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{SCORES_VIEW}", json.dumps(SCORES_VIEW_STATE))
+
+
+def ensure_scores_view(client: Any, experiment: Any) -> None:
+    """Give a grid's experiment the scores view if it was launched before the view existed."""
+    if f"mlflow.sharedViewState.{SCORES_VIEW}" not in experiment.tags:
+        client.set_experiment_tag(
+            experiment.experiment_id, f"mlflow.sharedViewState.{SCORES_VIEW}", json.dumps(SCORES_VIEW_STATE)
+        )
+
+
+SCORES_VIEW = "arb-scores"
+"""A saved view of the experiment's runs table with the scores as columns (MLflow's shared view state: the UI
+shows no metric column by default). `arb ui` prints the link to it."""
+SCORES_VIEW_STATE = {
+    "selectedColumns": [
+        *(f"metrics.`{m}`" for m in ("baseline_score", "optimized_score", "delta_pp", "lm_calls", "cost_usd")),
+        *(f"params.`{p}`" for p in ("model", "task", "optimizer", "demos", "n_labeled")),
+        "tags.`arb.outcome`",
+    ]
+}
+
+
+def scores_view_url(ui: str, experiment_id: str) -> str:
+    """The runs table of an experiment in the MLflow UI at `ui`, with the scores as columns."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={SCORES_VIEW}"
+
+
+def experiment_description(spec: GridSpec) -> str:
+    """The experiment's description in the MLflow UI: the grid's own words, its axes, and how to act on it."""
+    axes = [
+        f"models: {', '.join(spec.models)}",
+        f"tasks: {', '.join(spec.tasks)}",
+        f"optimizer: {spec.optimizer}" + (f" (teacher {spec.teacher})" if spec.teacher else ""),
+        f"demos: {spec.demos}; n_labeled: {spec.n_labeled}; seeds: {spec.seeds}; n_val {spec.n_val}; "
+        f"n_eval {spec.n_eval}; data: {spec.data}",
+    ]
+    lines = [spec.description.strip() or f"Grid `{spec.name}`.", "", f"**{spec.size} trials**, phase {spec.phase}:"]
+    lines += [f"- {axis}" for axis in axes]
+    lines += [
+        "",
+        "Each run is one trial: `baseline_score`, `optimized_score` and `delta_pp` are its result; its description, "
+        "Traces tab, `examples.json` table and child runs (the optimizer's candidates) tell the rest.",
+        f"`arb resume {spec.name}` finishes unfinished trials; `arb report {spec.name}` writes the study's tables.",
+    ]
+    return "\n".join(lines)
 
 
 def stored_spec(tracking_uri: str, name: str) -> tuple[GridSpec, str | None]:

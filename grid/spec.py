@@ -23,6 +23,7 @@ _MAX_GRID_BYTES = 256 * 1024  # grid files are hand-written; anything larger is 
 _MAX_INCLUDE_DEPTH = 8
 
 DataSource = Literal["hub", "sample"]
+TraceMode = Literal["eval", "all", "none"]
 
 
 def _unique(values: list[Any], field: str) -> list[Any]:
@@ -82,6 +83,13 @@ class GridSpec(BaseModel):
     sandbox: Literal["bubblewrap", "rlimits"] = "bubblewrap"
     """How the code task runs model-written code: `bubblewrap` (isolated: no network, read-only system, own PID
     namespace) or `rlimits` (weaker opt-in for machines without bubblewrap; recorded as tag `arb.sandbox`)."""
+    traces: TraceMode = "eval"
+    """MLflow traces of the trial's LM calls, linked to its run: `eval` (default) traces the test-set evaluations,
+    one trace per example and condition; `all` also traces the optimizer's calls (many more); `none` traces nothing.
+    The optimizer's evaluated candidates are logged as child runs whatever this says."""
+    trace_sample: float = Field(default=1.0, gt=0, le=1)
+    """Fraction of test examples whose evaluation is traced. The choice is by example id, so the baseline and the
+    optimized program are traced on the same examples and can be compared side by side."""
     lm_cache: bool = True
     """Keep LM responses in the node's cache (`$ARB_HOME/cache/lm`, keyed by endpoint and model version), so a
     retried or resumed trial does not pay again for calls it already made; `false` sends every call to the model."""
@@ -146,6 +154,9 @@ class Trial(BaseModel):
     """Where the code task executes generated code; not part of the key (it changes safety, not the score)."""
     lm_cache: bool = True
     """Whether LM responses are cached (not part of the key: a cached answer is the answer the model gave)."""
+    traces: TraceMode = "eval"
+    """What is traced (see `GridSpec`; not part of the key: it changes what is recorded, not the score)."""
+    trace_sample: float = 1.0
 
     @property
     def key(self) -> str:
@@ -297,6 +308,8 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             optimizer_params=spec.optimizer_params,
             sandbox=spec.sandbox,
             lm_cache=spec.lm_cache,
+            traces=spec.traces,
+            trace_sample=spec.trace_sample,
         )
         for model in spec.models
         for task in spec.tasks

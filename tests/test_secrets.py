@@ -50,8 +50,18 @@ def test_planted_key_never_reaches_results(
     # the key did travel where it must: to the API, as a bearer token (so the test is not vacuous)
     assert f"Bearer {CANARY}" in stub.state.auth_headers
 
+    # traces of the LM calls (with the LM's settings as span attributes) and the logged program are in the store,
+    # so the scan below covers them
+    import mlflow
+
+    exp = mlflow.MlflowClient(uri).get_experiment_by_name("canary")
+    assert exp is not None
+    mlflow.set_tracking_uri(uri)
+    traces = mlflow.search_traces(locations=[exp.experiment_id], return_type="list")
+    assert len(traces) == 6 and any(sp.span_type == "CHAT_MODEL" for t in traces for sp in t.data.spans)
+    assert list((home / "artifacts").rglob("model.pkl"))  # the program as an MLflow model (pickled DSPy settings)
     needle = CANARY.encode()
-    assert _files_containing(home, needle) == []  # MLflow db + artifacts, Ray results, server logs
+    assert _files_containing(home, needle) == []  # MLflow db (traces included) + artifacts, Ray results, logs
     lm_cache = arb_home / "cache" / "lm"  # where the trial workers keep LM responses ($ARB_HOME)
     assert any(p.is_file() for p in lm_cache.rglob("*")) and _files_containing(lm_cache, needle) == []
     ray_logs = Path("/tmp/ray/session_latest/logs")

@@ -84,13 +84,55 @@ def test_trial_over_http_scores_and_logs_the_record(
     assert set(run.data.params) >= SPEC_PARAMS and "version.dspy" in run.data.params
     assert set(run.data.metrics) >= SPEC_METRICS
     files = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert files == {"program.json", "instruction.txt", "examples.csv"}
+    # ours, then mlflow.dspy's compile record (the optimizer's best program and its train / val sets)
+    assert files == {"program.json", "instruction.txt", "examples.csv", "examples.json", "best_model.json",
+                     "trainset.json", "valset.json"}  # fmt: skip
     table = pd.read_csv(io.StringIO(Path(client.download_artifacts(run.info.run_id, "examples.csv")).read_text()))
     assert sorted(table["condition"].unique()) == ["baseline", "optimized"]
     assert len(table) == 16 and table.loc[table.condition == "baseline", "score"].mean() * 100 == pytest.approx(
         expected
     )
     assert "sk-test" not in Path(client.download_artifacts(run.info.run_id, "program.json")).read_text()
+    _check_ui_record(client, run, trial, stub, model)
+
+
+def _check_ui_record(client: MlflowClient, run: Any, trial: Trial, stub: StubServer, model: str) -> None:
+    """What the MLflow UI shows for the trial: traces, candidates, table, datasets, model, prompt, description."""
+    import mlflow
+    import mlflow.dspy
+
+    run_id, exp_id = run.info.run_id, run.info.experiment_id
+    # one trace per test example and condition, linked to the run, with the LM spans and their token usage
+    traces = mlflow.search_traces(locations=[exp_id], run_id=run_id, return_type="list")
+    assert len(traces) == 16
+    assert sorted(t.info.tags["arb.condition"] for t in traces) == ["baseline"] * 8 + ["optimized"] * 8
+    lm_spans = [sp for t in traces for sp in t.data.spans if sp.span_type in ("CHAT_MODEL", "LLM")]
+    assert len(lm_spans) >= 16
+    # the baseline's calls went to the model (the optimized program's may all be LM cache hits, without usage)
+    assert all(t.info.token_usage["input_tokens"] > 0 for t in traces if t.info.tags["arb.condition"] == "baseline")
+    # the optimizer's candidates: child runs with their program and score, and the trajectory on the trial's run
+    children = client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(children) >= 2 and all("eval" in c.data.metrics for c in children)
+    assert "model.json" in {a.path for a in client.list_artifacts(children[0].info.run_id)}
+    keys = {c.info.run_name.rsplit("_", 1)[0] for c in children}  # `eval_full_3`: metric `eval_full`, step 3
+    assert sum(len(client.get_metric_history(run_id, key)) for key in keys) == len(children)
+    # the per-example table, and train / val / test as dataset inputs
+    table = client.load_table(exp_id, "examples.json", run_ids=[run_id])
+    assert len(table) == 16 and set(table["condition"]) == {"baseline", "optimized"}
+    contexts = {i.tags[0].value: i.dataset for i in run.inputs.dataset_inputs}
+    assert set(contexts) == {"train", "val", "test"} and contexts["test"].name == "math-sample-test"
+    # the program as a model that loads back with one call and answers, and its instruction as a prompt version
+    loaded = mlflow.dspy.load_model(run.data.tags["arb.model_uri"])
+    before = stub.state.calls[model]
+    answer = loaded(question="What is 2 + 2?")
+    assert stub.state.calls[model] == before + 1 and isinstance(answer.answer, str)
+    prompt = mlflow.genai.load_prompt(run.data.tags["arb.prompt_uri"])
+    instruction = Path(client.download_artifacts(run_id, "instruction.txt")).read_text()
+    assert prompt.template == instruction and prompt.name == f"arb.math.{model.replace(':', '-')}"
+    # a description that tells the result
+    note = run.data.tags["mlflow.note.content"]
+    assert f"**{model}** on **math**" in note and "paired 95% CI" in note and "sign test" in note
+    del trial
 
 
 def test_finished_trial_is_reused_without_lm_calls(stub: StubServer, tracking_uri: str) -> None:

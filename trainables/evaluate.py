@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import dspy
 import numpy as np
 from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
 
-from trainables import lm_cache
+from trainables import lm_cache, tracing
 from trainables.lm import Meter
 from trainables.tasks.base import Task
 
@@ -69,6 +70,35 @@ class EvalResult:
         return [asdict(r) for r in self.records]
 
 
+@dataclass
+class Attempt:
+    """One example run once: the prediction (None if it failed), its score, and what went wrong."""
+
+    pred: Any
+    score: float
+    error: str
+    latency_ms: float
+    """The program call only, not the metric (the code task's metric runs the code)."""
+
+
+def _attempt(program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.LM) -> Attempt:
+    start = time.perf_counter()
+    pred, error = None, ""
+    try:
+        with lm_cache.scope() as cached, dspy.context(lm=lm):
+            pred = program(**example.inputs())
+    except (AdapterParseError, ValueError, RecursionError):
+        # ValueError/RecursionError: DSPy's JSON fallback hands malformed output to json_repair, which gives up on
+        # pathological text (e.g. thousands of nested brackets) with these instead of a parse error.
+        error = "parse"
+        lm_cache.forget_scope(cached)  # a retry asks the model again rather than replaying what failed
+    except ContextWindowExceededError:
+        error = "context_window"
+    latency_ms = 1000.0 * (time.perf_counter() - start)
+    score = float(task.metric(example, pred)) if pred is not None else 0.0
+    return Attempt(pred, score, error, latency_ms)
+
+
 def _prediction_text(pred: Any) -> str:
     if pred is None:
         return ""
@@ -85,39 +115,39 @@ def evaluate(
     meter: Meter,
     condition: str,
     role: str = "student",
+    trace_sample: float | None = None,
 ) -> EvalResult:
-    """Run `program` on each example with `lm`, scoring it with the task's metric (and corpus metric, if any)."""
+    """Run `program` on each example with `lm`, scoring it with the task's metric (and corpus metric, if any).
+
+    With `trace_sample`, that fraction of the examples is traced in MLflow, one trace each (`trainables.tracing`);
+    None leaves tracing to whatever is configured (nothing, outside a trial)."""
     result = EvalResult(condition=condition)
     pairs: list[tuple[dspy.Example, Any]] = []
     for example in examples:
+        example_id = str(example.get("id", ""))
         before = meter.total(role=role)
-        start = time.perf_counter()
-        pred, error = None, ""
-        try:
-            with lm_cache.scope() as cached, dspy.context(lm=lm):
-                pred = program(**example.inputs())
-        except (AdapterParseError, ValueError, RecursionError):
-            # ValueError/RecursionError: DSPy's JSON fallback hands malformed output to json_repair, which gives
-            # up on pathological text (e.g. thousands of nested brackets) with these instead of a parse error.
-            error = "parse"
-            lm_cache.forget_scope(cached)  # a retry asks the model again rather than replaying what failed
-        except ContextWindowExceededError:
-            error = "context_window"
-        latency_ms = 1000.0 * (time.perf_counter() - start)
+        work = partial(_attempt, program, example, task, lm)
+        if trace_sample is None:
+            attempt = work()
+        else:
+            on = tracing.chosen(example_id, trace_sample)
+            attempt = tracing.traced_example(
+                work, example_id=example_id, condition=condition, on=on, inputs=dict(example.inputs())
+            )
+        pred, score = attempt.pred, attempt.score
         after = meter.total(role=role)
-        score = float(task.metric(example, pred)) if pred is not None else 0.0
         pairs.append((example, pred))
         result.records.append(
             ExampleRecord(
-                example_id=str(example.get("id", "")),
+                example_id=example_id,
                 condition=condition,
                 prediction=_prediction_text(pred),
                 score=score,
-                latency_ms=latency_ms,
+                latency_ms=attempt.latency_ms,
                 prompt_tokens=after.prompt_tokens - before.prompt_tokens,
                 completion_tokens=after.completion_tokens - before.completion_tokens,
                 lm_calls=after.calls - before.calls,
-                error=error,
+                error=attempt.error,
             )
         )
     if task.corpus_metric is not None:

@@ -117,6 +117,8 @@ class MeteredLM(dspy.LM):
         self, model: str, *, meter: str, role: str, provider: Provider, reasoning: bool = False, **kwargs: Any
     ) -> None:
         super().__init__(model, **kwargs)
+        self.plain_args = {k: v for k, v in kwargs.items() if k != "api_key"}
+        """How to build the same LM as a plain `dspy.LM` without its key (what a saved program carries)."""
         self.meter_name = meter
         self.role = role
         self.reasoning = reasoning

@@ -14,15 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from analysis.stats import outcome_label
+from analysis.stats import outcome_label, paired_delta
 from grid.errors import ArbError
 from grid.registry import ModelEntry, ModelRegistry, load_registry
 from grid.spec import Trial
-from trainables import ablation, adapters, lm_cache, ollama_node, sandbox, tracking
+from trainables import ablation, adapters, lm_cache, ollama_node, publish, sandbox, tracing, tracking
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
 from trainables.optimizers import OPTIMIZERS, CompileRequest
@@ -98,7 +99,8 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
     registry = runtime.model_registry()
     tracking.log_params(client, run_id, {**_params(trial), "provider": registry.get(trial.model).provider})
     try:
-        status, metrics, artifacts, tags = _work(trial, runtime, registry, run_id)
+        with tracing.recording(runtime.tracking_uri, runtime.experiment_id, run_id, trial.traces):
+            status, metrics, artifacts, tags = _work(trial, runtime, registry, run_id)
     except BaseException as exc:
         tracking.mark_errored(client, run_id, exc)
         exc.add_note(f"MLflow run {run_id}")
@@ -166,7 +168,8 @@ def _steps(
 
     meter.stage = "baseline"
     t0 = time.perf_counter()
-    baseline = evaluate(program, splits.test, task, lm=student, meter=meter, condition="baseline")
+    traced = _trace_sample(trial)
+    baseline = evaluate(program, splits.test, task, lm=student, meter=meter, condition="baseline", trace_sample=traced)
     eval_seconds = time.perf_counter() - t0
 
     if trial.optimizer == "demo_ablation":
@@ -208,7 +211,9 @@ def _steps(
     if compiled is program:
         optimized = baseline.relabel("optimized")
     else:
-        optimized = evaluate(compiled, splits.test, task, lm=student, meter=meter, condition="optimized")
+        optimized = evaluate(
+            compiled, splits.test, task, lm=student, meter=meter, condition="optimized", trace_sample=traced
+        )
     eval_seconds += time.perf_counter() - t0
 
     metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
@@ -222,7 +227,45 @@ def _steps(
     tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], trial.n_eval)
     if trial.task == "code":
         tags["arb.sandbox"] = trial.sandbox
+    rows = baseline.rows() + optimized.rows()
+    tags.update(_publish(trial, run_id, status, splits, compiled, student, (baseline, optimized), metrics,
+                         compile_error, rows))  # fmt: skip
     return status, metrics, artifacts, tags
+
+
+def _trace_sample(trial: Trial) -> float | None:
+    return None if trial.traces == "none" else trial.trace_sample
+
+
+def _publish(
+    trial: Trial, run_id: str, status: str, splits: Splits, program: dspy.Module, student: dspy.LM,
+    results: tuple[EvalResult, EvalResult], metrics: dict[str, float], compile_error: str,
+    rows: list[dict[str, Any]],
+) -> dict[str, str]:  # fmt: skip
+    """Datasets, the per-example table, the program as a model and its instruction as a prompt version, and the
+    run's description; returns the tags that point to them."""
+    publish.log_datasets(splits, trial.task, trial.data)
+    baseline, final = results
+    publish.log_examples_table(run_id, rows)
+    tags = {"arb.model_uri": publish.log_program(program, student)}
+    instruction = _instructions(program)
+    if status == tracking.FINISHED and trial.optimizer not in ("none", "demo_ablation"):
+        tags["arb.prompt_uri"] = publish.register_instruction(
+            trial.task, trial.model, instruction,
+            message=f"{trial.grid}: {trial.run_name}: {metrics['baseline_score']:.1f} → "
+            f"{metrics['optimized_score']:.1f}",
+            tags={"arb.run_id": run_id, "arb.trial_key": trial.key, "arb.grid": trial.grid},
+        )  # fmt: skip
+    pairs = paired_delta(*_aligned(baseline, final))
+    tags["mlflow.note.content"] = publish.description(trial, status, metrics, pairs, compile_error)
+    return tags
+
+
+def _aligned(a: EvalResult, b: EvalResult) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example scores of two conditions on the examples both have, in the same order."""
+    scores_b = {r.example_id: r.score for r in b.records}
+    both = [r for r in a.records if r.example_id in scores_b]
+    return np.array([r.score for r in both]), np.array([scores_b[r.example_id] for r in both])
 
 
 def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, Any]:
@@ -254,7 +297,10 @@ def _ablate(
     t0 = time.perf_counter()
     for k in range(trial.demos + 1):
         variant = ablation.with_first_demos(program, k)
-        results.append(evaluate(variant, splits.test, task, lm=student, meter=meter, condition=f"k{k}"))
+        results.append(
+            evaluate(variant, splits.test, task, lm=student, meter=meter, condition=f"k{k}",
+                     trace_sample=_trace_sample(trial))
+        )  # fmt: skip
     eval_seconds += time.perf_counter() - t0
     full = ablation.with_first_demos(program, trial.demos)
     metrics = _metrics(baseline, results[-1], meter, *entries, full)
@@ -271,7 +317,10 @@ def _ablate(
         "instruction.txt": _instructions(full),
         "examples.csv": pd.DataFrame(rows).to_csv(index=False),
     }
-    return tracking.FINISHED, metrics, artifacts, {"arb.source_run": source.info.run_id}
+    tags = {"arb.source_run": source.info.run_id}
+    tags.update(_publish(trial, meter.name, tracking.FINISHED, splits, full, student, (baseline, results[-1]),
+                         metrics, "", rows))  # fmt: skip
+    return tracking.FINISHED, metrics, artifacts, tags
 
 
 def _metrics(

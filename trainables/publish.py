@@ -1,0 +1,105 @@
+"""A finished trial, laid out for the MLflow UI: its datasets, its predictions as a table, its program as a model and
+its instruction as a prompt version, and a description that tells its result in a few lines.
+
+Everything here runs while the trial's run is MLflow's active run (`trainables.tracing.recording`).
+"""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+from typing import Any
+
+import dspy
+import mlflow
+import mlflow.data
+import mlflow.data.pandas_dataset
+import mlflow.dspy
+import pandas as pd
+
+from trainables import tracking
+
+MODEL_NAME = "program"
+"""Name of the logged model (the optimized program); load it with `mlflow.dspy.load_model(<tag arb.model_uri>)`."""
+
+
+def log_datasets(splits: Any, task: str, data: str) -> None:
+    """Train / val / test as the run's dataset inputs (name, digest, size, schema) with their roles as context."""
+    for context, examples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        frame = pd.DataFrame([ex.toDict() for ex in examples]).map(_cell)
+        dataset = mlflow.data.pandas_dataset.from_pandas(frame, name=f"{task}-{data}-{context}")
+        mlflow.log_input(dataset, context=context)
+
+
+def _cell(value: Any) -> Any:
+    # MLflow infers a schema from the frame; nested values (entity lists, passages) are shown as text.
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+def log_examples_table(run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Per-example predictions as an MLflow table: the UI shows it and compares it across runs."""
+    frame = pd.DataFrame(rows)
+    if "prediction" in frame:
+        frame["prediction"] = frame["prediction"].map(lambda t: tracking.redact(str(t)))
+    mlflow.MlflowClient().log_table(run_id, data=frame, artifact_file="examples.json")
+
+
+def log_program(program: dspy.Module, lm: dspy.LM) -> str:
+    """The program as an MLflow model (DSPy flavor) and returns its URI.
+
+    mlflow.dspy pickles DSPy's settings with the program, the LM included: it is given a copy of `lm` without the
+    API key, so the key never reaches the store; LiteLLM reads it from the environment when the loaded program
+    calls an API model."""
+    args = getattr(lm, "plain_args", None)
+    if args is None:
+        args = {k: v for k, v in lm.kwargs.items() if k != "api_key"}
+    keyless = dspy.LM(lm.model, **{**args, "cache": False})
+    requirements = [f"dspy=={version('dspy')}", f"mlflow=={version('mlflow')}", f"litellm=={version('litellm')}"]
+    with dspy.context(lm=keyless):
+        info = mlflow.dspy.log_model(program, name=MODEL_NAME, pip_requirements=requirements)
+    return str(info.model_uri)
+
+
+def prompt_name(task: str, model: str) -> str:
+    """The Prompt Registry name for a task's instruction on a model (registry names allow [A-Za-z0-9_.-])."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"arb.{task}.{model}")
+
+
+def register_instruction(task: str, model: str, instruction: str, *, message: str, tags: dict[str, str]) -> str:
+    """The optimized instruction as a new version of the task × model prompt; returns `prompts:/name/version`."""
+    prompt = mlflow.genai.register_prompt(
+        name=prompt_name(task, model), template=instruction, commit_message=message, tags=tags
+    )
+    return f"prompts:/{prompt.name}/{prompt.version}"
+
+
+def description(trial: Any, status: str, metrics: dict[str, float], delta: Any, compile_error: str) -> str:
+    """The run's description (markdown, shown on its page): what ran, the result with its paired CI, the cost."""
+    lines = [
+        f"**{trial.model}** on **{trial.task}**, optimizer **{trial.optimizer}** (demos {trial.demos}, "
+        f"n_labeled {trial.n_labeled}, seed {trial.seed}, data {trial.data}"
+        + (", structured outputs" if trial.structured else "")
+        + f"): **{status}**.",
+        "",
+        "| | score |",
+        "|---|---|",
+        f"| baseline | {metrics['baseline_score']:.1f} |",
+        f"| optimized | {metrics['optimized_score']:.1f} |",
+    ]
+    if delta is not None and delta.n:
+        lines.append(
+            f"| delta | {metrics['delta_pp']:+.1f} pp, paired 95% CI [{delta.ci_low:+.1f}, {delta.ci_high:+.1f}], "
+            f"sign test p = {delta.p_value:.2f}, n = {delta.n} |"
+        )
+    lines += [
+        "",
+        f"{int(metrics.get('lm_calls', 0))} LM calls ({int(metrics.get('eval_lm_calls', 0))} evaluating, "
+        f"{int(metrics.get('optimize_lm_calls', 0))} optimizing); {metrics.get('optimize_seconds', 0):.0f} s "
+        f"optimizing, {metrics.get('eval_seconds', 0):.0f} s evaluating; ${metrics.get('cost_usd', 0):.4f}.",
+        "",
+        "Per-example predictions: the `examples.json` table (Artifacts) and the Traces tab; the optimizer's "
+        "candidates: the child runs `eval_N` and the metric `eval`.",
+    ]
+    if compile_error:
+        lines += ["", f"Compile error (the baseline program was kept): `{compile_error[:500]}`"]
+    return "\n".join(lines)
