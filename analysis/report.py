@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from analysis import plots, tables
 from analysis.dashboard import write_dashboard
 from analysis.routing import per_call_costs, routing_advice
-from analysis.runs import load_examples, load_runs
+from analysis.runs import ReportCache, load_study
 from analysis.stats import noise_floor_pp
 from grid.errors import ArbError
 from grid.registry import ModelRegistry, load_registry
@@ -58,13 +58,14 @@ def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegi
 
 
 def write_report(
-    tracking_uri: str, grids: list[str] | None, out: Path, registry: ModelRegistry | None = None, log: bool = True
-) -> Path:
-    """Write the report to `out` and log it to MLflow; returns the path of `summary.md`."""
-    runs = load_runs(tracking_uri, grids)
+    tracking_uri: str, grids: list[str] | None, out: Path, registry: ModelRegistry | None = None, log: bool = True,
+    cache: ReportCache | None = None,
+) -> Path:  # fmt: skip
+    """Write the report to `out` and log it to MLflow; returns the path of `summary.md`. With `cache`, done runs
+    loaded by an earlier report are not fetched again (`analysis.runs.ReportCache`)."""
+    runs, examples = load_study(tracking_uri, grids, cache)
     if runs.empty:
         raise ArbError(f"no runs for {grids or 'any grid'} in {tracking_uri}", "run a grid first (`arb run smoke`)")
-    examples = load_examples(tracking_uri, runs["run_id"].tolist())
     path = render(runs, examples, registry or load_registry(), out)
     if log:
         _log_to_mlflow(tracking_uri, sorted(runs["experiment"].unique()), out)

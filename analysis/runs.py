@@ -5,10 +5,14 @@ Columns are declared here as data; everything downstream (tables, plots, dashboa
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -48,29 +52,148 @@ def typed_runs(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def load_runs(tracking_uri: str, grids: list[str] | None = None) -> pd.DataFrame:
-    """One row per trial run of the given grids (all arb grids by default)."""
+def _row(run: Any, experiment: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"run_id": run.info.run_id, "experiment": experiment}
+    row.update({col: run.data.tags.get(tag) for tag, col in TAG_COLUMNS.items()})
+    row.update({p: run.data.params.get(p) for p in PARAM_COLUMNS})
+    row.update({m: run.data.metrics.get(m) for m in METRIC_COLUMNS})
+    row.update(start_time=run.info.start_time or 0, artifact_uri=run.info.artifact_uri)
+    return row
+
+
+def _search(client: MlflowClient, experiment_id: str, since_ms: int = 0) -> list[Any]:
+    """Trial runs of one experiment (started at or after `since_ms`), every page."""
+    where = "tags.`arb.trial_key` != ''" + (f" and attributes.start_time >= {since_ms}" if since_ms else "")
+    out: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string=where, max_results=50000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+class ReportCache:
+    """What a report loaded, kept for the next one. Done runs (finished, compile_failed) never change, so their
+    rows and per-example tables are stored once; later reports ask the store only for runs started since the
+    oldest run that was not done yet (per experiment, less a margin for clocks that disagree).
+
+    Files, under `directory` (by default `$ARB_HOME/cache/report/<hash of the tracking URI>`): `runs.parquet`,
+    `examples.parquet`, `since.json`. A deleted run stays in the cache: `arb report --no-cache` starts over."""
+
+    MARGIN_MS = 10 * 60 * 1000
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._runs = directory / "runs.parquet"
+        self._examples = directory / "examples.parquet"
+        self._since = directory / "since.json"
+
+    @classmethod
+    def for_store(cls, tracking_uri: str, home: Path) -> ReportCache:
+        digest = hashlib.sha256(tracking_uri.encode()).hexdigest()[:16]
+        return cls(home / "cache" / "report" / digest)
+
+    def since(self) -> dict[str, int]:
+        return json.loads(self._since.read_text()) if self._since.exists() else {}
+
+    def runs(self) -> pd.DataFrame | None:
+        return pd.read_parquet(self._runs) if self._runs.exists() else None
+
+    def examples(self) -> pd.DataFrame | None:
+        return pd.read_parquet(self._examples) if self._examples.exists() else None
+
+    def save(self, rows: pd.DataFrame, since: dict[str, int], examples: pd.DataFrame | None = None) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        done = rows[rows["status"].isin(DONE)]
+        _atomic(done.reset_index(drop=True), self._runs)
+        if examples is not None:
+            _atomic(examples[examples["run_id"].isin(set(done["run_id"]))].reset_index(drop=True), self._examples)
+        tmp = self._since.with_suffix(".tmp")
+        tmp.write_text(json.dumps(since))
+        tmp.replace(self._since)
+
+
+DONE = ("finished", "compile_failed")
+
+
+def _atomic(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+
+
+def _raw_runs(tracking_uri: str, grids: list[str] | None, cache: ReportCache | None) -> pd.DataFrame:
+    """Run rows with their start time and artifact URI, from the cache where it can, else from the store."""
     client = MlflowClient(tracking_uri)
-    rows = []
+    cached = cache.runs() if cache is not None else None
+    since = cache.since() if cache is not None else {}
+    frames, fetched = [], []
     for exp in _experiments(client, grids):
-        for run in client.search_runs(
-            [exp.experiment_id], filter_string="tags.`arb.trial_key` != ''", max_results=50000
-        ):
-            row: dict[str, Any] = {"run_id": run.info.run_id, "experiment": exp.name}
-            row.update({col: run.data.tags.get(tag) for tag, col in TAG_COLUMNS.items()})
-            row.update({p: run.data.params.get(p) for p in PARAM_COLUMNS})
-            row.update({m: run.data.metrics.get(m) for m in METRIC_COLUMNS})
-            rows.append(row)
-    return typed_runs(rows)
+        start = since.get(exp.experiment_id, 0)
+        rows = [_row(run, exp.name) for run in _search(client, exp.experiment_id, start)]
+        new = pd.DataFrame(rows, columns=[*RUN_COLUMNS, "start_time", "artifact_uri"])
+        if cached is not None and start:
+            old = cached[(cached["experiment"] == exp.name) & ~cached["run_id"].isin(set(new["run_id"]))]
+            new = pd.concat([old, new], ignore_index=True) if not old.empty else new
+        frames.append(new)
+        fetched.append((exp.experiment_id, rows))
+    raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*RUN_COLUMNS, "start_time"])
+    if cache is not None:
+        for exp_id, rows in fetched:
+            pending = [r["start_time"] for r in rows if r["status"] not in DONE]
+            latest = max((r["start_time"] for r in rows), default=since.get(exp_id, 0))
+            since[exp_id] = max(0, min([*pending, latest]) - ReportCache.MARGIN_MS) if rows else since.get(exp_id, 0)
+        keep = cached[~cached["experiment"].isin(set(raw["experiment"]))] if cached is not None else None
+        cache.save(pd.concat([keep, raw], ignore_index=True) if keep is not None else raw, since)
+    return raw
+
+
+def load_runs(tracking_uri: str, grids: list[str] | None = None, cache: ReportCache | None = None) -> pd.DataFrame:
+    """One row per trial run of the given grids (all arb grids by default); `cache` keeps done runs for next time."""
+    return typed_runs(_raw_runs(tracking_uri, grids, cache).to_dict("records"))
+
+
+def load_study(
+    tracking_uri: str, grids: list[str] | None = None, cache: ReportCache | None = None, threads: int = 8
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Runs and their per-example tables, from the cache where it can (see `ReportCache`)."""
+    raw = _raw_runs(tracking_uri, grids, cache)
+    cached = cache.examples() if cache is not None else None
+    have = set(cached["run_id"]) if cached is not None else set()
+    missing = raw[~raw["run_id"].isin(have)]
+    fetched = _fetch_examples(tracking_uri, dict(zip(missing["run_id"], missing["artifact_uri"], strict=True)), threads)
+    parts = [f for f in (cached, fetched) if f is not None and not f.empty]
+    examples = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    if cache is not None and not fetched.empty:
+        everything = cache.runs()
+        cache.save(everything if everything is not None else raw, cache.since(), examples)
+    examples = examples[examples["run_id"].isin(set(raw["run_id"]))].reset_index(drop=True)
+    return typed_runs(raw.to_dict("records")), examples
 
 
 def load_examples(tracking_uri: str, run_ids: list[str], threads: int = 8) -> pd.DataFrame:
     """The per-example tables (`examples.csv` artifacts) of the given runs, concatenated."""
     client = MlflowClient(tracking_uri)
+    return _fetch_examples(tracking_uri, {r: client.get_run(r).info.artifact_uri for r in run_ids}, threads)
 
-    def one(run_id: str) -> pd.DataFrame | None:
+
+def _fetch_examples(tracking_uri: str, artifact_uris: dict[str, str], threads: int) -> pd.DataFrame:
+    """`examples.csv` of each run, read from its artifact location directly (a local file is opened in place;
+    anything else is downloaded without another lookup of the run)."""
+    import mlflow.artifacts
+
+    def one(item: tuple[str, str]) -> pd.DataFrame | None:
+        run_id, root = item
         try:
-            text = Path(client.download_artifacts(run_id, "examples.csv")).read_text()
+            if root.startswith(("file:", "/")):
+                text = (Path(url2pathname(urlparse(root).path)) / "examples.csv").read_text()
+            else:
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{root}/examples.csv", tracking_uri=tracking_uri
+                )
+                text = Path(local).read_text()
         except Exception:  # a run that errored before logging has no table; it simply contributes no pairs
             return None
         frame = pd.read_csv(io.StringIO(text), dtype={"example_id": str})
@@ -78,7 +201,7 @@ def load_examples(tracking_uri: str, run_ids: list[str], threads: int = 8) -> pd
         return frame[EXAMPLE_COLUMNS]
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        frames = [f for f in pool.map(one, run_ids) if f is not None]
+        frames = [f for f in pool.map(one, artifact_uris.items()) if f is not None]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EXAMPLE_COLUMNS)
 
 

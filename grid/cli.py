@@ -11,6 +11,7 @@ arb report smoke --out report/
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,7 @@ def _launch(
         return
     typer.echo(f"MLflow store: {uri}")
     ui = f"{_me()} ui" + ("" if tracking_uri is None else f" --tracking-uri {uri}")
-    typer.echo(f"Browse the runs: {ui}  (then open http://127.0.0.1:5000)")
+    typer.echo(f"Browse the runs: {ui}  (then open the link it prints for each grid: its runs with their scores)")
     typer.echo(f"Tables and dashboard: {_me()} report {' '.join(ran)} --out report/")
     head = specs[0].name
     if outcome.failed:
@@ -271,11 +272,20 @@ def report(
     grid: Annotated[list[str] | None, typer.Argument(help="Grid names (default: every grid in the store).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Directory for the Markdown and CSV tables.")] = Path("report"),
     tracking_uri: TrackingUri = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Load every run from the store again (default: done runs are cached).")
+    ] = False,
 ) -> None:
     """Write the study's tables for the given grids as Markdown and CSV, and print the summary."""
     from analysis.report import write_report
+    from analysis.runs import ReportCache
+    from trainables.tracking import default_home
 
-    path = write_report(_uri(tracking_uri), grid or None, out)
+    uri = _uri(tracking_uri)
+    cache = ReportCache.for_store(uri, default_home())
+    if no_cache:
+        shutil.rmtree(cache.directory, ignore_errors=True)
+    path = write_report(uri, grid or None, out, cache=cache)
     typer.echo(path.read_text())
     typer.echo(f"report written to {out.resolve()}")
 

@@ -118,6 +118,12 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
         raise SystemExit(f"grid {grid!r} has no finished run")
     run = runs[0]
     ensure_scores_view(client, exp)
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    traces = len(mlflow.search_traces(locations=[exp.experiment_id], run_id=run.info.run_id, return_type="list"))
+    if not traces:
+        raise SystemExit(f"run {run.info.run_id} of grid {grid!r} has no traces (was it run with `traces: none`?)")
     out.mkdir(parents=True, exist_ok=True)
     shots: dict[str, Path] = {}
     with mlflow_ui(tracking_uri, out / "mlflow-ui.log") as ui:
@@ -128,7 +134,7 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
                 "runs": (scores_view_url(ui, exp.experiment_id),
                          ["baseline_score", "optimized_score", "delta_pp", run.info.run_name or ""]),
                 "run": (base, ["Description", "paired 95% CI", "baseline_score"]),
-                "traces": (f"{base}/traces", ["Trace ID", "tr-"]),
+                "traces": (f"{base}/traces", ["Trace ID", f"{traces} of {traces}"]),
                 "examples": (f"{base}/artifacts/examples.json", ["example_id", "condition", "prediction"]),
             }  # fmt: skip
             for name, (url, needles) in pages.items():

@@ -152,3 +152,56 @@ def test_phase_page_of_smoke_shaped_runs_shows_labeled_ablation_and_low_data_cha
             assert any(label in text for text in legend), (chart, legend)
     finally:
         driver.quit()
+
+
+def _log_trial_run(client: MlflowClient, exp: str, key: str, status: str, scores: list[float]) -> str:
+    run = client.create_run(exp, tags={"arb.trial_key": key, "arb.status": status, "arb.phase": "1"})
+    client.log_batch(run.info.run_id, params=[], metrics=[])
+    for name, value in (("model", "llama3.2"), ("task", "math"), ("optimizer", "mipro")):
+        client.log_param(run.info.run_id, name, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "examples.csv"
+        paired_examples(key, scores, scores).drop(columns=["run_id"]).to_csv(path, index=False)
+        client.log_artifact(run.info.run_id, str(path))
+    return str(run.info.run_id)
+
+
+def test_report_cache_fetches_only_what_is_new_or_not_done(
+    tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from analysis import runs as runs_module
+    from analysis.runs import ReportCache, load_study
+
+    exp = tracking.ensure_experiment(tracking_uri, "cached")
+    client = MlflowClient(tracking_uri)
+    client.set_experiment_tag(exp, "arb.grid_spec", GridSpec(name="cached", models=["llama3.2"], tasks=["math"])
+                              .model_dump_json())  # fmt: skip
+    done = _log_trial_run(client, exp, "a", "finished", [1.0, 0.0])
+    running = _log_trial_run(client, exp, "b", "running", [0.0, 0.0])
+    fetched: list[set[str]] = []
+    real_fetch = runs_module._fetch_examples
+
+    def counting(uri: str, artifact_uris: dict[str, str], threads: int) -> pd.DataFrame:
+        fetched.append(set(artifact_uris))
+        return real_fetch(uri, artifact_uris, threads)
+
+    monkeypatch.setattr(runs_module, "_fetch_examples", counting)
+    cache = ReportCache(tmp_path / "cache")
+    runs, examples = load_study(tracking_uri, None, cache)
+    assert set(runs["run_id"]) == {done, running} and fetched[-1] == {done, running} and len(examples) == 8
+
+    # the running trial finishes, and a new one appears: only the not-done and the new runs are fetched again
+    client.set_tag(running, "arb.status", "finished")
+    new = _log_trial_run(client, exp, "c", "finished", [1.0, 1.0])
+    runs, examples = load_study(tracking_uri, None, cache)
+    assert fetched[-1] == {running, new}
+    assert set(runs["run_id"]) == {done, running, new} and set(runs["status"]) == {"finished"}
+    assert sorted(examples.groupby("run_id").size()) == [4, 4, 4]  # nothing counted twice
+
+    # nothing changed: a third report reads everything from the cache
+    runs_again, examples_again = load_study(tracking_uri, None, cache)
+    assert fetched[-1] == set() and len(runs_again) == 3
+    pd.testing.assert_frame_equal(
+        examples_again.sort_values(["run_id", "condition", "example_id"]).reset_index(drop=True),
+        examples.sort_values(["run_id", "condition", "example_id"]).reset_index(drop=True),
+    )

@@ -241,3 +241,27 @@ def test_reasoning_model_think_blocks_are_stripped_and_counted(
     assert reasoning["latency_ms_p95"] >= reasoning["latency_ms_p50"] > 0
     # the same output from a model not marked `reasoning` is not touched: no thinking counted
     assert plain["thinking_tokens"] == 0 and plain["completion_tokens"] == reasoning["completion_tokens"]
+
+
+@pytest.mark.parametrize(("traces", "sample"), [("none", 1.0), ("eval", 0.5)])
+def test_trace_settings_choose_what_is_traced(traces: str, sample: float, stub: StubServer, tracking_uri: str) -> None:
+    import mlflow
+
+    from trainables.tracing import chosen
+
+    trial = _trial("llama3.2").model_copy(update={"traces": traces, "trace_sample": sample})
+    metrics = execute_trial(_config(trial, tracking_uri, {"llama3.2": stub.url}))
+    assert metrics["baseline_score"] > 0
+    client = MlflowClient(tracking_uri)
+    [run] = tracking.find_runs(client, client.get_experiment_by_name("stubgrid").experiment_id, trial.key)
+    mlflow.set_tracking_uri(tracking_uri)
+    found = mlflow.search_traces(locations=[run.info.experiment_id], run_id=run.info.run_id, return_type="list")
+    if traces == "none":
+        assert found == []
+        return
+    # the same examples are traced in both conditions: the ones `chosen` picks by id
+    picked = {f"test-{k}" for k in range(10) if chosen(f"test-{k}", sample)}
+    by_condition = {c: {t.info.tags["arb.example_id"] for t in found if t.info.tags["arb.condition"] == c}
+                    for c in ("baseline", "optimized")}  # fmt: skip
+    assert by_condition["baseline"] == by_condition["optimized"] and 0 < len(by_condition["baseline"]) < 8
+    assert by_condition["baseline"] <= picked

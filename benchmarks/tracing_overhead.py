@@ -1,0 +1,77 @@
+"""What tracing costs per evaluated example, with an LM that answers instantly (so the figure is the overhead alone).
+
+Run: .venv/bin/python benchmarks/tracing_overhead.py [--repeats 20]
+
+Evaluates the sample math program on its test split inside a trial's MLflow run (SQLite store), alternately with
+tracing off and on (`trainables.tracing`: one trace per example with DSPy's spans, exported in the background and
+flushed at the end), and reports the median seconds per example of each and the difference. The share of a real
+trial is that difference times its traced examples over its wall time; BENCHMARKS.md has both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import dspy
+import mlflow
+from record import append, heading
+
+from trainables import tracing
+from trainables.evaluate import evaluate
+from trainables.lm import new_meter
+from trainables.tasks import get_task
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    task = get_task("math")
+    splits = task.load("sample", 0, 4, 2, 8)
+    program = task.program(splits)
+    lm = dspy.utils.DummyLM([{"reasoning": "r", "answer": "4"}] * (len(splits.test) * args.repeats * 2 + 10))
+    per_example: dict[str, list[float]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        client = mlflow.MlflowClient(uri)
+        exp = client.create_experiment("tracing-overhead")
+        run = client.create_run(exp).info.run_id
+        meter = new_meter(run)
+        with tracing.recording(uri, exp, run, "eval"):
+            evaluate(program, splits.test, task, lm=lm, meter=meter, condition="warmup", trace_sample=1.0)
+            for i in range(args.repeats):
+                for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
+                    t0 = time.perf_counter()
+                    sample = 1.0 if mode == "on" else None
+                    evaluate(program, splits.test, task, lm=lm, meter=meter, condition=mode, trace_sample=sample)
+                    if mode == "on":
+                        mlflow.flush_trace_async_logging()  # the export counts: the trial waits for it at the end
+                    per_example[mode].append((time.perf_counter() - t0) / len(splits.test))
+        traces = len(mlflow.search_traces(locations=[exp], run_id=run, return_type="list"))
+    off, on = (statistics.median(per_example[m]) for m in ("off", "on"))
+    append(
+        "Tracing overhead (benchmarks/tracing_overhead.py)",
+        [
+            *heading(),
+            "",
+            f"Instant LM, {len(splits.test)} math examples × {args.repeats} repeats per mode; {traces} traces stored.",
+            "",
+            "| per evaluated example | median |",
+            "|---|---|",
+            f"| untraced | {1000 * off:.1f} ms |",
+            f"| traced (DSPy spans, background export, flushed) | {1000 * on:.1f} ms |",
+            f"| **overhead** | **{1000 * (on - off):.1f} ms** |",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
