@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -126,7 +127,8 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
         raise SystemExit(f"run {run.info.run_id} of grid {grid!r} has no traces (was it run with `traces: none`?)")
     out.mkdir(parents=True, exist_ok=True)
     shots: dict[str, Path] = {}
-    with mlflow_ui(tracking_uri, out / "mlflow-ui.log") as ui:
+    log = Path(tempfile.gettempdir()) / f"arb-mlflow-ui-{os.getpid()}.log"
+    with mlflow_ui(tracking_uri, log) as ui:
         driver = chromium(out / ".chromium-profile")
         try:
             base = f"{ui}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"

@@ -129,6 +129,7 @@ def _check_ui_record(client: MlflowClient, run: Any, trial: Trial, stub: StubSer
     prompt = mlflow.genai.load_prompt(run.data.tags["arb.prompt_uri"])
     instruction = Path(client.download_artifacts(run_id, "instruction.txt")).read_text()
     assert prompt.template == instruction and prompt.name == f"arb.math.{model.replace(':', '-')}"
+    assert prompt.name in client.get_run(run_id).data.tags.get("mlflow.linkedPrompts", "")  # listed on the run page
     # a description that tells the result
     note = run.data.tags["mlflow.note.content"]
     assert f"**{model}** on **math**" in note and "paired 95% CI" in note and "sign test" in note

@@ -70,7 +70,11 @@ def register_instruction(task: str, model: str, instruction: str, *, message: st
     prompt = mlflow.genai.register_prompt(
         name=prompt_name(task, model), template=instruction, commit_message=message, tags=tags
     )
-    return f"prompts:/{prompt.name}/{prompt.version}"
+    uri = f"prompts:/{prompt.name}/{prompt.version}"
+    run = mlflow.active_run()
+    if run is not None:  # the run page lists it under "Registered prompts"
+        mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, uri)
+    return uri
 
 
 def description(trial: Any, status: str, metrics: dict[str, float], delta: Any, compile_error: str) -> str:
