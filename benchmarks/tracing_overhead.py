@@ -80,5 +80,6 @@ def main() -> None:
         ],
     )
 
+
 if __name__ == "__main__":
     main()

@@ -83,6 +83,7 @@ def test_disk_full_while_logging_never_counts_as_finished(
         "program.json",
         "instruction.txt",
         "examples.csv",
+        "examples.json",  # the per-example MLflow table, logged before the failing write
         "error.txt",
     }
     trace = Path(client.download_artifacts(run.info.run_id, "error.txt")).read_text()

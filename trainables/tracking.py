@@ -18,6 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.entities import RunStatus as MlflowRunStatus
 from mlflow.exceptions import MlflowException
@@ -184,11 +185,24 @@ def get_or_create_run(
 ) -> str:
     """The run id for trial `key`, creating the run only if none exists; safe when many processes race.
 
-    MLflow cannot create a run conditionally, so racers all create one and then agree on the oldest
+    On a SQLite store (one machine) a file lock next to the database serializes look-then-create. On a tracking
+    server, MLflow cannot create a run conditionally, so racers all create one and then agree on the oldest
     (start time, then run id); a racer whose run is not the oldest deletes it. Everyone looks again `rounds`
     times, `settle_s` apart, because a racer's run can become visible after ours while carrying an earlier
     timestamp; a run that appears later than that was created after ours, so it loses.
     """
+    uri = str(client.tracking_uri)
+    if uri.startswith("sqlite:///"):
+        # One machine, one file: a lock makes look-then-create atomic. (SQLite also serializes the racers' writes,
+        # so a run can become visible long after its start time, which the protocol below cannot see.)
+        with FileLock(uri.removeprefix("sqlite:///") + ".arb-runs.lock", timeout=120):
+            runs = find_runs(client, experiment_id, key)
+            if runs:
+                return runs[0].info.run_id
+            created = client.create_run(
+                experiment_id, run_name=run_name, tags={TAG_KEY: key, TAG_STATUS: RUNNING, **tags}
+            )
+            return str(created.info.run_id)
     runs = find_runs(client, experiment_id, key)
     if runs:
         return runs[0].info.run_id
