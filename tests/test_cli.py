@@ -111,3 +111,28 @@ def test_port_of_a_stopped_server_is_free_despite_time_wait() -> None:
     client.close()
     server.close()
     assert _port_free(port)
+
+
+def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from grid.cli import _score_views
+    from grid.launch import SCORES_VIEW, SCORES_VIEW_STATE
+    from grid.spec import GridSpec
+    from trainables import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = tracking.ensure_experiment(uri, "older-grid")  # launched before the view existed: no view tag yet
+    client = MlflowClient(uri)
+    client.set_experiment_tag(
+        exp, "arb.grid_spec", GridSpec(name="older-grid", models=["llama3.2"], tasks=["math"]).model_dump_json()
+    )
+    lines = _score_views(uri, "http://127.0.0.1:5000")
+    assert lines[1].split() == [
+        "older-grid",
+        f"http://127.0.0.1:5000/#/experiments/{exp}/runs?viewStateShareKey={SCORES_VIEW}",
+    ]
+    tag = client.get_experiment(exp).tags[f"mlflow.sharedViewState.{SCORES_VIEW}"]
+    assert json.loads(tag) == SCORES_VIEW_STATE and "metrics.`delta_pp`" in SCORES_VIEW_STATE["selectedColumns"]
