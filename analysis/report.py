@@ -15,9 +15,9 @@ from analysis import plots, tables
 from analysis.dashboard import write_dashboard
 from analysis.routing import per_call_costs, routing_advice
 from analysis.runs import ReportCache, load_study
-from analysis.stats import noise_floor_pp
 from grid.errors import ArbError
 from grid.registry import ModelRegistry, load_registry
+from trainables.stats import noise_floor_pp
 
 MAX_MARKDOWN_ROWS = 60
 """Longer tables are cut in summary.md: a reader scans the top; the CSV holds everything."""

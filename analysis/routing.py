@@ -1,6 +1,6 @@
 """Routing advice: per task, the cheapest model whose optimized score is not significantly below the best API model.
 
-"Not significantly below" is the paired test on the same test examples (`analysis.stats.paired_delta`): a
+"Not significantly below" is the paired test on the same test examples (`trainables.stats.paired_delta`): a
 candidate qualifies unless its score is lower with p < 0.05 and a CI entirely below zero. Cost and latency per
 1,000 calls come from the per-example tokens and latencies of the optimized program, priced by the registry.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.stats import paired_delta
 from analysis.tables import ScoreIndex, _optimized
 from grid.registry import ModelRegistry
+from trainables.stats import paired_delta
 
 NOT_ENOUGH_DATA = "not enough data"
 ROUTING_COLUMNS = ["task", "reference_api", "reference_score", "route_to", "route_score", "gap_pp", "gap_ci_low",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.stats import delta_verdict, gap_verdict, noise_floor_pp, outcome_label, paired_delta
+from trainables.stats import delta_verdict, gap_verdict, noise_floor_pp, outcome_label, paired_delta
 
 DONE = ("finished", "compile_failed")
 TIER_NAMES = ("task-driven", "weakly task-driven", "model-dependent")

@@ -12,8 +12,8 @@ from synthetic import DELTAS, REPORTED, TIERS, _row, binary, paired_examples, st
 from analysis import tables
 from analysis.routing import routing_advice
 from analysis.runs import typed_runs
-from analysis.stats import delta_verdict, gap_verdict, noise_floor_pp, paired_delta
 from grid.registry import load_registry
+from trainables.stats import delta_verdict, gap_verdict, noise_floor_pp, paired_delta
 
 
 def test_per_model_table_gives_back_the_study() -> None:

@@ -19,7 +19,6 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from analysis.stats import outcome_label, paired_delta
 from grid.errors import ArbError
 from grid.registry import ModelEntry, ModelRegistry, load_registry
 from grid.spec import Trial
@@ -27,6 +26,7 @@ from trainables import ablation, adapters, lm_cache, ollama_node, publish, sandb
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
 from trainables.optimizers import OPTIMIZERS, CompileRequest
+from trainables.stats import outcome_label, paired_delta
 from trainables.tasks import Splits, Task, get_task
 
 log = logging.getLogger(__name__)

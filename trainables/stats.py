@@ -1,4 +1,5 @@
-"""Paired statistics for deltas measured on the same test examples.
+"""Paired statistics for deltas measured on the same test examples (shared by a trial, which describes its own
+result, and the analysis, which compares many).
 
 With n = 50 examples a few points of delta is noise. Every comparison here is paired by example id:
 the bootstrap resamples examples (not scores) and the exact test counts examples that moved up vs down.
