@@ -266,3 +266,21 @@ def test_trace_settings_choose_what_is_traced(traces: str, sample: float, stub: 
                     for c in ("baseline", "optimized")}  # fmt: skip
     assert by_condition["baseline"] == by_condition["optimized"] and 0 < len(by_condition["baseline"]) < 8
     assert by_condition["baseline"] <= picked
+
+
+def test_a_lost_race_to_create_a_shared_dataset_or_prompt_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from trainables import publish
+
+    calls = []
+
+    def loses_once() -> str:
+        calls.append(1)
+        if len(calls) == 1:  # what MLflow raises when another trial inserted the same dataset first
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id")
+        return "linked"
+
+    assert publish._racing(loses_once) == "linked" and len(calls) == 2
+    with pytest.raises(MlflowException, match="no such table"):  # anything else is not retried
+        publish._racing(lambda: (_ for _ in ()).throw(MlflowException("no such table: datasets")))

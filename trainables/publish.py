@@ -7,8 +7,11 @@ Everything here runs while the trial's run is MLflow's active run (`trainables.t
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
+from functools import partial
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar
 
 import dspy
 import mlflow
@@ -16,8 +19,11 @@ import mlflow.data
 import mlflow.data.pandas_dataset
 import mlflow.dspy
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from trainables import tracking
+
+T = TypeVar("T")
 
 MODEL_NAME = "program"
 """Name of the logged model (the optimized program); load it with `mlflow.dspy.load_model(<tag arb.model_uri>)`."""
@@ -28,7 +34,22 @@ def log_datasets(splits: Any, task: str, data: str) -> None:
     for context, examples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         frame = pd.DataFrame([ex.toDict() for ex in examples]).map(_cell)
         dataset = mlflow.data.pandas_dataset.from_pandas(frame, name=f"{task}-{data}-{context}")
-        mlflow.log_input(dataset, context=context)
+        _racing(partial(mlflow.log_input, dataset, context=context))
+
+
+def _racing(write: Callable[[], T], attempts: int = 3) -> T:
+    """`write`, again if it lost a race to create the same entity: trials of one grid share datasets (same task,
+    seed and size) and prompts (same task and model), and MLflow creates those with check-then-insert, so two
+    trials at once can both insert; the loser's retry finds the entity and links to it."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except MlflowException as exc:
+            text = str(exc)
+            if attempt == attempts - 1 or not ("UNIQUE constraint" in text or "duplicate key" in text):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _cell(value: Any) -> Any:
@@ -67,8 +88,10 @@ def prompt_name(task: str, model: str) -> str:
 
 def register_instruction(task: str, model: str, instruction: str, *, message: str, tags: dict[str, str]) -> str:
     """The optimized instruction as a new version of the task × model prompt; returns `prompts:/name/version`."""
-    prompt = mlflow.genai.register_prompt(
-        name=prompt_name(task, model), template=instruction, commit_message=message, tags=tags
+    prompt = _racing(
+        lambda: mlflow.genai.register_prompt(
+            name=prompt_name(task, model), template=instruction, commit_message=message, tags=tags
+        )
     )
     uri = f"prompts:/{prompt.name}/{prompt.version}"
     run = mlflow.active_run()
