@@ -63,7 +63,7 @@ def main() -> None:
                                   timeout_s=servers.timeouts[model])  # fmt: skip
                     start = time.perf_counter()
                     with dspy.context(adapter=adapters.adapter(structured)):
-                        result = evaluate(task.program(splits), splits.test, task, lm=lm, meter=meter,
+                        result = evaluate(task.program(splits), splits.test, task, lm=lm,
                                           condition="baseline")  # fmt: skip
                     took = time.perf_counter() - start
                     usage = meter.total()

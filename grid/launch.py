@@ -21,9 +21,11 @@ from grid.embedded import DEFAULT_PORT, EmbeddedServers, check_embedded, serve_e
 from grid.errors import ArbError
 from grid.registry import ModelRegistry
 from grid.spec import GridSpec, Trial, expand
-from trainables import ablation, sandbox
+from trainables import ablation, sandbox, slots
 
 SPEC_TAG = "arb.grid_spec"
+PRELOAD = ("trainables.trial",)
+"""Modules a Ray worker imports before it is handed a trial (what `run_trial` needs)."""
 REGISTRY_TAG = "arb.registry_path"
 
 
@@ -269,17 +271,23 @@ def _fit(
     # waiting for its worker process; the searcher already hands out only what the slots can take.
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
     # Workers inherit the driver's environment; nothing secret is put in the config itself.
+    address = os.environ.get("RAY_ADDRESS") or "local"
     ray.init(
         # Without RAY_ADDRESS, a fresh local instance: ray.init() alone would try to join whatever cluster
         # /tmp/ray/ray_current_cluster last named, even a dead one. On a cluster head, set RAY_ADDRESS=auto.
-        address=os.environ.get("RAY_ADDRESS") or "local",
+        address=address,
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=True,
         logging_level=logging.ERROR,
+        # A local instance starts its worker processes with the trial's imports done (DSPy, LiteLLM, MLflow: seconds
+        # each) while the driver is still setting up; cluster nodes get the same from RAY_preload_python_modules
+        # in cluster.yaml.
+        _system_config={"preload_python_modules": list(PRELOAD)} if address == "local" else None,
     )
     try:
-        searcher = _searcher(trials, runtime.model_dump(), registry)
+        board = slots.start_board()
+        searcher = _searcher(trials, runtime.model_dump(), registry, publish=lambda grants: board.set.remote(grants))
         tuner = tune.Tuner(
             tune.with_resources(run_trial, _trial_resources(spec)),
             tune_config=tune.TuneConfig(
@@ -327,15 +335,20 @@ def _servers_failed_stopper(servers: EmbeddedServers) -> Any:
     return ServersFailed()
 
 
-def _searcher(trials: list[Trial], runtime: dict[str, Any], registry: ModelRegistry) -> placement.ModelAwareSearcher:
-    """The model-aware searcher over the cluster's Ollama nodes (none on a single machine: nothing is pinned)."""
+def _searcher(
+    trials: list[Trial], runtime: dict[str, Any], registry: ModelRegistry, publish: Any
+) -> placement.ModelAwareSearcher:
+    """The model-aware searcher over the cluster's Ollama nodes (none on a single machine: nothing is pinned);
+    `publish` receives the slots it lends to running trials."""
     import ray
 
     def live_nodes() -> dict[str, placement.Node]:
         return placement.ollama_nodes(ray.nodes())
 
     pinned = {t.model for t in trials if registry.get(t.model).provider == "ollama"}
-    return placement.ModelAwareSearcher(trials, runtime, pinned=pinned, nodes=live_nodes(), refresh=live_nodes)
+    return placement.ModelAwareSearcher(
+        trials, runtime, pinned=pinned, nodes=live_nodes(), refresh=live_nodes, publish=publish
+    )
 
 
 def _trial_resources(spec: GridSpec) -> Any:

@@ -22,7 +22,8 @@ PHASES_DIR = Path(__file__).with_name("phases")
 _MAX_GRID_BYTES = 256 * 1024  # grid files are hand-written; anything larger is a mistake or an attack
 _MAX_INCLUDE_DEPTH = 8
 
-DataSource = Literal["hub", "sample"]
+DataSource = str
+"""`hub`, `sample`, or an absolute path to a directory laid out like the shipped samples (see `GridSpec.data`)."""
 TraceMode = Literal["eval", "all", "none"]
 
 
@@ -73,7 +74,10 @@ class GridSpec(BaseModel):
     with the output schema enforced by the server (llama.cpp grammar, Ollama `format`, OpenAI structured outputs).
     It changes the prompt, so it is part of the trial key. `[false, true]` measures both."""
     data: DataSource = "hub"
-    """`hub`: the real Hugging Face dataset; `sample`: the small hand-written files shipped with each task."""
+    """`hub`: the real Hugging Face dataset; `sample`: the small hand-written files shipped with each task; or an
+    absolute path to a directory laid out like those (`<dataset>/<split>.jsonl`, e.g. `gsm8k/test.jsonl`, rows in
+    the dataset's own schema): a private mirror, or larger generated data. On a cluster, every node must see the
+    path."""
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
     """Extra optimizer settings (e.g. MIPROv2's `auto`, `num_candidates`, `num_trials`); validated per optimizer."""
     max_concurrent_trials: int | None = Field(default=None, ge=1)
@@ -99,6 +103,17 @@ class GridSpec(BaseModel):
         """Number of trials the grid expands to (the cross product of its axes)."""
         axes = (self.models, self.tasks, self.demos, self.n_labeled, self.seeds, self.structured)
         return math.prod(len(axis) for axis in axes)
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, v: str) -> str:
+        if v in ("hub", "sample"):
+            return v
+        if not Path(v).is_absolute():
+            raise ValueError(f"`data` is {v!r}: use hub, sample, or an absolute path to a data directory")
+        if not Path(v).is_dir():
+            raise ValueError(f"`data` directory {v} does not exist")
+        return v
 
     @field_validator("models", "tasks")
     @classmethod

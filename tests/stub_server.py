@@ -107,6 +107,8 @@ class StubState:
     idle one, or waits until one is idle."""
     busy_seconds: float = 0.0
     """Simulated generation time served so far (loads not included)."""
+    served: list[tuple[float, float]] = field(default_factory=list)
+    """(start, end) Unix times of every generation served (loads not included): a timeline of slot use."""
     active: Counter[str] = field(default_factory=Counter)
     schemas: list[dict[str, Any]] = field(default_factory=list)
     """JSON schemas that structured-output requests asked for (llama.cpp, OpenAI or Ollama form)."""
@@ -153,12 +155,14 @@ class StubState:
                 self.loaded.remove(model)
                 self.loaded.append(model)  # most recently used last
                 self.active[model] += 1
+            began = time.time()
             try:
                 time.sleep(self.call_seconds)
             finally:
                 with self.changed:
                     self.active[model] -= 1
                     self.busy_seconds += self.call_seconds
+                    self.served.append((began, time.time()))
                     self.changed.notify_all()
 
 

@@ -14,7 +14,7 @@ def _racer(uri: str, experiment_id: str, barrier: object, queue: object) -> None
     client = MlflowClient(uri)
     barrier.wait()  # type: ignore[attr-defined]
     try:
-        run_id = tracking.get_or_create_run(client, experiment_id, "samekey", "racer", {"arb.grid": "race"})
+        run_id, _ = tracking.get_or_create_run(client, experiment_id, "samekey", "racer", {"arb.grid": "race"})
         queue.put(("ok", run_id))  # type: ignore[attr-defined]
     except Exception as exc:
         queue.put(("error", f"{type(exc).__name__}: {exc}"))  # type: ignore[attr-defined]

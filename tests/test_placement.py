@@ -33,15 +33,33 @@ def _simulate(
     started: dict[str | None, dict[str, str]] = {}
     queued: dict[str | None, list[tuple[str, Trial]]] = {}
 
+    held: dict[str, tuple[Trial, str | None, bool]] = {}
+    """Trials started but gated (waiting for their node's model switch): they run once the gate opens."""
+
+    def gated(trial_id: str, node: str | None) -> bool:
+        return node is not None and node in searcher.nodes and trial_id in searcher.nodes[node].gated
+
     def start(trial_id: str, trial: Trial, node: str | None) -> None:
         started.setdefault(node, {})[trial_id] = trial.model
         if node is not None:  # never more models at once than the node holds, never more trials than slots
-            assert len(set(started[node].values())) <= searcher.nodes[node].max_models
+            serving = {m for tid, m in started[node].items() if not gated(tid, node) and tid not in held}
+            assert len(serving) <= searcher.nodes[node].max_models
             assert len(started[node]) <= searcher.nodes[node].slots
         failed = trial.key in (fail or set()) and trial.key not in attempts
         attempts.setdefault(trial.key, []).append((node, "error" if failed else "ok"))
+        if gated(trial_id, node):
+            held[trial_id] = (trial, node, failed)
+            return
         end = now + (duration or {}).get(trial.model, 1.0)
         heapq.heappush(running, (end, trial_id, node, failed))
+
+    def open_gates() -> None:
+        for trial_id, (trial, node, failed) in list(held.items()):
+            if not gated(trial_id, node):
+                del held[trial_id]
+                serving = {m for tid, m in started[node].items() if not gated(tid, node) and tid not in held}
+                assert node is None or len(serving) <= searcher.nodes[node].max_models
+                heapq.heappush(running, (now + (duration or {}).get(trial.model, 1.0), trial_id, node, failed))
 
     for _ in range(10_000):
         while True:
@@ -55,14 +73,16 @@ def _simulate(
             else:
                 start(trial_id, trial, node)
         if config == Searcher.FINISHED:
-            assert not any(queued.values())
+            assert not any(queued.values()) and not held
             return now, attempts
+        open_gates()
         assert running, "the searcher stalled with nothing running"
         now, trial_id, node, failed = heapq.heappop(running)
         started[node].pop(trial_id)
         if queued.get(node):
             start(*queued[node].pop(0), node)
         searcher.on_trial_complete(trial_id, None if failed else {"ok": 1}, error=failed)
+        open_gates()
     raise AssertionError("simulation did not end")
 
 

@@ -6,7 +6,10 @@ server that is down fails the trial instead, because a score of 0 from a dead se
 
 from __future__ import annotations
 
+import contextvars
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -15,8 +18,8 @@ import dspy
 import numpy as np
 from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
 
-from trainables import lm_cache, tracing
-from trainables.lm import Meter
+from trainables import lm_cache, slots, tracing
+from trainables.lm import Usage, example_usage
 from trainables.tasks.base import Task
 
 
@@ -33,6 +36,8 @@ class ExampleRecord:
     completion_tokens: int
     lm_calls: int
     error: str = ""
+    in_flight: int = 1
+    """Examples of this trial being evaluated when this one started (itself included)."""
 
 
 @dataclass
@@ -43,6 +48,8 @@ class EvalResult:
     records: list[ExampleRecord] = field(default_factory=list)
     corpus_score: float | None = None
     """The task's corpus-level score in [0, 1], for tasks whose metric is not a mean over examples."""
+    mean_in_flight: float = 1.0
+    """Examples in flight, averaged over the evaluation's wall time."""
 
     @property
     def score(self) -> float:
@@ -79,24 +86,27 @@ class Attempt:
     error: str
     latency_ms: float
     """The program call only, not the metric (the code task's metric runs the code)."""
+    usage: Usage
+    """The LM calls this example made (its own, even when other examples ran at the same time)."""
 
 
 def _attempt(program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.LM) -> Attempt:
     start = time.perf_counter()
     pred, error = None, ""
-    try:
-        with lm_cache.scope() as cached, dspy.context(lm=lm):
-            pred = program(**example.inputs())
-    except (AdapterParseError, ValueError, RecursionError):
-        # ValueError/RecursionError: DSPy's JSON fallback hands malformed output to json_repair, which gives up on
-        # pathological text (e.g. thousands of nested brackets) with these instead of a parse error.
-        error = "parse"
-        lm_cache.forget_scope(cached)  # a retry asks the model again rather than replaying what failed
-    except ContextWindowExceededError:
-        error = "context_window"
+    with example_usage() as usage:
+        try:
+            with lm_cache.scope() as cached, dspy.context(lm=lm):
+                pred = program(**example.inputs())
+        except (AdapterParseError, ValueError, RecursionError):
+            # ValueError/RecursionError: DSPy's JSON fallback hands malformed output to json_repair, which gives up
+            # on pathological text (e.g. thousands of nested brackets) with these instead of a parse error.
+            error = "parse"
+            lm_cache.forget_scope(cached)  # a retry asks the model again rather than replaying what failed
+        except ContextWindowExceededError:
+            error = "context_window"
     latency_ms = 1000.0 * (time.perf_counter() - start)
     score = float(task.metric(example, pred)) if pred is not None else 0.0
-    return Attempt(pred, score, error, latency_ms)
+    return Attempt(pred, score, error, latency_ms, usage)
 
 
 def _prediction_text(pred: Any) -> str:
@@ -112,44 +122,90 @@ def evaluate(
     task: Task,
     *,
     lm: dspy.LM,
-    meter: Meter,
     condition: str,
-    role: str = "student",
     trace_sample: float | None = None,
+    concurrency: int | Callable[[], int] = 1,
 ) -> EvalResult:
     """Run `program` on each example with `lm`, scoring it with the task's metric (and corpus metric, if any).
 
     With `trace_sample`, that fraction of the examples is traced in MLflow, one trace each (`trainables.tracing`);
-    None leaves tracing to whatever is configured (nothing, outside a trial)."""
-    result = EvalResult(condition=condition)
-    pairs: list[tuple[dspy.Example, Any]] = []
-    for example in examples:
-        example_id = str(example.get("id", ""))
-        before = meter.total(role=role)
-        work = partial(_attempt, program, example, task, lm)
-        if trace_sample is None:
-            attempt = work()
-        else:
-            on = tracing.chosen(example_id, trace_sample)
-            attempt = tracing.traced_example(
-                work, example_id=example_id, condition=condition, on=on, inputs=dict(example.inputs())
-            )
-        pred, score = attempt.pred, attempt.score
-        after = meter.total(role=role)
-        pairs.append((example, pred))
+    None leaves tracing to whatever is configured (nothing, outside a trial). `concurrency` examples are evaluated
+    at once — a number, or a function asked before each start (the trial's current share of its server's slots,
+    `trainables.slots`) — in threads, each in a copy of the caller's context (DSPy's settings, the example's own
+    accounting). The trial holds that many slots, so an example's latency does not include waiting for one; each
+    record also says how many examples were in flight when it started. Records stay in example order."""
+    work = [partial(_one, program, example, task, lm, condition, trace_sample) for example in examples]
+    if callable(concurrency):
+        attempts, in_flight, mean = _run(work, concurrency)
+    elif concurrency > 1:
+        attempts, in_flight, mean = _run(work, lambda: int(concurrency))
+    else:  # in this thread: nothing to wait for but the model
+        attempts, in_flight, mean = [w() for w in work], [1] * len(work), 1.0
+    result = EvalResult(condition=condition, mean_in_flight=mean)
+    for example, attempt, started_with in zip(examples, attempts, in_flight, strict=True):
         result.records.append(
             ExampleRecord(
-                example_id=example_id,
+                example_id=str(example.get("id", "")),
                 condition=condition,
-                prediction=_prediction_text(pred),
-                score=score,
+                prediction=_prediction_text(attempt.pred),
+                score=attempt.score,
                 latency_ms=attempt.latency_ms,
-                prompt_tokens=after.prompt_tokens - before.prompt_tokens,
-                completion_tokens=after.completion_tokens - before.completion_tokens,
-                lm_calls=after.calls - before.calls,
+                prompt_tokens=attempt.usage.prompt_tokens,
+                completion_tokens=attempt.usage.completion_tokens,
+                lm_calls=attempt.usage.calls,
                 error=attempt.error,
+                in_flight=started_with,
             )
         )
     if task.corpus_metric is not None:
-        result.corpus_score = float(task.corpus_metric(pairs))
+        result.corpus_score = float(
+            task.corpus_metric([(ex, a.pred) for ex, a in zip(examples, attempts, strict=True)])
+        )
     return result
+
+
+MAX_THREADS = 32
+"""Upper bound on examples in flight in one trial, whatever it is granted."""
+
+
+def _run(work: Sequence[Callable[[], Attempt]], limit: Callable[[], int]) -> tuple[list[Attempt], list[int], float]:
+    """Run every `work` item, at most `limit()` at once (asked again whenever one ends, and every `POLL_S`);
+    returns the attempts in order, the number in flight when each started, and the time-averaged number in flight.
+    The first error stops new starts and is raised once the running ones end."""
+    attempts: list[Attempt | None] = [None] * len(work)
+    started_with = [1] * len(work)
+    if len(work) <= 1:
+        return [w() for w in work], started_with, 1.0
+    t0 = last = time.perf_counter()
+    area = 0.0
+    with ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="arb-eval") as pool:
+        running: dict[Future[Attempt], int] = {}
+        nxt = 0
+        while nxt < len(work) or running:
+            cap = min(MAX_THREADS, max(1, limit()))
+            while nxt < len(work) and len(running) < cap:
+                started_with[nxt] = len(running) + 1
+                running[pool.submit(contextvars.copy_context().run, work[nxt])] = nxt
+                nxt += 1
+            done, _ = wait(running, timeout=slots.POLL_S, return_when=FIRST_COMPLETED)
+            now = time.perf_counter()
+            area += len(running) * (now - last)
+            last = now
+            for future in done:
+                attempts[running.pop(future)] = future.result()  # an error: the pool waits for the others
+    wall = time.perf_counter() - t0
+    return [a for a in attempts if a is not None], started_with, (area / wall if wall > 0 else 1.0)
+
+
+def _one(
+    program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.LM, condition: str, trace_sample: float | None
+) -> Attempt:
+    """One example, traced if it is among the sampled ones."""
+    work = partial(_attempt, program, example, task, lm)
+    if trace_sample is None:
+        return work()
+    example_id = str(example.get("id", ""))
+    on = tracing.chosen(example_id, trace_sample)
+    return tracing.traced_example(
+        work, example_id=example_id, condition=condition, on=on, inputs=dict(example.inputs())
+    )

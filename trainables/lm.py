@@ -7,10 +7,13 @@ the meter is found by name in a module-level table rather than held as an attrib
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +46,21 @@ class Usage:
         self.thinking_tokens += other.thinking_tokens
 
 
+_EXAMPLE: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("arb_example_usage", default=None)
+
+
+@contextmanager
+def example_usage() -> Iterator[Usage]:
+    """Usage of the LM calls made inside this block, in this context only: per-example accounting that stays right
+    when several examples are evaluated at once in threads (each runs in its own copy of the context)."""
+    usage = Usage()
+    token = _EXAMPLE.set(usage)
+    try:
+        yield usage
+    finally:
+        _EXAMPLE.reset(token)
+
+
 class Meter:
     """Per-trial LM accounting, keyed by (stage, role)."""
 
@@ -53,13 +71,15 @@ class Meter:
         self.usage: dict[tuple[str, str], Usage] = defaultdict(Usage)
 
     def record(self, role: str, usage: dict[str, Any], cache_hit: bool) -> None:
+        call = Usage(calls=1, cache_hits=int(cache_hit))
+        if not cache_hit:
+            call.prompt_tokens = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+            call.completion_tokens = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
         with self._lock:
-            u = self.usage[(self.stage, role)]
-            u.calls += 1
-            u.cache_hits += int(cache_hit)
-            if not cache_hit:
-                u.prompt_tokens += int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-                u.completion_tokens += int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+            self.usage[(self.stage, role)].add(call)
+        example = _EXAMPLE.get()
+        if example is not None:
+            example.add(call)
 
     def record_thinking(self, role: str, tokens: int) -> None:
         with self._lock:

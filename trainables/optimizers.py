@@ -29,6 +29,8 @@ class CompileRequest:
     student: dspy.LM
     teacher: dspy.LM
     params: dict[str, Any] = field(default_factory=dict)
+    threads: int = 1
+    """Candidate evaluations at once (DSPy's `num_threads`): the trial's share of its server's slots."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ def _bootstrap_rs(req: CompileRequest) -> dspy.Module:
         max_bootstrapped_demos=req.demos,
         max_labeled_demos=req.demos,
         num_candidate_programs=int(req.params.get("num_candidate_programs", 4)),
-        num_threads=1,
+        num_threads=req.threads,
         teacher_settings={"lm": req.teacher},
     )
     return optimizer.compile(req.program.deepcopy(), trainset=req.trainset, valset=req.valset)
@@ -128,7 +130,7 @@ def _mipro(req: CompileRequest) -> dspy.Module:
         max_labeled_demos=req.demos,
         auto=p.get("auto", None if "num_candidates" in p else "light"),
         num_candidates=p.get("num_candidates"),
-        num_threads=1,
+        num_threads=req.threads,
         seed=req.seed,
         verbose=False,
     )

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, TypeVar
 
 import dspy
@@ -30,11 +31,17 @@ MODEL_NAME = "program"
 
 
 def log_datasets(splits: Any, task: str, data: str) -> None:
-    """Train / val / test as the run's dataset inputs (name, digest, size, schema) with their roles as context."""
+    """Train / val / test as the run's dataset inputs (name, digest, size, schema) with their roles as context,
+    in one write."""
+    source = data if data in ("hub", "sample") else Path(data).name  # a data directory: its name
+    datasets: list[Any] = []
+    contexts: list[str | None] = []
     for context, examples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         frame = pd.DataFrame([ex.toDict() for ex in examples]).map(_cell)
-        dataset = mlflow.data.pandas_dataset.from_pandas(frame, name=f"{task}-{data}-{context}")
-        _racing(partial(mlflow.log_input, dataset, context=context))
+        datasets.append(mlflow.data.pandas_dataset.from_pandas(frame, name=f"{task}-{source}-{context}"))
+        contexts.append(context)
+    tags: list[dict[str, str] | None] = [None] * len(datasets)
+    _racing(partial(mlflow.log_inputs, datasets=datasets, contexts=contexts, tags_list=tags))
 
 
 def _racing(write: Callable[[], T], attempts: int = 3) -> T:

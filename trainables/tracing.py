@@ -17,6 +17,7 @@ API keys stay out: mlflow.dspy drops `api_key` from the LM attributes it records
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ import mlflow.dspy
 from mlflow.entities import SpanType
 
 from grid.spec import TraceMode
+from trainables.timing import Phases
 
 
 class Scored(Protocol):
@@ -38,8 +40,11 @@ T = TypeVar("T", bound=Scored)
 
 
 @contextmanager
-def recording(tracking_uri: str, experiment_id: str, run_id: str, traces: TraceMode) -> Iterator[None]:
-    """Make `run_id` the active run of this process, with DSPy autologging set for `traces`."""
+def recording(
+    tracking_uri: str, experiment_id: str, run_id: str, traces: TraceMode, phases: Phases | None = None
+) -> Iterator[None]:
+    """Make `run_id` the active run of this process, with DSPy autologging set for `traces`; the wait for the
+    trace export at the end is `phases`' "traces"."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)  # traces go to the active experiment, not the run's
     mlflow.dspy.autolog(
@@ -60,7 +65,8 @@ def recording(tracking_uri: str, experiment_id: str, run_id: str, traces: TraceM
             yield
     finally:
         # Traces are exported in the background; they must be in the store before the run counts as done.
-        mlflow.flush_trace_async_logging(terminate=False)
+        with phases.phase("traces") if phases is not None else contextlib.nullcontext():
+            mlflow.flush_trace_async_logging(terminate=False)
         mlflow.clear_active_model()
 
 

@@ -174,6 +174,31 @@ def finished_statuses(tracking_uri: str, name: str) -> dict[str, str]:
     return out
 
 
+def open_run(
+    client: MlflowClient, experiment_id: str, key: str, run_name: str, tags: dict[str, str], params: dict[str, Any]
+) -> tuple[str, Run | None]:
+    """Start an attempt at trial `key`: (run id, None), or (run id, the run) if a run already holds its result.
+
+    One lookup serves both questions (done? which run?); a reused run is marked running and gets any params it
+    lacks in one batch; a new run is created running (see `get_or_create_run`) and gets its params in one batch.
+    """
+    runs = find_runs(client, experiment_id, key)
+    for run in runs:
+        if run.data.tags.get(TAG_STATUS) in DONE_STATUSES:
+            return run.info.run_id, run
+    if runs:
+        run_id, existing = runs[0].info.run_id, runs[0].data.params
+        _log_params(client, run_id, params, existing, tags={TAG_STATUS: RUNNING})
+        client.update_run(run_id, status="RUNNING")
+        return run_id, None
+    run_id, created = get_or_create_run(client, experiment_id, key, run_name, tags, looked=True)
+    if created:
+        _log_params(client, run_id, params, {})
+    else:  # another process created it first: it may have logged params already, and may have finished since
+        return open_run(client, experiment_id, key, run_name, tags, params)
+    return run_id, None
+
+
 def get_or_create_run(
     client: MlflowClient,
     experiment_id: str,
@@ -182,8 +207,11 @@ def get_or_create_run(
     tags: dict[str, str],
     settle_s: float = 0.25,
     rounds: int = 2,
-) -> str:
-    """The run id for trial `key`, creating the run only if none exists; safe when many processes race.
+    *,
+    looked: bool = False,
+) -> tuple[str, bool]:
+    """(run id, whether this call created it) for trial `key`, creating the run only if none exists; safe when many
+    processes race. `looked`: the caller has just found no run for `key` (one search fewer).
 
     On a SQLite store (one machine) a file lock next to the database serializes look-then-create. On a tracking
     server, MLflow cannot create a run conditionally, so racers all create one and then agree on the oldest
@@ -192,22 +220,20 @@ def get_or_create_run(
     timestamp; a run that appears later than that was created after ours, so it loses.
     """
     uri = str(client.tracking_uri)
+    new_tags = {TAG_KEY: key, TAG_STATUS: RUNNING, **tags}
     if uri.startswith("sqlite:///"):
         # One machine, one file: a lock makes look-then-create atomic. (SQLite also serializes the racers' writes,
         # so a run can become visible long after its start time, which the protocol below cannot see.)
         with FileLock(uri.removeprefix("sqlite:///") + ".arb-runs.lock", timeout=120):
             runs = find_runs(client, experiment_id, key)
             if runs:
-                return runs[0].info.run_id
-            created = client.create_run(
-                experiment_id, run_name=run_name, tags={TAG_KEY: key, TAG_STATUS: RUNNING, **tags}
-            )
-            return str(created.info.run_id)
-    runs = find_runs(client, experiment_id, key)
+                return runs[0].info.run_id, False
+            return str(client.create_run(experiment_id, run_name=run_name, tags=new_tags).info.run_id), True
+    runs = [] if looked else find_runs(client, experiment_id, key)
     if runs:
-        return runs[0].info.run_id
-    mine = client.create_run(experiment_id, run_name=run_name, tags={TAG_KEY: key, TAG_STATUS: RUNNING, **tags})
-    my_id, deleted = mine.info.run_id, False
+        return runs[0].info.run_id, False
+    my_id = client.create_run(experiment_id, run_name=run_name, tags=new_tags).info.run_id
+    deleted = False
     oldest = my_id
     # Losers keep watching too: the run they yielded to may itself yield to an even older one seen later.
     for round_ in range(rounds + 1):
@@ -218,25 +244,23 @@ def get_or_create_run(
             deleted = True
         if round_ < rounds:
             time.sleep(settle_s)
-    return oldest
+    return oldest, oldest == my_id
 
 
-def start_attempt(client: MlflowClient, run_id: str) -> None:
-    """Mark a (possibly reused) run as running again."""
-    client.set_tag(run_id, TAG_STATUS, RUNNING)
-    client.update_run(run_id, status="RUNNING")
-
-
-def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    """Log params, skipping ones already logged (MLflow refuses to change a param; a retry logs the same)."""
-    existing = client.get_run(run_id).data.params
+def _log_params(
+    client: MlflowClient, run_id: str, params: dict[str, Any], existing: dict[str, str],
+    tags: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    """Params (with package versions) not in `existing`, and `tags`, in one batch: MLflow refuses to change a
+    param, and a retry logs the same ones."""
     batch = []
     for k, v in {**params, **package_versions()}.items():
         value = redact(v if isinstance(v, str) else json.dumps(v, sort_keys=True))[:_PARAM_MAX]
         if k not in existing:
             batch.append(Param(k, value))
-    if batch:
-        client.log_batch(run_id, params=batch)
+    run_tags = [RunTag(k, v) for k, v in (tags or {}).items()]
+    if batch or run_tags:
+        client.log_batch(run_id, params=batch, tags=run_tags)
 
 
 def finish(
@@ -248,21 +272,21 @@ def finish(
     tags: dict[str, str],
     artifacts: dict[str, str],
 ) -> None:
-    """Write the trial's result. The status tag is written last: a run only counts as done once all is logged."""
-    now = int(time.time() * 1000)
-    client.log_batch(
-        run_id,
-        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        tags=[RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()],
-    )
+    """Write the trial's result: the artifacts, then metrics, tags and the status tag in one batch (the commit
+    point: a run counts as done only once all of it is logged), then the run's end. A process killed before the
+    batch leaves a run that a retry redoes; one killed after it, a done run still RUNNING, which the next look at
+    it closes (`trainables.trial.execute_trial`)."""
     with tempfile.TemporaryDirectory(prefix="arb-artifacts-") as tmp:
         for name, content in artifacts.items():
             (Path(tmp) / name).write_text(redact(content))
         client.log_artifacts(run_id, tmp)
-    # The status tag is the commit point, so it goes last: a process killed between these two writes leaves a run
-    # that is terminated but not tagged done, which a retry redoes (the other order left "done" runs RUNNING).
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        tags=[RunTag(k, redact(str(v))[:5000]) for k, v in {**tags, TAG_STATUS: status}.items()],
+    )
     client.set_terminated(run_id, status=MlflowRunStatus.to_string(MlflowRunStatus.FINISHED))
-    client.set_tag(run_id, TAG_STATUS, status)
 
 
 def mark_errored(client: MlflowClient, run_id: str, exc: BaseException) -> None:

@@ -10,6 +10,8 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from grid.errors import ArbError
 from grid.registry import ModelEntry, ModelRegistry, load_registry
 from grid.spec import Trial
-from trainables import ablation, adapters, lm_cache, ollama_node, publish, sandbox, tracing, tracking
+from trainables import ablation, adapters, lm_cache, ollama_node, publish, sandbox, slots, tracing, tracking
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
 from trainables.optimizers import OPTIMIZERS, CompileRequest
 from trainables.stats import outcome_label, paired_delta
 from trainables.tasks import Splits, Task, get_task
+from trainables.timing import Phases
 
 log = logging.getLogger(__name__)
 
@@ -75,46 +78,54 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 def execute_trial(config: dict[str, Any]) -> dict[str, float]:
-    """Run (or reuse) one trial and return its metrics; see the module docstring."""
+    """Run (or reuse) one trial and return its metrics and, as `time_*`, where its time went (`trainables.timing`).
+
+    `config` holds the trial, its runtime, and from the searcher: `concurrency` (requests the trial may have in
+    flight at once: the share of its node's slots it holds) and `suggested_at` (when it was handed out)."""
+    phases = Phases(config.get("suggested_at"))
     trial = Trial.model_validate(config["trial"])
     runtime = Runtime.model_validate(config["runtime"])
+    concurrency = max(1, int(config.get("concurrency") or 1))
     client = MlflowClient(runtime.tracking_uri)
-
-    done = tracking.finished_run(client, runtime.experiment_id, trial.key)
-    if done is not None:
-        log.info("trial %s already finished in run %s; nothing to do", trial.key, done.info.run_id)
-        if done.info.status != "FINISHED":  # a run finished by a process that was killed before it closed the run
-            client.set_terminated(done.info.run_id, status="FINISHED")
-        failed = done.data.tags.get(tracking.TAG_STATUS) == tracking.COMPILE_FAILED
-        return {**done.data.metrics, "reused": 1.0, "compile_failed": float(failed)}
-
-    run_id = tracking.get_or_create_run(
-        client,
-        runtime.experiment_id,
-        trial.key,
-        trial.run_name,
-        {"arb.phase": trial.phase, "arb.grid": trial.grid, "arb.task_version": trial.task_version},
-    )
-    tracking.start_attempt(client, run_id)
     registry = runtime.model_registry()
-    tracking.log_params(client, run_id, {**_params(trial), "provider": registry.get(trial.model).provider})
+
+    with phases.phase("setup"):
+        run_id, done = tracking.open_run(
+            client,
+            runtime.experiment_id,
+            trial.key,
+            trial.run_name,
+            {"arb.phase": trial.phase, "arb.grid": trial.grid, "arb.task_version": trial.task_version},
+            {**_params(trial), "provider": registry.get(trial.model).provider},
+        )
+        if done is not None:
+            log.info("trial %s already finished in run %s; nothing to do", trial.key, run_id)
+            if done.info.status != "FINISHED":  # a run finished by a process killed before it closed the run
+                client.set_terminated(run_id, status="FINISHED")
+    if done is not None:
+        failed = done.data.tags.get(tracking.TAG_STATUS) == tracking.COMPILE_FAILED
+        return {**done.data.metrics, "reused": 1.0, "compile_failed": float(failed), **phases.report()}
     try:
-        with tracing.recording(runtime.tracking_uri, runtime.experiment_id, run_id, trial.traces):
-            status, metrics, artifacts, tags = _work(trial, runtime, registry, run_id)
+        with tracing.recording(runtime.tracking_uri, runtime.experiment_id, run_id, trial.traces, phases):
+            pace = Pace(concurrency, phases, slots.allowance(config.get("slot_id"), concurrency))
+            status, metrics, artifacts, tags = _work(trial, runtime, registry, run_id, pace)
     except BaseException as exc:
         tracking.mark_errored(client, run_id, exc)
         exc.add_note(f"MLflow run {run_id}")
         raise
     try:
-        tracking.finish(client, run_id, status=status, metrics=metrics, tags=tags, artifacts=artifacts)
+        with phases.phase("finish"):
+            tracking.finish(client, run_id, status=status, metrics=metrics, tags=tags, artifacts=artifacts)
     except BaseException as exc:
         # A full disk or a lost store mid-write: the status tag was not written, so the run is not taken for
         # finished; say why if the store still takes a write, and let the retry or resume redo the trial.
         with contextlib.suppress(Exception):
             tracking.mark_errored(client, run_id, exc)
         raise
-    # `reused` and `compile_failed` go to Tune (progress, status) but are not part of the MLflow record.
-    return {**metrics, "reused": 0.0, "compile_failed": float(status == tracking.COMPILE_FAILED)}
+    # `reused`, `compile_failed` and the times go to Tune (progress, status, benchmarks), not to the MLflow record.
+    return {
+        **metrics, "reused": 0.0, "compile_failed": float(status == tracking.COMPILE_FAILED), **phases.report(),
+    }  # fmt: skip
 
 
 def _params(trial: Trial) -> dict[str, Any]:
@@ -135,8 +146,26 @@ def _params(trial: Trial) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How a trial runs, not what it computes: requests it may have in flight, and where its time goes."""
+
+    concurrency: int
+    """Requests in flight the trial was started with (its share of its node's slots)."""
+    phases: Phases
+    allowance: Callable[[], int] | None = None
+    """The live share (slots lent by the driver while nothing else can use them: `trainables.slots`), if any."""
+
+    @property
+    def limit(self) -> int | Callable[[], int]:
+        return self.allowance or self.concurrency
+
+    def now(self) -> int:
+        return max(1, self.allowance()) if self.allowance is not None else self.concurrency
+
+
 def _work(
-    trial: Trial, runtime: Runtime, registry: ModelRegistry, run_id: str
+    trial: Trial, runtime: Runtime, registry: ModelRegistry, run_id: str, pace: Pace
 ) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:
     """The named steps of a trial; returns (status, metrics, artifacts, extra tags)."""
     task = get_task(trial.task)
@@ -144,39 +173,44 @@ def _work(
     teacher_name = trial.teacher or trial.model
     teacher_entry = registry.get(teacher_name)
 
-    splits = task.load(trial.data, trial.seed, trial.n_labeled, trial.n_val, trial.n_eval)
+    with pace.phases.phase("load"):
+        splits = task.load(trial.data, trial.seed, trial.n_labeled, trial.n_val, trial.n_eval)
     sandbox.set_mode(trial.sandbox)
     meter = new_meter(run_id)
     try:
         with dspy.context(adapter=adapters.adapter(trial.structured)):
-            return _steps(trial, runtime, task, splits, student_entry, (teacher_name, teacher_entry), meter)
+            return _steps(trial, runtime, task, splits, student_entry, (teacher_name, teacher_entry), meter, pace)
     finally:
         drop_meter(run_id)
 
 
 def _steps(
     trial: Trial, runtime: Runtime, task: Task, splits: Splits, student_entry: ModelEntry,
-    teacher: tuple[str, ModelEntry], meter: Meter,
+    teacher: tuple[str, ModelEntry], meter: Meter, pace: Pace,
 ) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:  # fmt: skip
     """Baseline, compile, evaluate (or the demo ablation), with the trial's LMs and adapter in place."""
     run_id = meter.name
     teacher_name, teacher_entry = teacher
-    lm_cache.install(tracking.default_home() / "cache" / "lm" if trial.lm_cache else None)
-    student = build_lm(student_entry, meter=run_id, role="student", **_endpoint(runtime, trial.model, student_entry))
-    teacher = build_lm(teacher_entry, meter=run_id, role="teacher", **_endpoint(runtime, teacher_name, teacher_entry))
-    program = task.program(splits)
+    with pace.phases.phase("gate"):
+        slots.wait_turn(pace.allowance)  # placed ahead of its node's model switch: no request before it
+    with pace.phases.phase("load"):
+        lm_cache.install(tracking.default_home() / "cache" / "lm" if trial.lm_cache else None)
+        student_at = _endpoint(runtime, trial.model, student_entry)
+        teacher_at = _endpoint(runtime, teacher_name, teacher_entry)
+        student = build_lm(student_entry, meter=run_id, role="student", **student_at)
+        teacher = build_lm(teacher_entry, meter=run_id, role="teacher", **teacher_at)
+        program = task.program(splits)
 
     meter.stage = "baseline"
-    t0 = time.perf_counter()
     traced = _trace_sample(trial)
-    baseline = evaluate(program, splits.test, task, lm=student, meter=meter, condition="baseline", trace_sample=traced)
-    eval_seconds = time.perf_counter() - t0
+    with pace.phases.phase("eval"):
+        baseline = evaluate(program, splits.test, task, lm=student, condition="baseline", trace_sample=traced,
+                            concurrency=pace.limit)  # fmt: skip
+    eval_seconds = pace.phases.seconds["eval"]
 
     if trial.optimizer == "demo_ablation":
         client = MlflowClient(runtime.tracking_uri)
-        return _ablate(
-            trial, task, splits, student, meter, baseline, eval_seconds, client, (student_entry, teacher_entry)
-        )
+        return _ablate(trial, task, splits, student, meter, baseline, client, (student_entry, teacher_entry), pace)
 
     meter.stage = "optimize"
     optimizer = OPTIMIZERS[trial.optimizer]
@@ -184,7 +218,7 @@ def _steps(
     status, compiled, compile_error = tracking.FINISHED, program, ""
     if optimizer.name != "none":
         try:
-            with dspy.context(lm=student):
+            with dspy.context(lm=student), pace.phases.phase("optimize"):
                 compiled = optimizer.compile(
                     CompileRequest(
                         program=program,
@@ -196,6 +230,7 @@ def _steps(
                         student=student,
                         teacher=teacher,
                         params=trial.optimizer_params,
+                        threads=pace.now(),
                     )
                 )
         except Exception as exc:
@@ -207,17 +242,17 @@ def _steps(
     optimize_seconds = time.perf_counter() - t0
 
     meter.stage = "optimized"
-    t0 = time.perf_counter()
     if compiled is program:
         optimized = baseline.relabel("optimized")
     else:
-        optimized = evaluate(
-            compiled, splits.test, task, lm=student, meter=meter, condition="optimized", trace_sample=traced
-        )
-    eval_seconds += time.perf_counter() - t0
+        with pace.phases.phase("eval"):
+            optimized = evaluate(compiled, splits.test, task, lm=student, condition="optimized",
+                                 trace_sample=traced, concurrency=pace.limit)  # fmt: skip
+    eval_seconds = pace.phases.seconds["eval"]
 
     metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
-    metrics.update(optimize_seconds=optimize_seconds, eval_seconds=eval_seconds)
+    metrics.update(optimize_seconds=optimize_seconds, eval_seconds=eval_seconds,
+                   eval_in_flight=(baseline.mean_in_flight + optimized.mean_in_flight) / 2)  # fmt: skip
     artifacts = {
         "program.json": _program_state(compiled),
         "instruction.txt": _instructions(compiled),
@@ -228,8 +263,9 @@ def _steps(
     if trial.task == "code":
         tags["arb.sandbox"] = trial.sandbox
     rows = baseline.rows() + optimized.rows()
-    tags.update(_publish(trial, run_id, status, splits, compiled, student, (baseline, optimized), metrics,
-                         compile_error, rows))  # fmt: skip
+    with pace.phases.phase("publish"):
+        tags.update(_publish(trial, run_id, status, splits, compiled, student, (baseline, optimized), metrics,
+                             compile_error, rows))  # fmt: skip
     return status, metrics, artifacts, tags
 
 
@@ -282,7 +318,7 @@ def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, Any]:
 
 def _ablate(
     trial: Trial, task: Task, splits: Splits, student: dspy.LM, meter: Meter, baseline: EvalResult,
-    eval_seconds: float, client: MlflowClient, entries: tuple[Any, Any],
+    client: MlflowClient, entries: tuple[Any, Any], pace: Pace,
 ) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:  # fmt: skip
     """Phase 3: the source program with its instruction and its first k demos, k = 0..demos (see ablation.py)."""
     source = ablation.find_source(client, trial)
@@ -294,14 +330,13 @@ def _ablate(
         )
     meter.stage = "optimized"
     results: list[EvalResult] = []
-    t0 = time.perf_counter()
     for k in range(trial.demos + 1):
         variant = ablation.with_first_demos(program, k)
-        results.append(
-            evaluate(variant, splits.test, task, lm=student, meter=meter, condition=f"k{k}",
-                     trace_sample=_trace_sample(trial))
-        )  # fmt: skip
-    eval_seconds += time.perf_counter() - t0
+        with pace.phases.phase("eval"):
+            results.append(
+                evaluate(variant, splits.test, task, lm=student, condition=f"k{k}",
+                         trace_sample=_trace_sample(trial), concurrency=pace.limit)
+            )  # fmt: skip
     full = ablation.with_first_demos(program, trial.demos)
     metrics = _metrics(baseline, results[-1], meter, *entries, full)
     metrics.update({f"score_k{k}": r.score for k, r in enumerate(results)})
@@ -309,7 +344,8 @@ def _ablate(
         instruction_effect_pp=results[0].score - baseline.score,
         demo_effect_pp=results[-1].score - results[0].score,
         optimize_seconds=0.0,
-        eval_seconds=eval_seconds,
+        eval_seconds=pace.phases.seconds["eval"],
+        eval_in_flight=sum(r.mean_in_flight for r in [baseline, *results]) / (len(results) + 1),
     )
     rows = baseline.rows() + [row for r in results for row in r.rows()]
     artifacts = {
@@ -318,8 +354,9 @@ def _ablate(
         "examples.csv": pd.DataFrame(rows).to_csv(index=False),
     }
     tags = {"arb.source_run": source.info.run_id}
-    tags.update(_publish(trial, meter.name, tracking.FINISHED, splits, full, student, (baseline, results[-1]),
-                         metrics, "", rows))  # fmt: skip
+    with pace.phases.phase("publish"):
+        tags.update(_publish(trial, meter.name, tracking.FINISHED, splits, full, student, (baseline, results[-1]),
+                             metrics, "", rows))  # fmt: skip
     return tracking.FINISHED, metrics, artifacts, tags
 
 

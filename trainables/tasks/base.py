@@ -48,23 +48,27 @@ class Task:
 
 
 def load_hf(hub_id: str, config: str | None, source: str, sample_dir: str, split: str) -> list[dict[str, Any]]:
-    """Rows of one split: from the Hugging Face hub (`source="hub"`) or the shipped sample JSONL files.
+    """Rows of one split: from the Hugging Face hub (`source="hub"`), the shipped sample JSONL files
+    (`"sample"`), or JSONL files laid out the same way under another directory (`source` is its path).
 
-    Both paths go through `datasets.load_dataset`, so the sample files exercise the same code as the hub.
+    Every path goes through `datasets.load_dataset`, so the sample files exercise the same code as the hub.
     """
     import datasets
 
+    local = None if source == "hub" else (DATA_DIR if source == "sample" else Path(source)) / sample_dir
     try:
-        if source == "sample":
-            path = DATA_DIR / sample_dir / f"{split}.jsonl"
+        if local is not None:
+            path = local / f"{split}.jsonl"
             ds = datasets.load_dataset("json", data_files={split: str(path)}, split=split)
         else:
             ds = datasets.load_dataset(hub_id, config, split=split)
     except Exception as exc:  # datasets raises many types (network, missing config, ...); all mean the same here
-        where = f"sample files in {DATA_DIR / sample_dir}" if source == "sample" else f"Hugging Face dataset {hub_id!r}"
+        where = f"JSONL files in {local}" if local is not None else f"Hugging Face dataset {hub_id!r}"
         raise ArbError(
             f"cannot load {where} ({split}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
-            "check network access to the hub, or set `data: sample` in the grid file to use the shipped examples",
+            "check network access to the hub, or set `data: sample` in the grid file to use the shipped examples"
+            if local is None
+            else f"put {split}.jsonl in {local}, or set `data: hub` or `data: sample` in the grid file",
         ) from None
     return [dict(row) for row in ds]
 

