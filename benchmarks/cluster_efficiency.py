@@ -51,7 +51,7 @@ PRESETS = {"old": {"call_seconds": 2.0, "n_eval": 6}, "realistic": {"call_second
 SAMPLE_N_EVAL = 6
 """The shipped sample files have at least this many test examples per task."""
 RESULTS = ROOT / "benchmarks" / "results"
-PHASES = ["worker_start", "wait", "setup", "gate", "load", "eval", "optimize", "publish", "traces", "finish"]
+PHASES = ["worker_start", "wait", "setup", "gate", "load", "eval", "optimize", "publish", "finish"]
 PHASE_NAMES = {
     "worker_start": "worker process start + imports (first trial of a worker)",
     "wait": "handed out → started (queued behind a slot, actor hand-over)",
@@ -60,9 +60,8 @@ PHASE_NAMES = {
     "load": "data, LMs, program",
     "eval": "evaluation (model service + DSPy/LiteLLM)",
     "optimize": "optimizer",
-    "publish": "MLflow: datasets, examples table, logged model, prompt",
-    "traces": "MLflow: waiting for the trace export",
-    "finish": "MLflow: artifacts, metrics, status",
+    "publish": "MLflow, in the trial's thread: datasets, logged model",
+    "finish": "MLflow: the rest of the background writes (traces, table, prompt, artifacts), then the result",
 }
 _ACCESS = re.compile(r'"(GET|POST|PUT|PATCH|DELETE) (/[^ ?"]*)')
 

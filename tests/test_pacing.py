@@ -106,7 +106,7 @@ def test_a_trial_reports_where_its_time_went_and_its_concurrency(
         "concurrency": 3, "slot_id": "t-1", "suggested_at": 0.0,
     }  # fmt: skip
     result = execute_trial(config)
-    for phase in ("setup", "load", "eval", "publish", "traces", "finish", "cpu"):
+    for phase in ("setup", "gate", "load", "eval", "publish", "finish", "cpu"):
         assert result[f"time_{phase}"] >= 0.0, phase
     assert result["time_eval"] > 0 and result["ended_at"] >= result["started_at"]
     assert result["eval_in_flight"] > 1  # no slot board outside a sweep: the trial keeps what it was given

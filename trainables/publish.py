@@ -93,17 +93,18 @@ def prompt_name(task: str, model: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", f"arb.{task}.{model}")
 
 
-def register_instruction(task: str, model: str, instruction: str, *, message: str, tags: dict[str, str]) -> str:
-    """The optimized instruction as a new version of the task × model prompt; returns `prompts:/name/version`."""
+def register_instruction(
+    task: str, model: str, instruction: str, *, run_id: str, message: str, tags: dict[str, str]
+) -> str:
+    """The optimized instruction as a new version of the task × model prompt, linked to run `run_id` (its page
+    lists it under "Registered prompts"); returns `prompts:/name/version`."""
     prompt = _racing(
         lambda: mlflow.genai.register_prompt(
             name=prompt_name(task, model), template=instruction, commit_message=message, tags=tags
         )
     )
     uri = f"prompts:/{prompt.name}/{prompt.version}"
-    run = mlflow.active_run()
-    if run is not None:  # the run page lists it under "Registered prompts"
-        mlflow.MlflowClient().link_prompt_version_to_run(run.info.run_id, uri)
+    mlflow.MlflowClient().link_prompt_version_to_run(run_id, uri)
     return uri
 
 

@@ -17,10 +17,10 @@ API keys stay out: mlflow.dspy drops `api_key` from the LM attributes it records
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import mlflow
@@ -28,7 +28,6 @@ import mlflow.dspy
 from mlflow.entities import SpanType
 
 from grid.spec import TraceMode
-from trainables.timing import Phases
 
 
 class Scored(Protocol):
@@ -41,10 +40,11 @@ T = TypeVar("T", bound=Scored)
 
 @contextmanager
 def recording(
-    tracking_uri: str, experiment_id: str, run_id: str, traces: TraceMode, phases: Phases | None = None
-) -> Iterator[None]:
-    """Make `run_id` the active run of this process, with DSPy autologging set for `traces`; the wait for the
-    trace export at the end is `phases`' "traces"."""
+    tracking_uri: str, experiment_id: str, run_id: str, traces: TraceMode,
+    defer: Callable[[Callable[[], None]], None] | None = None,
+) -> Iterator[None]:  # fmt: skip
+    """Make `run_id` the active run of this process, with DSPy autologging set for `traces`. The wait for the
+    trace export at the end is handed to `defer` (to overlap with the trial's other writes), else done here."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)  # traces go to the active experiment, not the run's
     mlflow.dspy.autolog(
@@ -65,8 +65,11 @@ def recording(
             yield
     finally:
         # Traces are exported in the background; they must be in the store before the run counts as done.
-        with phases.phase("traces") if phases is not None else contextlib.nullcontext():
-            mlflow.flush_trace_async_logging(terminate=False)
+        flush = partial(mlflow.flush_trace_async_logging, terminate=False)
+        if defer is None:
+            flush()
+        else:
+            defer(flush)
         mlflow.clear_active_model()
 
 

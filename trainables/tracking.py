@@ -263,23 +263,19 @@ def _log_params(
         client.log_batch(run_id, params=batch, tags=run_tags)
 
 
-def finish(
-    client: MlflowClient,
-    run_id: str,
-    *,
-    status: str,
-    metrics: dict[str, float],
-    tags: dict[str, str],
-    artifacts: dict[str, str],
-) -> None:
-    """Write the trial's result: the artifacts, then metrics, tags and the status tag in one batch (the commit
-    point: a run counts as done only once all of it is logged), then the run's end. A process killed before the
-    batch leaves a run that a retry redoes; one killed after it, a done run still RUNNING, which the next look at
-    it closes (`trainables.trial.execute_trial`)."""
+def upload_artifacts(client: MlflowClient, run_id: str, artifacts: dict[str, str]) -> None:
+    """The trial's text artifacts (file name → content), secrets redacted."""
     with tempfile.TemporaryDirectory(prefix="arb-artifacts-") as tmp:
         for name, content in artifacts.items():
             (Path(tmp) / name).write_text(redact(content))
         client.log_artifacts(run_id, tmp)
+
+
+def commit(client: MlflowClient, run_id: str, *, status: str, metrics: dict[str, float], tags: dict[str, str]) -> None:
+    """Write the trial's result once everything else is logged: metrics, tags and the status tag in one batch (the
+    commit point: a run counts as done only once all of it is logged), then the run's end. A process killed before
+    the batch leaves a run that a retry redoes; one killed after it, a done run still RUNNING, which the next look
+    at it closes (`trainables.trial.execute_trial`)."""
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,

@@ -11,7 +11,8 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,17 +106,21 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
     if done is not None:
         failed = done.data.tags.get(tracking.TAG_STATUS) == tracking.COMPILE_FAILED
         return {**done.data.metrics, "reused": 1.0, "compile_failed": float(failed), **phases.report()}
+    pace = Pace(concurrency, phases, slots.allowance(config.get("slot_id"), concurrency))
     try:
-        with tracing.recording(runtime.tracking_uri, runtime.experiment_id, run_id, trial.traces, phases):
-            pace = Pace(concurrency, phases, slots.allowance(config.get("slot_id"), concurrency))
+        # the trace export is awaited with the other background writes, not before them
+        with tracing.recording(runtime.tracking_uri, runtime.experiment_id, run_id, trial.traces, pace.later):
             status, metrics, artifacts, tags = _work(trial, runtime, registry, run_id, pace)
     except BaseException as exc:
+        pace.close()
         tracking.mark_errored(client, run_id, exc)
         exc.add_note(f"MLflow run {run_id}")
         raise
     try:
         with phases.phase("finish"):
-            tracking.finish(client, run_id, status=status, metrics=metrics, tags=tags, artifacts=artifacts)
+            pace.later(lambda: tracking.upload_artifacts(client, run_id, artifacts))
+            tags.update(pace.settle())
+            tracking.commit(client, run_id, status=status, metrics=metrics, tags=tags)
     except BaseException as exc:
         # A full disk or a lost store mid-write: the status tag was not written, so the run is not taken for
         # finished; say why if the store still takes a write, and let the retry or resume redo the trial.
@@ -148,13 +153,36 @@ def _params(trial: Trial) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Pace:
-    """How a trial runs, not what it computes: requests it may have in flight, and where its time goes."""
+    """How a trial runs, not what it computes: requests it may have in flight, where its time goes, and the
+    writes to MLflow that run in the background while the trial goes on (joined before the result is committed)."""
 
     concurrency: int
     """Requests in flight the trial was started with (its share of its node's slots)."""
     phases: Phases
     allowance: Callable[[], int] | None = None
     """The live share (slots lent by the driver while nothing else can use them: `trainables.slots`), if any."""
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="arb-publish")
+    )
+    pending: list[Future[dict[str, str] | None]] = field(default_factory=list)
+
+    def later(self, write: Callable[[], dict[str, str] | None]) -> None:
+        """Run `write` (an MLflow write with an explicit run id; it may return tags for the run) in the background."""
+        self.pending.append(self.pool.submit(write))
+
+    def settle(self) -> dict[str, str]:
+        """Wait for every background write; the tags they returned. The first failure is raised."""
+        try:
+            tags: dict[str, str] = {}
+            for future in self.pending:
+                tags.update(future.result() or {})
+            return tags
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the background writes without looking at their outcome (the trial failed anyway)."""
+        self.pool.shutdown(wait=True)
 
     @property
     def limit(self) -> int | Callable[[], int]:
@@ -265,7 +293,7 @@ def _steps(
     rows = baseline.rows() + optimized.rows()
     with pace.phases.phase("publish"):
         tags.update(_publish(trial, run_id, status, splits, compiled, student, (baseline, optimized), metrics,
-                             compile_error, rows))  # fmt: skip
+                             compile_error, rows, pace))  # fmt: skip
     return status, metrics, artifacts, tags
 
 
@@ -276,22 +304,22 @@ def _trace_sample(trial: Trial) -> float | None:
 def _publish(
     trial: Trial, run_id: str, status: str, splits: Splits, program: dspy.Module, student: dspy.LM,
     results: tuple[EvalResult, EvalResult], metrics: dict[str, float], compile_error: str,
-    rows: list[dict[str, Any]],
+    rows: list[dict[str, Any]], pace: Pace,
 ) -> dict[str, str]:  # fmt: skip
     """Datasets, the per-example table, the program as a model and its instruction as a prompt version, and the
-    run's description; returns the tags that point to them."""
-    publish.log_datasets(splits, trial.task, trial.data)
+    run's description; returns the tags that point to them (the table and the prompt are written in the background:
+    the prompt's tag comes with `pace.settle()`)."""
     baseline, final = results
-    publish.log_examples_table(run_id, rows)
-    tags = {"arb.model_uri": publish.log_program(program, student)}
+    pace.later(lambda: publish.log_examples_table(run_id, rows))
     instruction = _instructions(program)
     if status == tracking.FINISHED and trial.optimizer not in ("none", "demo_ablation"):
-        tags["arb.prompt_uri"] = publish.register_instruction(
-            trial.task, trial.model, instruction,
-            message=f"{trial.grid}: {trial.run_name}: {metrics['baseline_score']:.1f} → "
-            f"{metrics['optimized_score']:.1f}",
-            tags={"arb.run_id": run_id, "arb.trial_key": trial.key, "arb.grid": trial.grid},
-        )  # fmt: skip
+        message = f"{trial.grid}: {trial.run_name}: {metrics['baseline_score']:.1f} → {metrics['optimized_score']:.1f}"
+        prompt_tags = {"arb.run_id": run_id, "arb.trial_key": trial.key, "arb.grid": trial.grid}
+        pace.later(lambda: {"arb.prompt_uri": publish.register_instruction(
+            trial.task, trial.model, instruction, run_id=run_id, message=message, tags=prompt_tags)})  # fmt: skip
+    # these two use MLflow's active run, which is this thread's
+    publish.log_datasets(splits, trial.task, trial.data)
+    tags = {"arb.model_uri": publish.log_program(program, student)}
     pairs = paired_delta(*_aligned(baseline, final))
     tags["mlflow.note.content"] = publish.description(trial, status, metrics, pairs, compile_error)
     return tags
@@ -356,7 +384,7 @@ def _ablate(
     tags = {"arb.source_run": source.info.run_id}
     with pace.phases.phase("publish"):
         tags.update(_publish(trial, meter.name, tracking.FINISHED, splits, full, student, (baseline, results[-1]),
-                             metrics, "", rows))  # fmt: skip
+                             metrics, "", rows, pace))  # fmt: skip
     return tracking.FINISHED, metrics, artifacts, tags
 
 
