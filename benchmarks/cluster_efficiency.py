@@ -74,12 +74,27 @@ def _grid(path: Path, models: list[str], n_eval: int, data: str) -> None:
     )
 
 
-def _arb(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+def _arb(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """Run `arb` to the end: its wall time, and when (seconds after its start) its progress first said what."""
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "grid.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"arb {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return time.monotonic() - start, done.stdout
+    marks: dict[str, float] = {}
+    lines: list[str] = []
+    with subprocess.Popen([sys.executable, "-m", "grid.cli", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            for mark, prefix in MARKS.items():
+                if mark not in marks and line.lstrip().startswith(prefix):
+                    marks[mark] = time.monotonic() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"arb {' '.join(args)} failed:\n{''.join(lines)[-3000:]}")
+    return time.monotonic() - start, marks
+
+
+MARKS = {"grid checked": "grid '", "Ray connected": "ray: connected", "first trial started": "▶ start",
+         "first trial ended": "✔"}  # fmt: skip
+"""Progress lines of `arb run`, by what their first appearance means."""
 
 
 def sequential(models: list[str], n_eval: int, data: str, sim: dict[str, float]) -> tuple[float, int, int]:
@@ -219,7 +234,7 @@ def main() -> None:
             env.update({**RAY_ENV, "RAY_ADDRESS": address, "ARB_HOME": str(tmp / "home")})
             print(f"cluster up: {args.nodes} nodes × {args.slots} slots; running {len(models) * 9} trials", flush=True)
             t0 = time.time()
-            wall, _ = _arb(["run", str(grid), "--tracking-uri", mlflow.uri], env)
+            wall, marks = _arb(["run", str(grid), "--tracking-uri", mlflow.uri], env)
             t1 = time.time()
             calls = sum(s.state.calls.total() for s in sims)
             service = sum(s.state.busy_seconds for s in sims)
@@ -247,7 +262,7 @@ def main() -> None:
         seconds, seq_calls, seq_loads = sequential(models[:k], args.n_eval, data, sim)
         seq = (seconds, seq_calls, seq_loads, k)
     _report(args, models, (wall, ideal, calls, loads, min_loads, per_node), (resume_wall, resume_calls), seq,
-            results, requests, png)  # fmt: skip
+            results, requests, png, marks)  # fmt: skip
 
 
 def _breakdown(results: list[dict[str, Any]], wall: float, slots: int, calls: int, call_s: float) -> list[str]:
@@ -275,6 +290,7 @@ def _breakdown(results: list[dict[str, Any]], wall: float, slots: int, calls: in
 def _report(
     args: argparse.Namespace, models: list[str], run: tuple[Any, ...], resume: tuple[float, int],
     seq: tuple[float, int, int, int] | None, results: list[dict[str, Any]], requests: Counter[str], png: Path,
+    marks: dict[str, float],
 ) -> None:  # fmt: skip
     wall, ideal, calls, loads, min_loads, per_node = run
     resume_wall, resume_calls = resume
@@ -304,6 +320,11 @@ def _report(
         )
         lines.append(f"| **speed-up over the sequential loop** | **{seconds * scale / wall:.1f}×** |")
     lines += _breakdown(results, wall, slots, calls, args.call_seconds)
+    first = sorted(results, key=lambda r: r["started_at"])[:slots]
+    boot = sum(r.get("time_worker_start", 0) for r in first) / max(len(first), 1)
+    when = ", ".join(f"{m} {t:.1f}" for m, t in marks.items())
+    lines += ["", f"Start-up, seconds after `arb run` started: {when}; the first {len(first)} trials spent "
+              f"{boot:.1f} s on average starting their worker process."]  # fmt: skip
     total = sum(requests.values())
     top = ", ".join(f"{path} {n / max(len(results), 1):.1f}" for path, n in requests.most_common(8))
     lines += ["", f"MLflow requests during the sweep: {total} ({total / max(len(results), 1):.1f} per trial); "

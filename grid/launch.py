@@ -288,6 +288,11 @@ def _fit(
     try:
         board = slots.start_board()
         searcher = _searcher(trials, runtime.model_dump(), registry, publish=lambda grants: board.set.remote(grants))
+        nodes = searcher.nodes
+        where = (
+            f"{len(nodes)} Ollama node(s), {sum(n.slots for n in nodes.values())} slot(s)" if nodes else "this machine"
+        )
+        print(f"ray: connected ({address}); {len(trials)} trials on {where}", file=stream, flush=True)
         tuner = tune.Tuner(
             tune.with_resources(run_trial, _trial_resources(spec)),
             tune_config=tune.TuneConfig(

@@ -264,14 +264,15 @@ class ModelAwareSearcher(Searcher):
 
     def _pick(self, node: Node, waiting: dict[str, list[Trial]], held: set[str], *, gate: bool) -> str | None:
         """The model whose next trial `node` should take now (see the module docstring), or None. With `gate`:
-        the model the node should switch to once its running model's last trial ends, for a trial that takes a
-        free slot and its warm worker now but waits for the switch (so Tune hands it the worker process of the
-        trial that just ended instead of starting a new one)."""
+        the model the node should switch to once its running model's last trial ends, for a trial queued (or
+        started) now that waits for the switch: it is waiting when a trial of the old model ends, so Tune hands it
+        that trial's warm worker process instead of starting a new one (Tune keeps a finished trial's worker only
+        for a trial already waiting with the same resources)."""
         if node.free() <= -self.lookahead or node.quarantined_until > time.monotonic():
             return None
         if gate:
             running = node.running_models()
-            if node.free() <= 0 or not running or len(running) < node.max_models:
+            if not running or len(running) < node.max_models:
                 return None
             nxt = {node.running[tid] for tid in node.gated}
             ok = [m for m in waiting if m not in running and (not nxt or m in nxt)]

@@ -157,10 +157,13 @@ def test_a_slot_nothing_else_can_use_is_lent_and_taken_back() -> None:
     nxt = searcher.suggest("t5")
     assert nxt is not None and nxt["trial"]["model"] != first_model
     assert searcher.grants == {"t2": 2, "t5": 0} and published[-1] == {"t2": 2, "t5": 0}
-    assert searcher.suggest("t6") is None  # no more slots (nor a second model waiting)
+    queued = searcher.suggest("t6")  # and one more waits in the queue, for t2's worker
+    assert queued is not None and queued["trial"]["model"] == nxt["trial"]["model"]
+    assert searcher.suggest("t7") is None
+    assert searcher.grants == {"t2": 2, "t5": 0, "t6": 0}
     searcher.on_trial_complete("t2", {"lm_calls": 1})
-    assert searcher.grants == {} and published[-1] == {}  # the switch is done: t5 may send
-    last = searcher.suggest("t7")
+    assert searcher.grants == {} and published[-1] == {}  # the switch is done: t5 and t6 may send
+    last = searcher.suggest("t8")
     assert last is not None and last["trial"]["model"] == nxt["trial"]["model"]
 
 
@@ -200,3 +203,34 @@ def test_a_data_directory_feeds_larger_trials(tmp_path: Path) -> None:
             GridSpec(name="d", models=["llama3.2"], tasks=["math"], data=bad)
     with pytest.raises(Exception, match=r"put train\.jsonl in"):
         math_task.load(str(tmp_path), seed=0, n_labeled=1, n_val=1, n_eval=1)
+
+
+def test_trials_of_a_reused_worker_run_in_new_threads(stub: StubServer, tracking_uri: str) -> None:
+    """Ray Tune runs each trial of a reused worker process in a new thread; DSPy lets only the thread that first
+    changed its settings change them again (mlflow.dspy.autolog does, at every trial)."""
+    import threading
+
+    exp = tracking.ensure_experiment(tracking_uri, "p")
+    results: dict[str, Any] = {}
+    first_done, release = threading.Event(), threading.Event()
+
+    def run(task: str, hold: bool) -> None:
+        trial = _trials(["llama3.2"], [task], n_eval=2, n_val=1, data="sample")[0]
+        runtime = {"tracking_uri": tracking_uri, "experiment_id": exp, "endpoints": {"llama3.2": stub.url}}
+        try:
+            results[task] = execute_trial({"trial": trial.model_dump(), "runtime": runtime})
+        except Exception as exc:
+            results[task] = exc
+        first_done.set()
+        if hold:  # alive, so the next thread cannot get its identifier
+            release.wait(timeout=60)
+
+    first = threading.Thread(target=run, args=("math", True))
+    first.start()
+    assert first_done.wait(timeout=120)
+    second = threading.Thread(target=run, args=("qa", False))
+    second.start()
+    second.join(timeout=120)
+    release.set()
+    first.join(timeout=60)
+    assert isinstance(results["math"], dict) and isinstance(results["qa"], dict), results

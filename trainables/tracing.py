@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -28,6 +29,9 @@ import mlflow.dspy
 from mlflow.entities import SpanType
 
 from grid.spec import TraceMode
+
+_CONFIGURER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arb-dspy-settings")
+"""The one thread of this process that changes DSPy's global settings."""
 
 
 class Scored(Protocol):
@@ -47,7 +51,8 @@ def recording(
     trace export at the end is handed to `defer` (to overlap with the trial's other writes), else done here."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)  # traces go to the active experiment, not the run's
-    mlflow.dspy.autolog(
+    settings = partial(
+        mlflow.dspy.autolog,
         log_traces=traces != "none",
         log_traces_from_compile=traces == "all",
         log_traces_from_eval=traces != "none",
@@ -55,6 +60,9 @@ def recording(
         log_evals=True,
         silent=True,
     )
+    # autolog calls dspy.configure, which DSPy allows only from the thread that called it first; Ray Tune runs
+    # each trial of a reused worker process in a new thread, so the call is always made from one lasting thread.
+    _CONFIGURER.submit(settings).result()
     while mlflow.active_run() is not None:  # left over by a trial that this worker process ran before
         mlflow.end_run()
     # An active model (set by loading or logging one earlier in this process) would link this trial's metrics and
