@@ -264,15 +264,16 @@ class ModelAwareSearcher(Searcher):
 
     def _pick(self, node: Node, waiting: dict[str, list[Trial]], held: set[str], *, gate: bool) -> str | None:
         """The model whose next trial `node` should take now (see the module docstring), or None. With `gate`:
-        the model the node should switch to once its running model's last trial ends, for a trial queued (or
-        started) now that waits for the switch: it is waiting when a trial of the old model ends, so Tune hands it
-        that trial's warm worker process instead of starting a new one (Tune keeps a finished trial's worker only
-        for a trial already waiting with the same resources)."""
+        the model the node should switch to once its running model's last trial ends, for a trial that takes a
+        free slot now but waits for the switch: its worker process starts (or is handed over) while the old
+        model's last trial runs, instead of after it."""
         if node.free() <= -self.lookahead or node.quarantined_until > time.monotonic():
             return None
         if gate:
             running = node.running_models()
-            if not running or len(running) < node.max_models:
+            # Only into a free slot: a gated trial queued with the old model's last trials could be started before
+            # them (Tune starts any waiting trial with the same resources), hold their slots, and wait for them.
+            if node.free() <= 0 or not running or len(running) < node.max_models:
                 return None
             nxt = {node.running[tid] for tid in node.gated}
             ok = [m for m in waiting if m not in running and (not nxt or m in nxt)]

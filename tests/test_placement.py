@@ -23,8 +23,9 @@ def _trials(models: list[str], tasks: int = 9) -> list[Trial]:
 
 
 def _simulate(
-    searcher: ModelAwareSearcher, duration: dict[str, float] | None = None, fail: set[str] | None = None
-) -> tuple[float, dict[str, list[tuple[str | None, str]]]]:
+    searcher: ModelAwareSearcher, duration: dict[str, float] | None = None, fail: set[str] | None = None,
+    lifo: bool = False,
+) -> tuple[float, dict[str, list[tuple[str | None, str]]]]:  # fmt: skip
     """Run the searcher to the end, the way Ray runs what it hands out: a trial starts when its node has a free
     slot (else it queues there, first come first served) and ends after its duration (1.0 by default); keys in
     `fail` error on their first attempt. Returns the end time and, per key, the (node, outcome) of each attempt."""
@@ -53,6 +54,15 @@ def _simulate(
         end = now + (duration or {}).get(trial.model, 1.0)
         heapq.heappush(running, (end, trial_id, node, failed))
 
+    def fill() -> None:
+        """With `lifo`: Ray Tune starts pending trials some time after they are handed out, and any pending trial
+        with the same resources, not the oldest: the newest first is the worst case."""
+        if not lifo:
+            return
+        for node, waiting in queued.items():
+            while waiting and len(started.get(node, {})) < searcher.nodes[node].slots:
+                start(*waiting.pop(-1), node)
+
     def open_gates() -> None:
         for trial_id, (trial, node, failed) in list(held.items()):
             if not gated(trial_id, node):
@@ -68,10 +78,11 @@ def _simulate(
             if config is None or config == Searcher.FINISHED:
                 break
             trial, node = Trial.model_validate(config["trial"]), config["node"]
-            if node is not None and len(started.get(node, {})) >= searcher.nodes[node].slots:
+            if node is not None and (lifo or len(started.get(node, {})) >= searcher.nodes[node].slots):
                 queued.setdefault(node, []).append((trial_id, trial))
             else:
                 start(trial_id, trial, node)
+        fill()
         if config == Searcher.FINISHED:
             assert not any(queued.values()) and not held
             return now, attempts
@@ -79,7 +90,7 @@ def _simulate(
         assert running, "the searcher stalled with nothing running"
         now, trial_id, node, failed = heapq.heappop(running)
         started[node].pop(trial_id)
-        if queued.get(node):
+        if queued.get(node) and not lifo:
             start(*queued[node].pop(0), node)
         searcher.on_trial_complete(trial_id, None if failed else {"ok": 1}, error=failed)
         open_gates()
@@ -186,3 +197,10 @@ def test_a_trial_waiting_on_a_node_that_left_is_handed_out_again() -> None:
         searcher.on_trial_complete(tid, {"ok": 1})
     _, attempts = _simulate(searcher)
     assert len(attempts) == 2 and all(node != gone for a in attempts.values() for node, _ in a)
+
+
+def test_no_deadlock_whatever_order_queued_trials_start_in() -> None:
+    """A trial waiting for its node's model switch must never hold the slot a trial of the old model needs."""
+    searcher = ModelAwareSearcher(_trials(OLLAMA), {}, pinned=set(OLLAMA), nodes=_nodes(3))
+    end, attempts = _simulate(searcher, lifo=True)
+    assert len(attempts) == 54 and all(a[-1][1] == "ok" for a in attempts.values())
