@@ -202,5 +202,5 @@ def test_a_trial_waiting_on_a_node_that_left_is_handed_out_again() -> None:
 def test_no_deadlock_whatever_order_queued_trials_start_in() -> None:
     """A trial waiting for its node's model switch must never hold the slot a trial of the old model needs."""
     searcher = ModelAwareSearcher(_trials(OLLAMA), {}, pinned=set(OLLAMA), nodes=_nodes(3))
-    end, attempts = _simulate(searcher, lifo=True)
+    _, attempts = _simulate(searcher, lifo=True)
     assert len(attempts) == 54 and all(a[-1][1] == "ok" for a in attempts.values())
