@@ -288,11 +288,14 @@ def _fit(
     try:
         board = slots.start_board()
         searcher = _searcher(trials, runtime.model_dump(), registry, publish=lambda grants: board.set.remote(grants))
-        nodes = searcher.nodes
-        where = (
-            f"{len(nodes)} Ollama node(s), {sum(n.slots for n in nodes.values())} slot(s)" if nodes else "this machine"
-        )
-        print(f"ray: connected ({address}); {len(trials)} trials on {where}", file=stream, flush=True)
+        if searcher.nodes:  # on a cluster: what the sweep found (a local run says nothing new here)
+            slots_total = sum(n.slots for n in searcher.nodes.values())
+            print(
+                f"ray: connected ({address}); {len(trials)} trials on {len(searcher.nodes)} Ollama node(s), "
+                f"{slots_total} slot(s)",
+                file=stream,
+                flush=True,
+            )
         tuner = tune.Tuner(
             tune.with_resources(run_trial, _trial_resources(spec)),
             tune_config=tune.TuneConfig(
