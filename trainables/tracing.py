@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -29,9 +28,6 @@ import mlflow.dspy
 from mlflow.entities import SpanType
 
 from grid.spec import TraceMode
-
-_CONFIGURER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arb-dspy-settings")
-"""The one thread of this process that changes DSPy's global settings."""
 
 
 class Scored(Protocol):
@@ -51,18 +47,13 @@ def recording(
     trace export at the end is handed to `defer` (to overlap with the trial's other writes), else done here."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment_id=experiment_id)  # traces go to the active experiment, not the run's
-    settings = partial(
-        mlflow.dspy.autolog,
+    _autolog(
         log_traces=traces != "none",
         log_traces_from_compile=traces == "all",
         log_traces_from_eval=traces != "none",
         log_compiles=True,
         log_evals=True,
-        silent=True,
     )
-    # autolog calls dspy.configure, which DSPy allows only from the thread that called it first; Ray Tune runs
-    # each trial of a reused worker process in a new thread, so the call is always made from one lasting thread.
-    _CONFIGURER.submit(settings).result()
     while mlflow.active_run() is not None:  # left over by a trial that this worker process ran before
         mlflow.end_run()
     # An active model (set by loading or logging one earlier in this process) would link this trial's metrics and
@@ -79,6 +70,23 @@ def recording(
         else:
             defer(flush)
         mlflow.clear_active_model()
+
+
+def _autolog(**wanted: bool) -> None:
+    """`mlflow.dspy.autolog(**wanted)`, unless it is already set so. It calls `dspy.configure`, which DSPy allows
+    only from the thread that called it first, and Ray Tune runs each trial of a reused worker process in a new
+    thread: the trials of a sweep share their settings, so only the first one configures."""
+    import dspy
+    from mlflow.dspy.callback import MlflowCallback
+    from mlflow.dspy.constant import FLAVOR_NAME
+    from mlflow.utils.autologging_utils import autologging_is_disabled, get_autologging_config
+
+    current = not autologging_is_disabled(FLAVOR_NAME) and all(
+        get_autologging_config(FLAVOR_NAME, key, None) == value for key, value in wanted.items()
+    )
+    if current and any(isinstance(c, MlflowCallback) for c in dspy.settings.callbacks):
+        return
+    mlflow.dspy.autolog(**wanted, silent=True)
 
 
 def chosen(example_id: str, sample: float) -> bool:
