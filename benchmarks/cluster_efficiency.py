@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,28 @@ def sequential(models: list[str], n_eval: int, data: str, sim: dict[str, float])
                     with dspy.context(lm=lm), contextlib.suppress(AdapterParseError, ValueError, RecursionError):
                         task.metric(example, program(**example.inputs()))
         return time.monotonic() - start, node.state.calls.total(), sum(node.state.loads.values())
+
+
+@contextlib.contextmanager
+def ray_cluster(tmp: Path, sims: list[StubServer], slots: int, max_models: int) -> Iterator[tuple[str, dict[str, str]]]:
+    """A Ray head and one worker node per simulated Ollama, on 127.0.0.1: (address, the environment for `arb`)."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    nodes = [ray_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"], tmp / "head.log")]
+    try:
+        wait_for_nodes(address, 1)
+        for i, node in enumerate(sims):
+            labels = f"arb-ollama-port={node.port},arb-ollama-max-models={max_models}"
+            resources = f'--resources={{"ollama_slots": {slots}}}'
+            worker = [f"--address={address}", f"--num-cpus={slots}", resources, f"--labels={labels}"]
+            nodes.append(ray_node(worker, tmp / f"worker{i}.log"))
+            wait_for_nodes(address, 2 + i)
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env.update({**RAY_ENV, "RAY_ADDRESS": address, "ARB_HOME": str(tmp / "home")})
+        yield address, env
+    finally:
+        for node in reversed(nodes):
+            stop(node)
 
 
 def _tune_results(storage: Path) -> list[dict[str, Any]]:
@@ -219,19 +242,7 @@ def main() -> None:
     _grid(grid, models, args.n_eval, data)
     with mlflow_on_postgres(tmp) as mlflow, contextlib.ExitStack() as stack:
         sims = [stack.enter_context(StubServer(models, table_responder({}), **sim)) for _ in range(args.nodes)]
-        port = free_port()
-        address = f"127.0.0.1:{port}"
-        nodes = [ray_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"], tmp / "head.log")]
-        try:
-            wait_for_nodes(address, 1)
-            for i, node in enumerate(sims):
-                labels = f"arb-ollama-port={node.port},arb-ollama-max-models={args.max_loaded}"
-                resources = f'--resources={{"ollama_slots": {args.slots}}}'
-                worker = [f"--address={address}", f"--num-cpus={args.slots}", resources, f"--labels={labels}"]
-                nodes.append(ray_node(worker, tmp / f"worker{i}.log"))
-                wait_for_nodes(address, 2 + i)
-            env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-            env.update({**RAY_ENV, "RAY_ADDRESS": address, "ARB_HOME": str(tmp / "home")})
+        with ray_cluster(tmp, sims, args.slots, args.max_loaded) as (address, env):
             print(f"cluster up: {args.nodes} nodes × {args.slots} slots; running {len(models) * 9} trials", flush=True)
             t0 = time.time()
             wall, marks = _arb(["run", str(grid), "--tracking-uri", mlflow.uri], env)
@@ -245,9 +256,6 @@ def main() -> None:
             requests = _mlflow_requests(mlflow.log, t0, t1)
             resume_wall, _ = _arb(["run", str(grid), "--tracking-uri", mlflow.uri], env)
             resume_calls = sum(s.state.calls.total() for s in sims) - calls
-        finally:
-            for node in reversed(nodes):
-                stop(node)
     min_loads = max(len(models), args.nodes)
     slots = args.nodes * args.slots
     ideal = (service + min_loads * args.load_seconds) / slots

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
 import record  # noqa: E402
-from cluster_efficiency import MODELS  # noqa: E402
-from servers import RAY_ENV, free_port, mlflow_on_postgres, ray_node, stop, wait_for_nodes  # noqa: E402
+from cluster_efficiency import MODELS, ray_cluster  # noqa: E402
+from servers import mlflow_on_postgres  # noqa: E402
 from stub_server import StubServer, table_responder  # noqa: E402
 
 from trainables.tasks import TASKS  # noqa: E402
@@ -73,19 +73,7 @@ def main() -> None:
     rows = []
     with mlflow_on_postgres(tmp) as mlflow, contextlib.ExitStack() as stack:
         sims = [stack.enter_context(StubServer(MODELS, table_responder({}), **sim)) for _ in range(args.nodes)]
-        port = free_port()
-        address = f"127.0.0.1:{port}"
-        nodes = [ray_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"], tmp / "head.log")]
-        try:
-            wait_for_nodes(address, 1)
-            for i, node in enumerate(sims):
-                labels = f"arb-ollama-port={node.port},arb-ollama-max-models={len(MODELS)}"
-                resources = f'--resources={{"ollama_slots": {args.slots}}}'
-                worker = [f"--address={address}", f"--num-cpus={args.slots}", resources, f"--labels={labels}"]
-                nodes.append(ray_node(worker, tmp / f"worker{i}.log"))
-                wait_for_nodes(address, 2 + i)
-            env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-            env.update({**RAY_ENV, "RAY_ADDRESS": address, "ARB_HOME": str(tmp / "home")})
+        with ray_cluster(tmp, sims, args.slots, len(MODELS)) as (_, env):
             for size in args.sizes:
                 seeds = max(1, math.ceil(size / (len(MODELS) * len(TASKS))))
                 trials = seeds * len(MODELS) * len(TASKS)
@@ -97,9 +85,6 @@ def main() -> None:
                 calls = sum(s.state.calls.total() for s in sims) - calls0
                 rows.append((trials, wall, cpu, rss, calls))
                 print(f"  {wall:.0f} s wall, driver {cpu:.1f} CPU s, {rss:.0f} MiB", flush=True)
-        finally:
-            for node in reversed(nodes):
-                stop(node)
     base = rows[0][2] / rows[0][0]
     lines = [
         *record.heading(),
