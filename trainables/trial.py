@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -242,7 +241,6 @@ def _steps(
 
     meter.stage = "optimize"
     optimizer = OPTIMIZERS[trial.optimizer]
-    t0 = time.perf_counter()
     status, compiled, compile_error = tracking.FINISHED, program, ""
     if optimizer.name != "none":
         try:
@@ -267,7 +265,7 @@ def _steps(
             status, compiled = tracking.COMPILE_FAILED, program
             compile_error = f"{type(exc).__name__}: {tracking.redact(str(exc))}"[:2000]
             log.warning("compile failed for %s: %s", trial.run_name, compile_error)
-    optimize_seconds = time.perf_counter() - t0
+    optimize_seconds = pace.phases.seconds.get("optimize", 0.0)
 
     meter.stage = "optimized"
     if compiled is program:
