@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from analysis import plots, tables
 from analysis.dashboard import write_dashboard
 from analysis.routing import per_call_costs, routing_advice
-from analysis.runs import ReportCache, load_study
+from analysis.runs import ReportCache, known_grids, load_study, split_truncated
 from grid.errors import ArbError
 from grid.registry import ModelRegistry, load_registry
 from trainables.stats import noise_floor_pp
@@ -59,24 +59,56 @@ def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegi
 
 def write_report(
     tracking_uri: str, grids: list[str] | None, out: Path, registry: ModelRegistry | None = None, log: bool = True,
-    cache: ReportCache | None = None,
+    cache: ReportCache | None = None, include_truncated: bool = False,
 ) -> Path:  # fmt: skip
     """Write the report to `out` and log it to MLflow; returns the path of `summary.md`. With `cache`, done runs
-    loaded by an earlier report are not fetched again (`analysis.runs.ReportCache`)."""
+    loaded by an earlier report are not fetched again (`analysis.runs.ReportCache`). Trials with a call that
+    reached its context window are listed apart and left out of the tables unless `include_truncated`."""
+    if grids:
+        known = known_grids(tracking_uri)
+        unknown = [g for g in grids if g not in known]
+        if unknown:
+            raise ArbError(
+                f"no grid named {', '.join(unknown)} in {tracking_uri}",
+                f"use one of: {', '.join(known)}" if known else "run a grid first (`arb run smoke`)",
+            )
     runs, examples = load_study(tracking_uri, grids, cache)
     if runs.empty:
         raise ArbError(f"no runs for {grids or 'any grid'} in {tracking_uri}", "run a grid first (`arb run smoke`)")
-    path = render(runs, examples, registry or load_registry(), out)
+    kept, cut = split_truncated(runs)
+    if not include_truncated:
+        runs = kept
+        examples = examples[examples["run_id"].isin(set(kept["run_id"]))]
+    path = render(runs, examples, registry or load_registry(), out, truncated=cut, included=include_truncated)
     if log:
         _log_to_mlflow(tracking_uri, sorted(runs["experiment"].unique()), out)
     return path
 
 
-def render(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, out: Path) -> Path:
-    """Everything but the MLflow upload: tables, plots, dashboard. Pure given its inputs."""
+def render(
+    runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, out: Path,
+    truncated: pd.DataFrame | None = None, included: bool = False,
+) -> Path:  # fmt: skip
+    """Everything but the MLflow upload: tables, plots, dashboard. Pure given its inputs. `truncated`: trials
+    that reached their context window, listed in their own section (and in the tables only if `included`)."""
     out.mkdir(parents=True, exist_ok=True)
     built = build_tables(runs, examples, registry)
-    lines = [f"# Report: {', '.join(sorted(runs['experiment'].unique()))}", "", _noise_line(runs), ""]
+    names = sorted(set(runs["experiment"]) | set(truncated["experiment"] if truncated is not None else []))
+    lines = [f"# Report: {', '.join(names)}", "", _noise_line(runs), ""]
+    if truncated is not None and not truncated.empty:
+        cols = ["experiment", "model", "task", "optimizer", "n_labeled", "truncated_calls", "context_errors"]
+        truncated[cols].to_csv(out / "truncated.csv", index=False)
+        how = "included in the tables below" if included else "left out of the tables below (`--include-truncated`)"
+        lines += [
+            "## Trials that reached their context window",
+            "",
+            f"{len(truncated)} trial(s) had calls whose prompt filled the model's context or was counted short of "
+            f"its size (the server may have dropped few-shot demos), or was refused as too long; {how}. Raise the "
+            "model's `context` in the registry and run them again.",
+            "",
+            _markdown(truncated[cols].reset_index(drop=True), "truncated.csv"),
+            "",
+        ]
     for name, title in TITLES.items():
         table = built[name]
         table.to_csv(out / f"{name}.csv", index=not isinstance(table.index, pd.RangeIndex))

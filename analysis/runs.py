@@ -20,13 +20,14 @@ from mlflow.tracking import MlflowClient
 from grid.registry import load_registry
 
 TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase": "phase", "arb.grid": "grid",
-               "arb.task_version": "task_version"}  # fmt: skip
+               "arb.task_version": "task_version", "arb.truncated": "truncated"}  # fmt: skip
 PARAM_COLUMNS = {"model": "string", "task": "string", "optimizer": "string", "teacher": "string",
                  "provider": "string", "demos": "Int64", "n_labeled": "Int64", "seed": "Int64",
                  "n_eval": "Int64"}  # fmt: skip
 METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "n_demos_chosen", "latency_ms_p50",
                   "latency_ms_p95", "prompt_tokens", "completion_tokens", "cost_usd", "optimize_seconds",
-                  "eval_seconds", "lm_calls", *(f"score_k{k}" for k in range(6)))  # fmt: skip
+                  "eval_seconds", "lm_calls", "truncated_calls", "context_errors",
+                  *(f"score_k{k}" for k in range(6)))  # fmt: skip
 RUN_COLUMNS = ["run_id", "experiment", *TAG_COLUMNS.values(), *PARAM_COLUMNS, *METRIC_COLUMNS]
 EXAMPLE_COLUMNS = ["run_id", "example_id", "condition", "score", "latency_ms", "prompt_tokens", "completion_tokens"]
 STATUSES = ("finished", "compile_failed", "running", "errored")
@@ -37,6 +38,19 @@ def _experiments(client: MlflowClient, grids: list[str] | None) -> list[Any]:
     if grids:
         exps = [e for e in exps if e.name in grids]
     return exps
+
+
+def known_grids(tracking_uri: str) -> list[str]:
+    """Names of the grids (experiments made by `arb run`) in a store."""
+    return sorted(e.name for e in _experiments(MlflowClient(tracking_uri), None))
+
+
+def split_truncated(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs whose every call fit its context window, runs with a call that may have been cut or was refused)."""
+    cut = (runs["truncated"].fillna("false") == "true") | (runs["truncated_calls"].fillna(0) > 0) | (
+        runs["context_errors"].fillna(0) > 0
+    )
+    return runs[~cut], runs[cut]
 
 
 def typed_runs(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -139,7 +153,8 @@ def _raw_runs(tracking_uri: str, grids: list[str] | None, cache: ReportCache | N
             new = pd.concat([old, new], ignore_index=True) if not old.empty else new
         frames.append(new)
         fetched.append((exp.experiment_id, rows))
-    raw = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*RUN_COLUMNS, "start_time"])
+    empty = pd.DataFrame(columns=[*RUN_COLUMNS, "start_time", "artifact_uri"])
+    raw = pd.concat(frames, ignore_index=True) if frames else empty
     if cache is not None:
         for exp_id, rows in fetched:
             pending = [r["start_time"] for r in rows if r["status"] not in DONE]

@@ -1,6 +1,7 @@
 """`arb`: run experiment grids of local vs. API LLMs, before and after DSPy optimization.
 
 arb plan smoke            # what a grid would run, without running it
+arb check phase1          # can its data be read and its Ollama models served? (arb run checks this first)
 arb run smoke             # run it (local Ray, embedded llama.cpp models, local MLflow store)
 arb status                # finished / running / errored / pending trials per grid
 arb resume smoke          # finish an interrupted grid: only unfinished trials run
@@ -125,6 +126,50 @@ def run(
     from grid.spec import load_grid, stages
 
     _launch(stages(load_grid(gridfile)), None, tracking_uri, models, embedded_port)
+
+
+@app.command()
+def check(
+    gridfile: Annotated[str, typer.Argument(help="Grid YAML file, or the name of a shipped grid (e.g. phase1).")],
+    models: ModelsFile = None,
+) -> None:
+    """Check a grid before running it (what `arb run` does first): every task's data source (pinned hub revision,
+    splits, columns; or the files of a data directory) and every Ollama endpoint (answers, has the models, allows
+    the registry's context). One line per problem; exit code 2 if there is any."""
+    from grid.launch import preflight
+    from grid.registry import load_registry
+    from grid.spec import expand, load_grid, stages
+    from trainables.tracking import default_home
+
+    registry = load_registry(models)
+    for spec in stages(load_grid(gridfile)):
+        if spec.analysis_of is not None:
+            continue
+        trials = expand(spec, registry)
+        on_cluster = bool(os.environ.get("RAY_ADDRESS"))
+        preflight(spec, trials, registry, default_home(), stream=sys.stderr, on_cluster=on_cluster)
+        if on_cluster:  # each Ollama node answers for itself, through a small Ray task on it
+            _check_cluster_nodes(spec, trials, registry)
+        tasks = sorted({t.task for t in trials})
+        typer.echo(f"grid {spec.name!r}: {len(trials)} trials; data ({spec.data}) of {', '.join(tasks)} and its "
+                   f"Ollama models: ok")  # fmt: skip
+
+
+def _check_cluster_nodes(spec: GridSpec, trials: list, registry: object) -> None:
+    import ray
+
+    from grid.launch import check_nodes
+    from grid.preflight import PreflightFailed, Problem
+
+    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, include_dashboard=False)
+    try:
+        lines = check_nodes(trials, registry, spec)  # type: ignore[arg-type]
+    finally:
+        ray.shutdown()
+    for line in lines:
+        typer.echo(f"  ✘ {line}", err=True)
+    if lines:
+        raise PreflightFailed([Problem(line, "") for line in lines])
 
 
 @app.command()
@@ -275,6 +320,13 @@ def report(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Load every run from the store again (default: done runs are cached).")
     ] = False,
+    include_truncated: Annotated[
+        bool,
+        typer.Option(
+            "--include-truncated",
+            help="Keep trials whose prompts reached the model's context window in the tables (default: listed apart).",
+        ),
+    ] = False,
 ) -> None:
     """Write the study's tables for the given grids as Markdown and CSV, and print the summary."""
     from analysis.report import write_report
@@ -285,7 +337,7 @@ def report(
     cache = ReportCache.for_store(uri, default_home())
     if no_cache:
         shutil.rmtree(cache.directory, ignore_errors=True)
-    path = write_report(uri, grid or None, out, cache=cache)
+    path = write_report(uri, grid or None, out, cache=cache, include_truncated=include_truncated)
     typer.echo(path.read_text())
     typer.echo(f"report written to {out.resolve()}")
 

@@ -37,16 +37,49 @@ class GridOutcome:
     statuses: dict[str, str] = field(default_factory=dict)
     reused: int = 0
     interrupted: bool = False
+    errors: dict[str, str] = field(default_factory=dict)
+    """Why each errored trial failed (one line), by trial key."""
+    repeated_error: str | None = None
+    """Set when most ended trials failed with the same error: the sweep stops rather than spend the rest on it."""
 
     @property
     def failed(self) -> list[str]:
         return [k for k, s in self.statuses.items() if s == "errored"]
+
+    def note_error(self, key: str, line: str) -> bool:
+        """Record a failed trial; True the first time the sweep should stop because the same error (up to names
+        and numbers, `error_signature`) ended at least `REPEATS_TO_STOP` trials and most of those that ended."""
+        self.errors[key] = line
+        if self.repeated_error is not None:
+            return False
+        counts: dict[str, int] = {}
+        for error in self.errors.values():
+            counts[error_signature(error)] = counts.get(error_signature(error), 0) + 1
+        signature, n = max(counts.items(), key=lambda kv: kv[1])
+        if n >= REPEATS_TO_STOP and 2 * n > len(self.statuses):
+            self.repeated_error = line
+            return True
+        return False
+
+
+REPEATS_TO_STOP = 3
+"""Failures with one error after which a sweep that mostly fails stops (the first trials of a sweep say it all)."""
+
+
+def error_signature(line: str) -> str:
+    """An error line with what varies between trials (quoted names, paths, numbers, run ids) taken out, so that
+    "cannot load 'google/boolq'" and "cannot load 'openai/gsm8k'" count as the same failure."""
+    import re
+
+    line = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", line.split(" (MLflow run")[0])
+    return re.sub(r"[0-9a-f]{8,}|\d+(\.\d+)?|/[\w./-]+", "#", line)
 
 
 def _progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) -> Any:
     from ray.tune import Callback
 
     names = {t.key: t.run_name for t in trials}
+    grid = trials[0].grid if trials else "GRID"
 
     class Progress(Callback):
         """One line per trial as it ends: status, baseline → optimized, time."""
@@ -79,34 +112,62 @@ def _progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) -
         def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             key = Trial.model_validate(trial.config["trial"]).key
             outcome.statuses[key] = "errored"
+            line = _error_line(trial)
             print(
-                f"  ✘ [{len(outcome.statuses)}/{outcome.total}] errored  {names.get(key, key)}: {_error_line(trial)}",
+                f"  ✘ [{len(outcome.statuses)}/{outcome.total}] errored  {names.get(key, key)}: {line}",
                 file=stream,
                 flush=True,
             )
+            if outcome.note_error(key, line):
+                same = sum(error_signature(e) == error_signature(line) for e in outcome.errors.values())
+                print(
+                    f"  ■ stopping the sweep: {same} of the {len(outcome.statuses)} trials that ended failed with "
+                    f"the same error; the other trials would too. Fix it, then `arb resume {grid}`.",
+                    file=stream,
+                    flush=True,
+                )
 
     return Progress()
 
 
 def _error_line(trial: Any) -> str:
     """Why a Tune trial failed, in one line: the trainable's own summary (class, message, MLflow run) when it
-    raised one, else the class and first line of whatever Ray reports (e.g. the worker process died)."""
+    raised one, else the class and first line of whatever Ray reports (e.g. the worker process died). Ray may not
+    have written its error file yet when it tells the callbacks, so the trial's MLflow run (which the trial tagged
+    with its error before raising) is asked next."""
     from trainables.trial import TrialFailed
 
     try:
         error = trial.get_pickled_error() or trial.get_error()
     except Exception:  # an unreadable error file must not stop the sweep
         error = None
-    if isinstance(error, str):  # Tune's text trace: its last line names the exception
-        lines = error.strip().splitlines()
-        return lines[-1][:300] if lines else "no error recorded"
+    if isinstance(error, str) and error.strip():  # Tune's text trace: its last line names the exception
+        return error.strip().splitlines()[-1][:300]
     cause = getattr(error, "cause", None) or error
     if isinstance(cause, TrialFailed):
         return str(cause)
-    if cause is None:
-        return "no error recorded"
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    return f"{type(cause).__name__}: {first[:300]}"
+    if cause is not None and not isinstance(cause, str):
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+        return f"{type(cause).__name__}: {first[:300]}"
+    return _recorded_error(trial.config) or "the trial process ended without an error message (see `arb status`)"
+
+
+def _recorded_error(config: dict[str, Any]) -> str | None:
+    """The error a trial recorded in its MLflow run (`arb.error_class`, `arb.error`), if it got that far."""
+    from mlflow.tracking import MlflowClient
+
+    from trainables import tracking
+
+    try:
+        runtime, key = config["runtime"], Trial.model_validate(config["trial"]).key
+        runs = tracking.find_runs(MlflowClient(runtime["tracking_uri"]), runtime["experiment_id"], key)
+    except Exception:  # the store is unreachable, or the config is not a trial's: nothing more to say
+        return None
+    for run in runs:
+        message = run.data.tags.get("arb.error")
+        if message:
+            return f"{run.data.tags.get('arb.error_class', 'Error')}: {' '.join(message.split())[:300]}"
+    return None
 
 
 def run_grid(
@@ -133,6 +194,7 @@ def run_grid(
     if any(t.task == "code" for t in todo):
         sandbox.check(spec.sandbox)
     ablation.check_sources(tracking_uri, todo)
+    preflight(spec, todo, registry, home, stream=stream, on_cluster=bool(os.environ.get("RAY_ADDRESS")))
     experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
     _remember_spec(tracking_uri, experiment_id, spec, registry_path)
     outcome = GridOutcome(total=len(trials))
@@ -162,6 +224,50 @@ def run_grid(
     if servers.failure is not None:
         raise servers.failure
     return outcome
+
+
+def preflight(
+    spec: GridSpec, trials: list[Trial], registry: ModelRegistry, home: Path, *, stream: Any, on_cluster: bool
+) -> None:
+    """`grid.preflight`'s checks for these trials: each problem on its own line, then `PreflightFailed`."""
+    from grid.preflight import PreflightFailed, run_checks
+
+    problems = run_checks(spec, trials, registry, home / "cache", on_cluster=on_cluster)
+    if problems:
+        for problem in problems:
+            print(f"  ✘ {problem.line()}", file=stream, flush=True)
+        raise PreflightFailed(problems)
+
+
+def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) -> list[str]:
+    """On a Ray cluster: the Ollama check of `grid.preflight` on every Ollama node, as a small task pinned to each
+    (a node reaches its own Ollama on loopback, at the port its `arb-ollama-port` label names)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from grid.preflight import check_ollama, ollama_wants
+
+    wants = ollama_wants(trials, registry, spec)
+    if not wants:
+        return []
+
+    @ray.remote(num_cpus=0)
+    def on_node(wants: dict[str, int]) -> tuple[str, list[str]]:
+        from trainables.ollama_node import PORT_LABEL
+
+        port = ray.get_runtime_context().get_node_labels().get(PORT_LABEL) or "11434"
+        host = f"http://127.0.0.1:{int(port)}"
+        return ray.util.get_node_ip_address(), check_ollama(host, wants)
+
+    nodes = placement.ollama_nodes(ray.nodes())
+    futures = [
+        on_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(wants)
+        for node_id in nodes
+    ]
+    lines: list[str] = []
+    for ip, problems in ray.get(futures, timeout=120):
+        lines.extend(f"node {ip}: {line}" for line in problems)
+    return lines
 
 
 def _remember_spec(tracking_uri: str, experiment_id: str, spec: GridSpec, registry_path: str | None) -> None:
@@ -286,6 +392,13 @@ def _fit(
         _system_config={"preload_python_modules": list(PRELOAD)} if address == "local" else None,
     )
     try:
+        problems = check_nodes(trials, registry, spec) if address != "local" else []
+        if problems:
+            from grid.preflight import PreflightFailed, Problem
+
+            for line in problems:
+                print(f"  ✘ {line}", file=stream, flush=True)
+            raise PreflightFailed([Problem(line, "") for line in problems])
         board = slots.start_board()
         searcher = _searcher(trials, runtime.model_dump(), registry, publish=lambda grants: board.set.remote(grants))
         if searcher.nodes:  # on a cluster: what the sweep found (a local run says nothing new here)
@@ -306,13 +419,14 @@ def _fit(
                 max_concurrent_trials=spec.max_concurrent_trials,
                 # A warm worker process keeps DSPy and the task imported: seconds saved on every trial.
                 reuse_actors=True,
+                trial_dirname_creator=trial_dirname,
             ),
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=storage_path(home),
                 verbose=0,
                 callbacks=[_progress_callback(trials, outcome, stream)],
-                stop=_servers_failed_stopper(servers),
+                stop=_sweep_stopper(servers, outcome),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
         )
@@ -327,20 +441,31 @@ def _fit(
         ray.shutdown()
 
 
-def _servers_failed_stopper(servers: EmbeddedServers) -> Any:
+def trial_dirname(trial: Any) -> str:
+    """A Tune trial's folder: model, task and trial key (Tune's default spells out the whole config, hundreds of
+    characters), plus Tune's id, since a retried trial is a second Tune trial of the same key."""
+    import re
+
+    spec = Trial.model_validate(trial.config["trial"])
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{spec.model}-{spec.task}-{spec.key[:10]}")
+    return f"{name}-{trial.trial_id}"
+
+
+def _sweep_stopper(servers: EmbeddedServers, outcome: GridOutcome) -> Any:
     from ray.tune import Stopper
 
-    class ServersFailed(Stopper):
+    class SweepStopper(Stopper):
         """Stops the whole sweep (Tune stops the running trials; the rest stay pending for `arb resume`) once an
-        embedded server has died twice: every further call to it would fail."""
+        embedded server has died twice, or once most trials failed with the same error: every further trial
+        would fail the same way."""
 
         def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
             return False
 
         def stop_all(self) -> bool:
-            return servers.failure is not None
+            return servers.failure is not None or outcome.repeated_error is not None
 
-    return ServersFailed()
+    return SweepStopper()
 
 
 def _searcher(

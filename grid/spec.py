@@ -74,10 +74,12 @@ class GridSpec(BaseModel):
     with the output schema enforced by the server (llama.cpp grammar, Ollama `format`, OpenAI structured outputs).
     It changes the prompt, so it is part of the trial key. `[false, true]` measures both."""
     data: DataSource = "hub"
-    """`hub`: the real Hugging Face dataset; `sample`: the small hand-written files shipped with each task; or an
-    absolute path to a directory laid out like those (`<dataset>/<split>.jsonl`, e.g. `gsm8k/test.jsonl`, rows in
-    the dataset's own schema): a private mirror, or larger generated data. On a cluster, every node must see the
-    path."""
+    """`hub`: the real Hugging Face datasets, each at the revision its task pins; `sample`: the small hand-written
+    files shipped with each task; or an absolute path to a data directory holding, per dataset, either a copy of
+    the hub repository at `<dir>/<owner>/<name>/` (e.g. `hf download legacy-datasets/banking77 --repo-type dataset
+    --revision <the pinned one> --local-dir <dir>/legacy-datasets/banking77`: a private mirror for clusters without
+    hub access) or JSONL files laid out like the samples (`<dir>/gsm8k/test.jsonl`, rows in the dataset's own
+    schema). `arb check` says whether every task can read its data. On a cluster, every node must see the path."""
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
     """Extra optimizer settings (e.g. MIPROv2's `auto`, `num_candidates`, `num_trials`); validated per optimizer."""
     max_concurrent_trials: int | None = Field(default=None, ge=1)

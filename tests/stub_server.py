@@ -4,6 +4,21 @@ It answers DSPy ChatAdapter prompts: it reads the output fields the prompt asks 
 `answer` field from a table of known questions (so a test knows the right score by construction). It counts calls
 and model loads so that tests can assert how much work a run did.
 
+On `/api/chat` it behaves like a real Ollama where that can change a result:
+- the context window is `options.num_ctx` if the request sets it, else the server default (`default_ctx`, what
+  `OLLAMA_CONTEXT_LENGTH` sets: 4096 on GPUs under 24 GiB, 2048 before Ollama 0.6; docs/faq "How can I specify
+  the context window size?");
+- a chat prompt longer than the window is cut silently: the oldest non-system messages are dropped until the rest
+  fits, the latest message always kept (server/prompt.go `chatPrompt`), and a latest message that alone does not
+  fit is cut to the window (the runner's "truncating input prompt ... limit=4096"); `prompt_eval_count` counts only
+  what was kept, and nothing in the response says that anything was dropped;
+- a request whose `num_ctx` differs from the one the model is loaded with reloads the model (counted in `loads`);
+- it streams (NDJSON chunks, the last with `done: true` and the counts) unless the request says `"stream": false`;
+- an unknown model is a 404 `{"error": "model 'x' not found, try pulling it first"}` (server/routes.go, ollama PR
+  #718); `/api/show` reports `model_info["<arch>.context_length"]` (the model's own maximum, `max_ctx`).
+The stub's tokenizer is whitespace words plus `MESSAGE_OVERHEAD` tokens per message for the chat template's role
+markers: not any model's tokenizer, but monotone in the prompt's length, which is what truncation depends on.
+
 Run by hand: `python tests/stub_server.py --port 11434` (Ctrl-C stops it).
 """
 
@@ -76,6 +91,34 @@ def table_responder(answers: dict[str, str], default: str = "0", think: str | No
     return respond
 
 
+MESSAGE_OVERHEAD = 4
+"""Template tokens per chat message in the stub's count (role markers and separators)."""
+
+
+def message_tokens(message: dict[str, Any]) -> int:
+    return len(_text(message).split()) + MESSAGE_OVERHEAD
+
+
+def fit_context(messages: list[dict[str, Any]], num_ctx: int) -> tuple[list[dict[str, Any]], int]:
+    """What Ollama keeps of a chat prompt in a window of `num_ctx` tokens, and how many tokens that is: system
+    messages and the latest message always, then as many of the most recent others as fit; a latest message
+    that alone overflows is cut to the window."""
+    if not messages:
+        return [], 0
+    system = [m for m in messages[:-1] if m.get("role") == "system"]
+    others = [m for m in messages[:-1] if m.get("role") != "system"]
+    used = sum(message_tokens(m) for m in system) + message_tokens(messages[-1])
+    kept: list[dict[str, Any]] = []
+    for message in reversed(others):
+        cost = message_tokens(message)
+        if used + cost > num_ctx:
+            break  # Ollama stops at the first message that does not fit: older ones are gone too
+        kept.insert(0, message)
+        used += cost
+    order = [m for m in messages[:-1] if m.get("role") == "system" or any(m is k for k in kept)] + [messages[-1]]
+    return order, min(used, num_ctx)
+
+
 @dataclass
 class StubState:
     """What the server has seen: calls and loads per model, and every request body (for leak checks)."""
@@ -114,6 +157,18 @@ class StubState:
     """JSON schemas that structured-output requests asked for (llama.cpp, OpenAI or Ollama form)."""
     digests: dict[str, str] = field(default_factory=dict)
     """Model digest reported by /api/tags (default "stub"): change it to simulate a re-pulled model."""
+    default_ctx: int = 4096
+    """Context window of a request that sets no `options.num_ctx` (Ollama's OLLAMA_CONTEXT_LENGTH)."""
+    max_ctx: int = 32768
+    """The models' own maximum context, reported by /api/show."""
+    loaded_ctx: dict[str, int] = field(default_factory=dict)
+    """The context each resident model was loaded with: a request with another reloads it."""
+    num_ctx_seen: dict[str, set[int]] = field(default_factory=dict)
+    """Every context window each model was asked to serve with (requests without num_ctx: the default)."""
+    truncated: Counter[str] = field(default_factory=Counter)
+    """Chat calls whose prompt the stub cut to fit the window, per model (what a real Ollama never reports)."""
+    streamed: int = 0
+    """/api/chat answers sent as a stream (requests that did not say "stream": false)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_fault(self) -> str | None:
@@ -127,11 +182,17 @@ class StubState:
         self.changed = threading.Condition(self.lock)
         self._slots = threading.BoundedSemaphore(self.slots) if self.slots else None
 
-    def serve(self, model: str) -> None:
-        """Serve one call of `model`: take a slot, load the model if it is not in memory (counted), generate."""
+    def serve(self, model: str, num_ctx: int | None = None) -> None:
+        """Serve one call of `model`: take a slot, load the model if it is not in memory (counted), generate.
+        With `num_ctx` (an Ollama chat), a model loaded with another context is loaded again."""
         with self._slots or contextlib.nullcontext():
             with self.changed:
                 self.calls[model] += 1
+                if num_ctx is not None:
+                    self.num_ctx_seen.setdefault(model, set()).add(num_ctx)
+                    if model in self.loaded and self.loaded_ctx.get(model) != num_ctx and not self.active[model]:
+                        self.loaded.remove(model)  # Ollama unloads and reloads the runner with the new size
+                    self.loaded_ctx[model] = num_ctx
                 while model not in self.loaded or model in self._loading:
                     if model in self._loading:
                         self.changed.wait()
@@ -180,6 +241,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _stream(self, final: dict[str, Any]) -> None:
+        """Ollama's streamed answer: one NDJSON object per piece of the reply, then the final one with the counts
+        and an empty message (a client that reads only the last line gets no text)."""
+        with self.server.state.lock:
+            self.server.state.streamed += 1
+        text = final["message"]["content"]
+        pieces = [text[i : i + 16] for i in range(0, len(text), 16)] or [""]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.end_headers()  # HTTP/1.0 and no length: the body ends when the connection closes
+        lines = [{**final, "message": {"role": "assistant", "content": p}, "done": False} for p in pieces]
+        lines = [{k: v for k, v in line.items() if k not in ("done_reason", "prompt_eval_count", "eval_count")}
+                 for line in lines]  # fmt: skip
+        lines.append({**final, "message": {"role": "assistant", "content": ""}})
+        for line in lines:
+            self.wfile.write((json.dumps(line) + "\n").encode())
+            self.wfile.flush()
+        self.close_connection = True
+
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length).decode() if length else "{}"
@@ -217,6 +297,13 @@ class _Handler(BaseHTTPRequestHandler):
                     state.models.append(model)
             self._send(200, {"status": "success"})
             return
+        if self.path == "/api/show":
+            if not self._known(model):
+                self._send(404, {"error": f"model '{model}' not found"})
+                return
+            self._send(200, {"details": {"family": "stub"}, "model_info": {"general.architecture": "stub",
+                                                                          "stub.context_length": state.max_ctx}})
+            return
         if self.path not in ("/api/chat", "/v1/chat/completions"):
             self._send(404, {"error": f"no route {self.path}"})
             return
@@ -243,10 +330,20 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "drop":
             self.close_connection = True  # no status line: the client sees the connection closed
             return
-        state.serve(model)
+        messages = body.get("messages", [])
+        prompt_tokens = sum(message_tokens(m) for m in messages)
+        if self.path == "/api/chat":
+            num_ctx = int((body.get("options") or {}).get("num_ctx") or state.default_ctx)
+            state.serve(model, num_ctx)
+            kept, prompt_tokens = fit_context(messages, num_ctx)
+            if len(kept) < len(messages) or prompt_tokens >= num_ctx:
+                with state.lock:
+                    state.truncated[model] += 1
+            messages = kept  # the model answers what it was shown, like a real one
+        else:
+            state.serve(model)
         with state.lock:
             state.paths[self.path] += 1
-        messages = body.get("messages", [])
         text = state.responder(model, messages)
         schema = _requested_schema(body)
         if schema is not None:  # structured outputs: the same values, as the JSON object the schema describes
@@ -254,21 +351,21 @@ class _Handler(BaseHTTPRequestHandler):
                 state.schemas.append(schema)
             values = dict(_REPLY_FIELD.findall(text))
             text = json.dumps({name: values.get(name, f"stub {name}") for name in schema.get("properties", {})})
-        prompt_tokens = sum(len(_text(m).split()) for m in messages)
         completion_tokens = len(text.split())
         if self.path == "/api/chat":
-            self._send(
-                200,
-                {
-                    "model": model,
-                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "message": {"role": "assistant", "content": text},
-                    "done": True,
-                    "done_reason": "stop",
-                    "prompt_eval_count": prompt_tokens,
-                    "eval_count": completion_tokens,
-                },
-            )
+            final = {
+                "model": model,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "message": {"role": "assistant", "content": text},
+                "done": True,
+                "done_reason": "stop",
+                "prompt_eval_count": prompt_tokens,
+                "eval_count": completion_tokens,
+            }
+            if body.get("stream", True) is False:
+                self._send(200, final)
+            else:
+                self._stream(final)
         else:
             self._send(
                 200,

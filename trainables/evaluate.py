@@ -38,6 +38,8 @@ class ExampleRecord:
     error: str = ""
     in_flight: int = 1
     """Examples of this trial being evaluated when this one started (itself included)."""
+    truncated_calls: int = 0
+    """This example's LM calls whose prompt reached the context window (`trainables.lm.ContextCheck`)."""
 
 
 @dataclass
@@ -69,6 +71,11 @@ class EvalResult:
     @property
     def lm_errors(self) -> int:
         return sum(r.error not in ("", "parse") for r in self.records)
+
+    @property
+    def context_errors(self) -> int:
+        """Examples whose prompt the server refused as longer than its context (llama.cpp, OpenAI)."""
+        return sum(r.error == "context_window" for r in self.records)
 
     def latency_ms(self, q: float) -> float:
         return float(np.percentile([r.latency_ms for r in self.records], q)) if self.records else 0.0
@@ -155,6 +162,7 @@ def evaluate(
                 lm_calls=attempt.usage.calls,
                 error=attempt.error,
                 in_flight=started_with,
+                truncated_calls=attempt.usage.truncated_calls,
             )
         )
     if task.corpus_metric is not None:

@@ -37,6 +37,8 @@ class Usage:
     completion_tokens: int = 0
     thinking_tokens: int = 0
     """The share of `completion_tokens` spent inside `<think>` blocks (estimated; see `strip_thinking`)."""
+    truncated_calls: int = 0
+    """Calls whose prompt reached the model's context window (see `ContextCheck`): the server may have cut it."""
 
     def add(self, other: Usage) -> None:
         self.calls += other.calls
@@ -44,6 +46,7 @@ class Usage:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.thinking_tokens += other.thinking_tokens
+        self.truncated_calls += other.truncated_calls
 
 
 _EXAMPLE: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("arb_example_usage", default=None)
@@ -61,6 +64,65 @@ def example_usage() -> Iterator[Usage]:
         _EXAMPLE.reset(token)
 
 
+CONTEXT_MARGIN = 16
+"""Tokens short of the window at which a prompt counts as having filled it."""
+TEMPLATE_TOKENS = 12
+"""Upper bound on the chat template's tokens per message (role markers, separators)."""
+UNCALIBRATED_RATIO = 0.15
+"""Tokens per byte assumed before a model's own ratio is known: fewer than any of the study's tokenizers give
+for English text (about 0.25, OpenAI's "~4 characters per token"), so an uncalibrated check errs towards silence."""
+SHORTFALL = 0.9
+"""A prompt counted at less than this share of its expected tokens lost part of itself."""
+
+
+class ContextCheck:
+    """Did a call's prompt fit its context window? Servers can cut a prompt without saying so: Ollama drops the
+    oldest non-system messages (DSPy's few-shot demos) until the rest fits and reports only the kept tokens in
+    `prompt_eval_count`, or cuts a latest message that alone overflows to the window (server/prompt.go
+    `chatPrompt`; the runner's "truncating input prompt" warning).
+
+    A call is counted as truncated when its reported prompt tokens (a) filled the window (`>= window -
+    CONTEXT_MARGIN`), or (b) its messages' size predicts more tokens than the window holds, or (c) it was counted
+    at less than `SHORTFALL` of that prediction. The prediction is bytes × the model's tokens per byte, learned from
+    this model's calls that cannot have lost a message: those with nothing droppable (only system messages before
+    the latest one: DSPy's zero-shot prompts, which a trial's baseline sends first) or too few bytes to overflow
+    (byte-level and byte-fallback tokenizers spend at least one byte per token). The smallest ratio seen is used, so
+    a terse input is not mistaken for a cut one; until three such calls are seen, `UNCALIBRATED_RATIO`."""
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self._ratios: list[float] = []
+        self._lock = threading.Lock()
+
+    @property
+    def ratio(self) -> float:
+        with self._lock:
+            return min(self._ratios) if len(self._ratios) >= 3 else UNCALIBRATED_RATIO
+
+    def truncated(self, messages: list[dict[str, Any]] | None, prompt_tokens: int) -> bool:
+        """Whether the call whose prompt was `messages`, counted as `prompt_tokens` by the server, was cut."""
+        if prompt_tokens <= 0:
+            return False  # the server reported nothing to compare (cache hit, or no usage)
+        if prompt_tokens >= self.window - CONTEXT_MARGIN:
+            return True
+        messages = messages or []
+        size = sum(len(_content(m).encode()) for m in messages)
+        droppable = any(m.get("role") != "system" for m in messages[:-1])
+        if size and (not droppable or size + TEMPLATE_TOKENS * len(messages) <= self.window):
+            with self._lock:
+                self._ratios.append(prompt_tokens / size)
+            return False
+        expected = self.ratio * size
+        return expected > self.window or prompt_tokens < SHORTFALL * expected
+
+
+def _content(message: dict[str, Any]) -> str:
+    content = message.get("content") or ""
+    if isinstance(content, list):  # multi-part messages: their text parts
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
 class Meter:
     """Per-trial LM accounting, keyed by (stage, role)."""
 
@@ -69,12 +131,21 @@ class Meter:
         self.stage = "setup"
         self._lock = threading.Lock()
         self.usage: dict[tuple[str, str], Usage] = defaultdict(Usage)
+        self.context: dict[str, ContextCheck] = {}
+        """Per role: the context check of that role's model (calibrated over the trial's calls)."""
 
-    def record(self, role: str, usage: dict[str, Any], cache_hit: bool) -> None:
+    def record(
+        self, role: str, usage: dict[str, Any], cache_hit: bool, *, messages: list[dict[str, Any]] | None = None,
+        window: int | None = None,
+    ) -> None:  # fmt: skip
         call = Usage(calls=1, cache_hits=int(cache_hit))
         if not cache_hit:
             call.prompt_tokens = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
             call.completion_tokens = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+            if window:
+                with self._lock:
+                    check = self.context.setdefault(role, ContextCheck(window))
+                call.truncated_calls = int(check.truncated(messages, call.prompt_tokens))
         with self._lock:
             self.usage[(self.stage, role)].add(call)
         example = _EXAMPLE.get()
@@ -134,10 +205,13 @@ class MeteredLM(dspy.LM):
     """
 
     def __init__(
-        self, model: str, *, meter: str, role: str, provider: Provider, reasoning: bool = False, **kwargs: Any
-    ) -> None:
+        self, model: str, *, meter: str, role: str, provider: Provider, reasoning: bool = False,
+        context: int | None = None, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
         self.plain_args = {k: v for k, v in kwargs.items() if k != "api_key"}
+        self.context = context
+        """The context window its server serves it with (tokens), for the truncation check; None: unknown."""
         """How to build the same LM as a plain `dspy.LM` without its key (what a saved program carries)."""
         self.meter_name = meter
         self.role = role
@@ -171,7 +245,8 @@ class MeteredLM(dspy.LM):
         meter = _METERS.get(self.meter_name)
         if meter is not None:
             cache_hit = lm_cache.take_hit()
-            meter.record(self.role, entry.get("usage") or {}, cache_hit)
+            meter.record(self.role, entry.get("usage") or {}, cache_hit, messages=entry.get("messages"),
+                         window=self.context)  # fmt: skip
         super().update_history(entry)
 
 
@@ -203,9 +278,13 @@ def build_lm(
     base = endpoint or entry.resolved_endpoint()
     extra: dict[str, Any] = {}
     if entry.provider == "ollama":
-        # Ollama's native /api/chat through LiteLLM: it maps max_tokens to num_predict, which Ollama honours.
+        # Ollama's native /api/chat through LiteLLM: it maps max_tokens to num_predict, which Ollama honours, and
+        # passes num_ctx into `options`. Every request carries the registry's context: without it Ollama serves
+        # its own default (OLLAMA_CONTEXT_LENGTH, 2048-4096) and silently drops few-shot demos that do not fit;
+        # one value per model for the whole sweep, because another value reloads the model.
         base = base.rstrip("/").removesuffix("/v1") if base else base
         extra["engine"] = "litellm"
+        extra["num_ctx"] = entry.context
     elif entry.provider == "embedded":
         # DSPy's native engine sends `max_completion_tokens`, which llama.cpp's server ignores: a model that never
         # emits a stop token would then generate until its context is full.
@@ -230,6 +309,7 @@ def build_lm(
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
         reasoning=entry.reasoning,
+        context=entry.context if entry.provider != "openai" else None,
         timeout=timeout_s or entry.timeout_s,
         num_retries=entry.retries,
         cache=True,  # the process's cache decides: `lm_cache.install` (per node, endpoint and version, or none)

@@ -135,6 +135,17 @@ def description(trial: Any, status: str, metrics: dict[str, float], delta: Any, 
         "Per-example predictions: the `examples.json` table (Artifacts) and the Traces tab; the optimizer's "
         "candidates: the child runs `eval_N` and the metric `eval`.",
     ]
+    cut = {k: int(metrics.get(f"truncated_calls_{k}", 0)) for k in ("baseline", "optimize", "optimized")}
+    refused = int(metrics.get("context_errors", 0))
+    if any(cut.values()) or refused:
+        lines += [
+            "",
+            f"**Context window reached**: {cut['baseline']} baseline, {cut['optimize']} optimizing and "
+            f"{cut['optimized']} optimized call(s) filled the model's context or were counted short of their "
+            f"prompt (the server may have dropped few-shot demos), and {refused} example(s) were refused as too "
+            "long. The scores may not measure the whole prompt: raise the model's `context` in the registry. "
+            "`arb report` keeps this trial out of its headline tables unless `--include-truncated`.",
+        ]
     if compile_error:
         lines += ["", f"Compile error (the baseline program was kept): `{compile_error[:500]}`"]
     return "\n".join(lines)

@@ -286,6 +286,7 @@ def _steps(
     }
     tags = {"arb.compile_error": compile_error} if compile_error else {}
     tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], trial.n_eval)
+    tags.update(context_tags(metrics))
     if trial.task == "code":
         tags["arb.sandbox"] = trial.sandbox
     rows = baseline.rows() + optimized.rows()
@@ -379,7 +380,7 @@ def _ablate(
         "instruction.txt": _instructions(full),
         "examples.csv": pd.DataFrame(rows).to_csv(index=False),
     }
-    tags = {"arb.source_run": source.info.run_id}
+    tags = {"arb.source_run": source.info.run_id, **context_tags(metrics)}
     with pace.phases.phase("publish"):
         tags.update(_publish(trial, meter.name, tracking.FINISHED, splits, full, student, (baseline, results[-1]),
                              metrics, "", rows, pace))  # fmt: skip
@@ -424,7 +425,19 @@ def _metrics(
         "parse_failures_baseline": baseline.parse_failures,
         "parse_failures_optimized": optimized.parse_failures,
         "lm_errors": baseline.lm_errors + optimized.lm_errors,
+        "truncated_calls": total.truncated_calls,
+        "truncated_calls_baseline": meter.total(stage="baseline").truncated_calls,
+        "truncated_calls_optimize": optimization.truncated_calls,
+        "truncated_calls_optimized": meter.total(stage="optimized").truncated_calls,
+        "context_errors": baseline.context_errors + optimized.context_errors,
     }
+
+
+def context_tags(metrics: dict[str, float]) -> dict[str, str]:
+    """`arb.truncated`: whether any call of the trial may have been cut by its context window (or refused for
+    it): a score of such a trial may measure a prompt the model never saw whole, so the report sets it apart."""
+    hit = metrics.get("truncated_calls", 0) + metrics.get("context_errors", 0)
+    return {"arb.truncated": "true" if hit else "false"}
 
 
 def _program_state(program: dspy.Module) -> str:

@@ -6,6 +6,9 @@ Program: `dspy.ReAct` with two offline tools, at most `MAX_ITERS` steps:
   and supporting fact of the loaded splits (the offline stand-in for the Wikipedia search of the original setup);
 - `calculate(expression)`: arithmetic and comparisons, evaluated by `simpleeval` (no names, no calls, no code).
 Metric: accuracy; the answer is read as yes/no like BoolQ's (first word; true/false accepted).
+
+Data: `ChilleD/StrategyQA` holds data files and no script; pinned at the commit two other projects pin (7055626;
+1,603 train / 687 test).
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import dspy
 from simpleeval import SimpleEval
 
 from trainables.tasks.analysis import as_yes_no
-from trainables.tasks.base import HubData, Splits, Task
+from trainables.tasks.base import HubData, Splits, Task, versioned
 from trainables.tasks.retrieval import Bm25Index
 
-VERSION = "1"
-DATA = HubData("ChilleD/StrategyQA", None, sample_dir="strategyqa", pool_split="train", test_split="test")
+VERSION = "2"
+DATA = HubData(
+    "ChilleD/StrategyQA", "705562638fe1d8ca6bb98c66fc8f94d45fda8c83", None, sample_dir="strategyqa",
+    pool_split="train", test_split="test", columns=("qid", "question", "answer"),
+)
 MAX_ITERS = 4
 TOP_K = 3
 
@@ -77,11 +83,13 @@ def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
 
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """StrategyQA's train split feeds train and val, its test split is the test set; their evidence is the corpus."""
-    return DATA.splits(_to_example, source, seed, n_labeled, n_val, n_eval, passages=_facts)
+    return DATA.splits(
+        _to_example, source, seed, n_labeled, n_val, n_eval, passages=_facts, passage_columns=("description", "facts")
+    )
 
 
 def program(splits: Splits) -> dspy.Module:
     return Agent(splits.corpus)
 
 
-TASK = Task(name="agentic", version=VERSION, load=load, program=program, metric=metric)
+TASK = Task(name="agentic", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,))

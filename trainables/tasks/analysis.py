@@ -2,6 +2,9 @@
 
 Input: a passage and a yes/no question about it. Output: yes or no. Metric: accuracy, where the prediction is
 read as yes/no from its first word (also accepting true/false), and anything else counts as wrong.
+
+Data: `google/boolq` has parquet files (`data/train-00000-of-00001.parquet`, …) and no script; pinned at the commit
+other projects download those files from (35b264d; 9,427 train / 3,270 validation).
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from typing import Any, Literal
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task
+from trainables.tasks.base import HubData, Splits, Task, versioned
 from trainables.tasks.text import normalize_answer
 
-VERSION = "1"
-DATA = HubData("google/boolq", None, sample_dir="boolq", pool_split="train", test_split="validation")
+VERSION = "2"
+DATA = HubData(
+    "google/boolq", "35b264d03638db9f4ce671b711558bf7ff0f80d5", None, sample_dir="boolq", pool_split="train",
+    test_split="validation", columns=("question", "answer", "passage"),
+)
 _YES, _NO = {"yes", "true"}, {"no", "false"}
 
 
@@ -55,4 +61,4 @@ def program(splits: Splits) -> dspy.Module:
     return dspy.Predict(AnswerYesNo)
 
 
-TASK = Task(name="analysis", version=VERSION, load=load, program=program, metric=metric)
+TASK = Task(name="analysis", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,))

