@@ -47,8 +47,10 @@ def known_grids(tracking_uri: str) -> list[str]:
 
 def split_truncated(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs whose every call fit its context window, runs with a call that may have been cut or was refused)."""
-    cut = (runs["truncated"].fillna("false") == "true") | (runs["truncated_calls"].fillna(0) > 0) | (
-        runs["context_errors"].fillna(0) > 0
+    cut = (
+        (runs["truncated"].fillna("false") == "true")
+        | (runs["truncated_calls"].fillna(0) > 0)
+        | (runs["context_errors"].fillna(0) > 0)
     )
     return runs[~cut], runs[cut]
 

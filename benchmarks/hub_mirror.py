@@ -49,17 +49,19 @@ FULL_ROWS: dict[str, dict[str, int]] = {
 QUESTIONS_PER_PARAGRAPH = 4.6
 """SQuAD: 87,599 training questions on ~19,000 distinct paragraphs."""
 
-_WORDS = (
-    "the of and to in a is that for it as was with be by on not he this are or his from at which but have an they "
-    "you were her all she there would their we him been has when who will more no if out so said what up its about "
-    "into than them can only other new some could time these two may then do first any my now such like our over "
-    "man me even most made after also did many before must through back years where much your way well down "
-    "should because each just those people how too little state good very make world still own see men work long "
-    "get here between both life being under never day same another know while last might us great old year off "
-    "come since against go came right used take three river city council bank card transfer market season club "
-    "government minister police school report company film music election court hospital village team"
-).split()
-_NAMES = "Alder Brook Corin Dalen Ember Fenwick Garrow Halden Isolde Jarrow Kestrel Lorne Marrow Norcott".split()
+_VOCABULARY = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have an they you "
+    "were her all she there would their we him been has when who will more no if out so said what up its about into "
+    "than them can only other new some could time these two may then do first any my now such like our over man me "
+    "even most made after also did many before must through back years where much your way well down should because "
+    "each just those people how too little state good very make world still own see men work long get here between "
+    "both life being under never day same another know while last might us great old year off come since against go "
+    "came right used take three river city council bank card transfer market season club government minister police "
+    "school report company film music election court hospital village team"
+)
+_WORDS = _VOCABULARY.split()
+_SURNAMES = "Alder Brook Corin Dalen Ember Fenwick Garrow Halden Isolde Jarrow Kestrel Lorne Marrow Norcott"
+_NAMES = _SURNAMES.split()
 
 
 class _Text:
@@ -133,7 +135,10 @@ def _banking(t: _Text, i: int, split: str) -> dict[str, Any]:
 def _gsm8k(t: _Text, i: int, split: str) -> dict[str, Any]:
     a, b = t.rng.randint(2, 90), t.rng.randint(2, 90)
     steps = " ".join(f"{t.sentence(10)} <<{a}+{b}={a + b}>>" for _ in range(3))
-    return {"question": t.paragraph(3, 15) + f" How many are there if {a} join {b}?", "answer": f"{steps}\n#### {a + b}"}
+    return {
+        "question": t.paragraph(3, 15) + f" How many are there if {a} join {b}?",
+        "answer": f"{steps}\n#### {a + b}",
+    }
 
 
 def _hotpot(t: _Text, i: int, split: str) -> dict[str, Any]:
@@ -141,8 +146,11 @@ def _hotpot(t: _Text, i: int, split: str) -> dict[str, Any]:
     sentences = [[t.sentence(22) for _ in range(t.rng.randint(2, 6))] for _ in titles]
     gold = t.rng.sample(range(10), 2)
     return {
-        "id": f"{split[:1]}{i:07x}", "question": t.sentence(16).rstrip(".") + "?", "answer": t.words(t.around(2)),
-        "type": t.rng.choice(["bridge", "comparison"]), "level": t.rng.choice(["easy", "medium", "hard"]),
+        "id": f"{split[:1]}{i:07x}",
+        "question": t.sentence(16).rstrip(".") + "?",
+        "answer": t.words(t.around(2)),
+        "type": t.rng.choice(["bridge", "comparison"]),
+        "level": t.rng.choice(["easy", "medium", "hard"]),
         "supporting_facts": {"title": [titles[g] for g in gold], "sent_id": [0, 1]},
         "context": {"title": titles, "sentences": sentences},
     }
@@ -183,7 +191,8 @@ def _squad(t: _Text, i: int, split: str) -> dict[str, Any]:
 def _mbpp(t: _Text, i: int, split: str) -> dict[str, Any]:
     name = f"add_{i}"
     return {"task_id": i + 1, "text": f"Write a function that {t.words(t.around(12))}.",
-            "code": f"def {name}(x):\n    return x + {i}", "test_list": [f"assert {name}({k}) == {k + i}" for k in range(3)],
+            "code": f"def {name}(x):\n    return x + {i}",
+            "test_list": [f"assert {name}({k}) == {k + i}" for k in range(3)],
             "test_setup_code": "", "challenge_test_list": []}  # fmt: skip
 
 
@@ -202,20 +211,21 @@ ROWS: dict[str, Callable[[_Text, int, str], dict[str, Any]]] = {
 }  # fmt: skip
 
 
+_CONFIGS = {"openai/gsm8k": "main", "hotpotqa/hotpot_qa": "distractor", "rajpurkar/squad": "plain_text",
+            "google-research-datasets/mbpp": "full", "openai/openai_humaneval": "openai_humaneval"}  # fmt: skip
+
+
 def _files(repo: str, split: str, rows: int) -> list[str]:
     """The parquet file(s) of one split, as the pinned revision names them."""
     if repo == "lhoestq/conll2003":  # parquet-converter's layout at 1bbb278
         return [f"lhoestq--conll2003/parquet-{split}.parquet"]
     if repo == "EdinburghNLP/xsum":  # parquet-converter's layout at 5484b35 (refs/convert/parquet)
         return [f"default/xsum-{split}.parquet"]
-    folder = {"openai/gsm8k": "main", "hotpotqa/hotpot_qa": "distractor", "rajpurkar/squad": "plain_text",
-              "google-research-datasets/mbpp": "full", "openai/openai_humaneval": "openai_humaneval"}.get(repo, "data")  # fmt: skip
+    folder = _CONFIGS.get(repo, "data")
     shards = 2 if rows > 50_000 else 1  # the hub splits big splits into shards of a few hundred MB
     return [f"{folder}/{split}-{k:05d}-of-{shards:05d}.parquet" for k in range(shards)]
 
 
-_CONFIGS = {"openai/gsm8k": "main", "hotpotqa/hotpot_qa": "distractor", "rajpurkar/squad": "plain_text",
-            "google-research-datasets/mbpp": "full", "openai/openai_humaneval": "openai_humaneval"}  # fmt: skip
 _NO_CARD = {"lhoestq/conll2003", "EdinburghNLP/xsum"}
 """Repositories pinned at a parquet-converter commit: those hold the parquet files and no card."""
 

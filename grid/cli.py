@@ -106,6 +106,12 @@ def _launch(
     typer.echo(f"Browse the runs: {ui}  (then open the link it prints for each grid: its runs with their scores)")
     typer.echo(f"Tables and dashboard: {_me()} report {' '.join(ran)} --out report/")
     head = specs[0].name
+    if outcome.repeated_error is not None:
+        raise ArbError(
+            f"the sweep stopped after {len(outcome.failed)} trials of grid {ran[-1]} failed, most with the same "
+            f"error: {outcome.repeated_error}",
+            f"fix that, then `arb resume {head}` runs the trials that did not finish",
+        )
     if outcome.failed:
         raise ArbError(
             f"{len(outcome.failed)} of {outcome.total} trials of grid {ran[-1]} errored",

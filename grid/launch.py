@@ -55,7 +55,7 @@ class GridOutcome:
         counts: dict[str, int] = {}
         for error in self.errors.values():
             counts[error_signature(error)] = counts.get(error_signature(error), 0) + 1
-        signature, n = max(counts.items(), key=lambda kv: kv[1])
+        n = max(counts.values())
         if n >= REPEATS_TO_STOP and 2 * n > len(self.statuses):
             self.repeated_error = line
             return True
@@ -256,7 +256,7 @@ def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) ->
         from trainables.ollama_node import PORT_LABEL
 
         port = ray.get_runtime_context().get_node_labels().get(PORT_LABEL) or "11434"
-        host = f"http://127.0.0.1:{int(port)}"
+        host = f"http://127.0.0.1:{int(str(port))}"
         return ray.util.get_node_ip_address(), check_ollama(host, wants)
 
     nodes = placement.ollama_nodes(ray.nodes())

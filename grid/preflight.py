@@ -188,8 +188,8 @@ def check_ollama(host: str, wants: dict[str, int], *, pull: bool | None = None, 
     try:
         have = {m.model for m in client.list().models if m.model}
     except (ConnectionError, httpx.HTTPError, ollama.ResponseError) as exc:
-        return [Problem(f"Ollama at {host} does not answer: {one_line(exc)[:200]}",
-                        "start it (ollama serve) or point OLLAMA_HOST / the node's arb-ollama-port label at it").line()]  # fmt: skip
+        fix = "start it (ollama serve) or point OLLAMA_HOST / the node's arb-ollama-port label at it"
+        return [Problem(f"Ollama at {host} does not answer: {one_line(exc)[:200]}", fix).line()]
     lines: list[str] = []
     for model, context in wants.items():
         name = model if model in have else f"{model}:latest" if f"{model}:latest" in have else None

@@ -169,6 +169,9 @@ class StubState:
     """Chat calls whose prompt the stub cut to fit the window, per model (what a real Ollama never reports)."""
     streamed: int = 0
     """/api/chat answers sent as a stream (requests that did not say "stream": false)."""
+    v1_ctx: int = 0
+    """The context of the OpenAI-style route (0: unlimited). A longer prompt is refused with a 400, as llama.cpp's
+    server does ("exceed_context_size_error", tools/server) and OpenAI does ("context_length_exceeded")."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next_fault(self) -> str | None:
@@ -301,8 +304,13 @@ class _Handler(BaseHTTPRequestHandler):
             if not self._known(model):
                 self._send(404, {"error": f"model '{model}' not found"})
                 return
-            self._send(200, {"details": {"family": "stub"}, "model_info": {"general.architecture": "stub",
-                                                                          "stub.context_length": state.max_ctx}})
+            self._send(
+                200,
+                {
+                    "details": {"family": "stub"},
+                    "model_info": {"general.architecture": "stub", "stub.context_length": state.max_ctx},
+                },
+            )
             return
         if self.path not in ("/api/chat", "/v1/chat/completions"):
             self._send(404, {"error": f"no route {self.path}"})
@@ -341,6 +349,17 @@ class _Handler(BaseHTTPRequestHandler):
                     state.truncated[model] += 1
             messages = kept  # the model answers what it was shown, like a real one
         else:
+            if state.v1_ctx and prompt_tokens > state.v1_ctx:
+                with state.lock:
+                    state.calls[model] += 1
+                    state.paths[self.path] += 1
+                self._send(400, {"error": {
+                    "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": prompt_tokens,
+                    "n_ctx": state.v1_ctx,
+                    "message": f"request ({prompt_tokens} tokens) exceeds the available context size "
+                               f"({state.v1_ctx} tokens), try increasing it",
+                }})  # fmt: skip
+                return
             state.serve(model)
         with state.lock:
             state.paths[self.path] += 1

@@ -113,3 +113,21 @@ def test_a_few_shot_sweep_beyond_the_servers_default(
     assert "| math" not in apart.split("reached their context window")[1].split("## 1.")[1]  # tables: no run
     kept = write_report(tracking_uri, [trial.grid], tmp_path / "r2", log=False, include_truncated=True).read_text()
     assert "included in the tables" in kept
+
+
+def test_a_prompt_refused_for_its_length_is_reported_once_not_retried(math_splits: Any) -> None:
+    """llama.cpp's server (and OpenAI) refuse a prompt longer than the context with a 400: each example is recorded
+    as a context error after one request (no retry, no second adapter), and counted."""
+    from trainables.evaluate import evaluate
+    from trainables.lm import build_lm, new_meter
+    from trainables.tasks import get_task
+
+    task = get_task("math")
+    entry = load_registry().get("smollm2")
+    with StubServer([entry.id], table_responder({}), v1_ctx=40) as stub:
+        new_meter("refused")
+        lm = build_lm(entry, meter="refused", role="student", endpoint=f"{stub.url}/v1")
+        lm.cache = False
+        result = evaluate(task.program(math_splits), math_splits.test[:3], task, lm=lm, condition="baseline")
+    assert [r.error for r in result.records] == ["context_window"] * 3
+    assert result.context_errors == 3 and stub.state.calls[entry.id] == 3

@@ -30,8 +30,18 @@ def mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _grid(data: str, tasks: list[str] = ALL_TASKS) -> GridSpec:
     return GridSpec.model_validate(
-        {"name": "g", "phase": "smoke", "models": ["smollm2"], "tasks": tasks, "optimizer": "none",
-         "demos": [0], "n_labeled": [0], "n_val": 1, "n_eval": 4, "data": data}  # fmt: skip
+        {
+            "name": "g",
+            "phase": "smoke",
+            "models": ["smollm2"],
+            "tasks": tasks,
+            "optimizer": "none",
+            "demos": [0],
+            "n_labeled": [0],
+            "n_val": 1,
+            "n_eval": 4,
+            "data": data,
+        }
     )
 
 

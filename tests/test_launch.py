@@ -53,3 +53,40 @@ def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: Stub
     assert stub.state.calls.total() == calls
     assert len(client.search_runs([exp.experiment_id])) == 2
     assert all(len(tracking.find_runs(client, exp.experiment_id, r.data.tags["arb.trial_key"])) == 1 for r in runs)
+
+
+def test_a_sweep_that_keeps_failing_the_same_way_stops_once_and_resumably(tmp_path: Path, tracking_uri: str) -> None:
+    """Every call fails (the server answers 500): after three trials with the same error the sweep stops, says so
+    once, and leaves the rest pending for `arb resume`; Ray's trial folders are short (model, task, key)."""
+    from grid.launch import GridOutcome, error_signature
+
+    with StubServer(["llama3.2"]) as stub:
+        stub.state.fault_always = "500"
+        registry_file = tmp_path / "models.yaml"
+        registry_file.write_text(
+            f"models:\n  llama3.2: {{provider: ollama, id: llama3.2, endpoint: '{stub.url}', retries: 0}}\n"
+        )
+        grid_file = tmp_path / "grid.yaml"
+        grid_file.write_text(
+            "name: failing\nmodels: [llama3.2]\ntasks: [math]\noptimizer: none\ndemos: [0]\nn_labeled: [0]\n"
+            "seeds: [0, 1, 2, 3, 4, 5]\nn_val: 1\nn_eval: 2\ndata: sample\nmax_concurrent_trials: 1\nlm_cache: false\n"
+        )
+        spec, registry = load_grid(grid_file), load_registry(registry_file)
+        log = io.StringIO()
+        outcome = run_grid(spec, registry, tracking_uri, tmp_path / "home", registry_path=str(registry_file),
+                           stream=log)  # fmt: skip
+    text = log.getvalue()
+    assert outcome.repeated_error is not None and outcome.interrupted
+    assert len(outcome.failed) >= 3 and len(outcome.statuses) < 6
+    assert text.count("stopping the sweep") == 1 and "arb resume failing" in text
+    assert "no error recorded" not in text and "InternalServerError" in outcome.repeated_error
+    folders = [p.name for p in (tmp_path / "home" / "ray" / "failing").iterdir() if p.is_dir()]
+    assert folders and all(name.startswith("llama3.2-math-") and len(name) < 60 for name in folders)
+    # names and numbers do not make errors different; another kind of error does
+    assert error_signature("ArbError: cannot load 'google/boolq' (train)") == error_signature(
+        "ArbError: cannot load 'openai/gsm8k' (train)"
+    )
+    odd = GridOutcome(total=10)
+    for i, line in enumerate(["A: x", "B: y", "A: z", "C: w"]):
+        odd.statuses[str(i)] = "errored"
+        assert not odd.note_error(str(i), line)  # never three of one kind

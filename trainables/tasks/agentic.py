@@ -24,8 +24,13 @@ from trainables.tasks.retrieval import Bm25Index
 
 VERSION = "2"
 DATA = HubData(
-    "ChilleD/StrategyQA", "705562638fe1d8ca6bb98c66fc8f94d45fda8c83", None, sample_dir="strategyqa",
-    pool_split="train", test_split="test", columns=("qid", "question", "answer"),
+    "ChilleD/StrategyQA",
+    "705562638fe1d8ca6bb98c66fc8f94d45fda8c83",
+    None,
+    sample_dir="strategyqa",
+    pool_split="train",
+    test_split="test",
+    columns=("qid", "question", "answer"),
 )
 MAX_ITERS = 4
 TOP_K = 3

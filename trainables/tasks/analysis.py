@@ -18,8 +18,13 @@ from trainables.tasks.text import normalize_answer
 
 VERSION = "2"
 DATA = HubData(
-    "google/boolq", "35b264d03638db9f4ce671b711558bf7ff0f80d5", None, sample_dir="boolq", pool_split="train",
-    test_split="validation", columns=("question", "answer", "passage"),
+    "google/boolq",
+    "35b264d03638db9f4ce671b711558bf7ff0f80d5",
+    None,
+    sample_dir="boolq",
+    pool_split="train",
+    test_split="validation",
+    columns=("question", "answer", "passage"),
 )
 _YES, _NO = {"yes", "true"}, {"no", "false"}
 

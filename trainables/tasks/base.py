@@ -136,8 +136,8 @@ class HubData:
             script = text.split("found ", 1)[-1].split()[0].rstrip(".,") if "found " in text else "a .py script"
             return ArbError(
                 f"{what} holds a loading script ({script}), which `datasets` 4.0 and later no longer run",
-                f"pin a revision whose data files are parquet or JSON (e.g. the hub's refs/convert/parquet branch) "
-                f"in the task's DATA, or mirror such a revision into a data directory",
+                "pin a revision whose data files are parquet or JSON (e.g. the hub's refs/convert/parquet branch) "
+                "in the task's DATA, or mirror such a revision into a data directory",
             )
         if kind == "hub":
             fix = (

@@ -46,8 +46,14 @@ LABELS: tuple[str, ...] = (
     "why_verify_identity", "wrong_amount_of_cash_received", "wrong_exchange_rate_for_cash_withdrawal",
 )  # fmt: skip
 DATA = HubData(
-    "legacy-datasets/banking77", "f54121560de48f2852f90be299010d1d6dc612ec", None, sample_dir="banking77",
-    pool_split="train", test_split="test", columns=("text", "label"), labels=(("label", LABELS),),
+    "legacy-datasets/banking77",
+    "f54121560de48f2852f90be299010d1d6dc612ec",
+    None,
+    sample_dir="banking77",
+    pool_split="train",
+    test_split="test",
+    columns=("text", "label"),
+    labels=(("label", LABELS),),
 )
 _CANONICAL = {label.lower().rstrip("?"): label for label in LABELS}
 

@@ -29,11 +29,21 @@ from trainables.tasks.base import HubData, Splits, Task, seeded_splits, versione
 
 VERSION = "2"
 MBPP = HubData(
-    "google-research-datasets/mbpp", "4bb6404fdc6cacfda99d4ac4205087b89d32030c", "full", sample_dir="mbpp",
-    pool_split="train", test_split=None, columns=("task_id", "text", "code", "test_list", "test_setup_code"),
+    "google-research-datasets/mbpp",
+    "4bb6404fdc6cacfda99d4ac4205087b89d32030c",
+    "full",
+    sample_dir="mbpp",
+    pool_split="train",
+    test_split=None,
+    columns=("task_id", "text", "code", "test_list", "test_setup_code"),
 )
 HUMANEVAL_FILES = HubData(
-    "openai/openai_humaneval", "", None, sample_dir="humaneval", pool_split="test", test_split=None,
+    "openai/openai_humaneval",
+    "",
+    None,
+    sample_dir="humaneval",
+    pool_split="test",
+    test_split=None,
     columns=("task_id", "prompt", "canonical_solution", "test", "entry_point"),
 )
 """HumanEval in the JSONL layout of the samples (data directories, `data: sample`); `data: hub` reads the

@@ -30,8 +30,14 @@ VERSION = "2"
 # The dataset's `ner_tags` ClassLabel names in id order.
 NER_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 DATA = HubData(
-    "lhoestq/conll2003", "1bbb27833cfbcdd58cd3e2cafe1285ba415e37b8", None, sample_dir="conll2003",
-    pool_split="train", test_split="test", columns=("id", "tokens", "ner_tags"), labels=(("ner_tags", NER_TAGS),),
+    "lhoestq/conll2003",
+    "1bbb27833cfbcdd58cd3e2cafe1285ba415e37b8",
+    None,
+    sample_dir="conll2003",
+    pool_split="train",
+    test_split="test",
+    columns=("id", "tokens", "ner_tags"),
+    labels=(("ner_tags", NER_TAGS),),
 )
 
 EntityType = Literal["PER", "ORG", "LOC", "MISC"]
@@ -129,6 +135,11 @@ def program(splits: Splits) -> dspy.Module:
 
 
 TASK = Task(
-    name="extraction", version=versioned(VERSION, DATA), load=load, program=program, metric=metric,
-    corpus_metric=corpus_metric, data=(DATA,),
+    name="extraction",
+    version=versioned(VERSION, DATA),
+    load=load,
+    program=program,
+    metric=metric,
+    corpus_metric=corpus_metric,
+    data=(DATA,),
 )

@@ -19,8 +19,13 @@ from trainables.tasks.base import HubData, Splits, Task, versioned
 
 VERSION = "2"
 DATA = HubData(
-    "openai/gsm8k", "740312add88f781978c0658806c59bc2815b9866", "main", sample_dir="gsm8k", pool_split="train",
-    test_split="test", columns=("question", "answer"),
+    "openai/gsm8k",
+    "740312add88f781978c0658806c59bc2815b9866",
+    "main",
+    sample_dir="gsm8k",
+    pool_split="train",
+    test_split="test",
+    columns=("question", "answer"),
 )
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")

@@ -19,8 +19,13 @@ from trainables.tasks.text import exact_match
 
 VERSION = "2"
 DATA = HubData(
-    "hotpotqa/hotpot_qa", "1908d6afbbead072334abe2965f91bd2709910ab", "distractor", sample_dir="hotpot_qa",
-    pool_split="train", test_split="validation", columns=("id", "question", "answer"),
+    "hotpotqa/hotpot_qa",
+    "1908d6afbbead072334abe2965f91bd2709910ab",
+    "distractor",
+    sample_dir="hotpot_qa",
+    pool_split="train",
+    test_split="validation",
+    columns=("id", "question", "answer"),
 )
 
 

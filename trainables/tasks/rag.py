@@ -28,8 +28,13 @@ from trainables.tasks.text import normalize_answer
 
 VERSION = "2"
 DATA = HubData(
-    "rajpurkar/squad", "7b6d24c440a36b6815f21b70d25016731768db1f", None, sample_dir="squad", pool_split="train",
-    test_split="validation", columns=("id", "question", "context", "answers"),
+    "rajpurkar/squad",
+    "7b6d24c440a36b6815f21b70d25016731768db1f",
+    None,
+    sample_dir="squad",
+    pool_split="train",
+    test_split="validation",
+    columns=("id", "question", "context", "answers"),
 )
 TOP_K = 3
 
@@ -81,7 +86,13 @@ def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
 def load(source: str, seed: int, n_labeled: int, n_val: int, n_eval: int) -> Splits:
     """SQuAD's train split feeds train and val; its validation split is the test set; all paragraphs form the corpus."""
     return DATA.splits(
-        _to_example, source, seed, n_labeled, n_val, n_eval, passages=lambda row: [row["context"]],
+        _to_example,
+        source,
+        seed,
+        n_labeled,
+        n_val,
+        n_eval,
+        passages=lambda row: [row["context"]],
         passage_columns=("context",),
     )
 

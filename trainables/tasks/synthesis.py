@@ -23,8 +23,13 @@ from trainables.tasks.text import normalize_answer, token_f1
 
 VERSION = "2"
 DATA = HubData(
-    "EdinburghNLP/xsum", "5484b3547a597693f9c099954c1cd6a8192a4573", None, sample_dir="xsum", pool_split="train",
-    test_split="test", columns=("document", "summary", "id"),
+    "EdinburghNLP/xsum",
+    "5484b3547a597693f9c099954c1cd6a8192a4573",
+    None,
+    sample_dir="xsum",
+    pool_split="train",
+    test_split="test",
+    columns=("document", "summary", "id"),
 )
 COPY_NGRAM = 6
 

@@ -1,0 +1,99 @@
+"""How long the study's prompts are, per task, with k few-shot demos, against the context windows that serve them.
+
+Each task's unoptimized program is given k labeled demos (its first k training examples, as BootstrapFewShot's
+labeled demos or MIPROv2's chosen ones would render) and DSPy's ChatAdapter formats the prompt of every test
+example, exactly the messages a trial sends. Tokens are counted with an embedded model's own tokenizer (the GGUF
+loaded with `vocab_only`, through llama.cpp), plus its chat template's tokens per message. The table gives the
+median and the largest prompt per task and k, and how many prompts exceed 2048 / 4096 (Ollama's defaults) and
+8192 (the registry's `context` for the study's Ollama models).
+
+    python benchmarks/prompt_sizes.py --data sample --k 0 5 --record
+    python benchmarks/prompt_sizes.py --data /tmp/full --k 0 5 --record    # hub_mirror.py's full-size data
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import dspy  # noqa: E402
+import record  # noqa: E402
+
+from grid.model_files import gguf_path  # noqa: E402
+from grid.registry import load_registry  # noqa: E402
+from trainables.tasks import TASKS  # noqa: E402
+
+TEMPLATE_TOKENS = 5
+"""Chat-template tokens per message (Qwen2.5's `<|im_start|>role\\n ... <|im_end|>\\n`)."""
+WINDOWS = (2048, 4096, 8192)
+
+
+def prompts(task_name: str, data: str, k: int, n: int) -> list[list[dict[str, str]]]:
+    """The messages of the first `n` test prompts of a task's program with `k` labeled demos."""
+    task = TASKS[task_name]
+    splits = task.load(data, seed=0, n_labeled=max(k, 1), n_val=1, n_eval=n)
+    program = task.program(splits)
+    adapter = dspy.ChatAdapter()
+    out = []
+    for predictor in program.predictors():
+        demos = [ex for ex in splits.train[:k]]
+        signature = predictor.signature
+        for example in splits.test:
+            inputs = {name: example.get(name) for name in signature.input_fields}
+            inputs = {key: ("" if value is None else value) for key, value in inputs.items()}
+            out.append(adapter.format(signature, demos, inputs))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="sample")
+    parser.add_argument("--k", type=int, nargs="+", default=[0, 5])
+    parser.add_argument("--n", type=int, default=20, help="test prompts per task")
+    parser.add_argument("--model", default="qwen-coder-1.5b", help="embedded model whose tokenizer counts")
+    parser.add_argument("--tasks", nargs="+", default=sorted(TASKS))
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+
+    from llama_cpp import Llama
+
+    tokenizer = Llama(model_path=str(gguf_path(load_registry().get(args.model))), vocab_only=True, verbose=False)
+
+    def count(messages: list[dict[str, str]]) -> int:
+        return sum(len(tokenizer.tokenize(m["content"].encode(), add_bos=False)) + TEMPLATE_TOKENS for m in messages)
+
+    lines = [
+        f"| task | k demos | prompts | median tokens | largest | > {' | > '.join(map(str, WINDOWS))} |",
+        "|---|---|---|---|---|" + "---|" * len(WINDOWS),
+    ]
+    for task in args.tasks:
+        for k in args.k:
+            sizes = [count(m) for m in prompts(task, args.data, k, args.n)]
+            over = [sum(s > w for s in sizes) for w in WINDOWS]
+            lines.append(
+                f"| {task} | {k} | {len(sizes)} | {statistics.median(sizes):.0f} | {max(sizes)} | "
+                + " | ".join(map(str, over))
+                + " |"
+            )
+    print("\n".join(lines))
+    if args.record:
+        head = record.heading()
+        record.append(
+            "Prompt sizes against context windows (benchmarks/prompt_sizes.py)",
+            [
+                *head,
+                f"Data: {args.data}; tokenizer: {args.model} (GGUF vocabulary); {args.n} test prompts per task.",
+                "",
+                *lines,
+            ],
+        )
+
+
+if __name__ == "__main__":
+    main()
