@@ -30,6 +30,10 @@ import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from trainables.tasks import get_task
 task, data, trials = get_task(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+import dspy, litellm  # what a trial process has imported anyway: its memory is not the data step's
+if sys.argv[5] == "1":
+    import datasets  # what `arb`'s Ray workers preload (grid.launch.PRELOAD)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out = []
 for i in range(trials):
     t0 = time.perf_counter()
@@ -38,15 +42,17 @@ for i in range(trials):
     task.program(splits)
     t2 = time.perf_counter()
     out.append({"load_s": t1 - t0, "program_s": t2 - t1, "corpus": len(splits.corpus),
-                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "base_mb": base})
 print(json.dumps(out))
 """
 
 
-def worker(root: Path, task: str, data: str, trials: int, env: dict[str, str]) -> list[dict[str, float]]:
+def worker(
+    root: Path, task: str, data: str, trials: int, env: dict[str, str], preload: bool
+) -> list[dict[str, float]]:
     """One fresh process (a Ray worker) running `trials` trials' data steps of `task`; their figures."""
     done = subprocess.run(
-        [sys.executable, "-c", _WORKER, str(root), task, data, str(trials)],
+        [sys.executable, "-c", _WORKER, str(root), task, data, str(trials), str(int(preload))],
         capture_output=True, text=True, check=True, env=env, timeout=3600,
     )  # fmt: skip
     return list(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -77,26 +83,28 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="keep the datasets cache of an earlier run")
     parser.add_argument("--record", action="store_true", help="append the result to BENCHMARKS.md")
     parser.add_argument("--label", default="", help="what is measured (e.g. 'before: commit 2117565')")
+    parser.add_argument("--preload", action="store_true", help="import `datasets` first, as arb's workers do")
     args = parser.parse_args()
 
     data = as_jsonl(args.data, args.jsonl) if args.jsonl else args.data
     env = dict(os.environ)
     cache = Path(env.get("HF_DATASETS_CACHE") or tempfile.mkdtemp(prefix="arb-hf-cache-"))
     env["HF_DATASETS_CACHE"] = str(cache)
+    env.setdefault("ARB_HOME", tempfile.mkdtemp(prefix="arb-home-"))  # its own node cache (BM25 indexes)
     if not args.warm:
         subprocess.run(["rm", "-rf", str(cache)], check=True)
     rows = []
     for task in args.tasks:
-        first = worker(args.root, task, str(data), args.trials, env)
-        second = worker(args.root, task, str(data), args.trials, env)
+        first = worker(args.root, task, str(data), args.trials, env, args.preload)
+        second = worker(args.root, task, str(data), args.trials, env, args.preload)
         for proc, figures in (("first", first), ("second", second)):
             for i, f in enumerate(figures):
                 rows.append(
                     f"| {task} | {proc} process, trial {i + 1} | {f['load_s']:.2f} | {f['program_s']:.2f} | "
-                    f"{f['corpus']} | {f['rss_mb']:.0f} |"
+                    f"{f['corpus']} | {f['rss_mb']:.0f} ({f['rss_mb'] - f['base_mb']:+.0f}) |"
                 )
     lines = [
-        "| task | trial | load (s) | program (s) | corpus passages | peak RSS so far (MB) |",
+        "| task | trial | load (s) | program (s) | corpus passages | peak RSS so far, MB (above the imports) |",
         "|---|---|---|---|---|---|",
         *rows,
     ]

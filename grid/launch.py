@@ -24,8 +24,9 @@ from grid.spec import GridSpec, Trial, expand
 from trainables import ablation, sandbox, slots
 
 SPEC_TAG = "arb.grid_spec"
-PRELOAD = ("trainables.trial",)
-"""Modules a Ray worker imports before it is handed a trial (what `run_trial` needs)."""
+PRELOAD = ("trainables.trial", "datasets")
+"""Modules a Ray worker imports before it is handed a trial: what `run_trial` needs, and `datasets`, which the
+trial's data step would otherwise import itself (1.3 s and 134 MB here, BENCHMARKS.md "Data step at full size")."""
 REGISTRY_TAG = "arb.registry_path"
 
 

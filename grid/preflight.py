@@ -65,9 +65,14 @@ class PreflightFailed(ArbError):
 
 def datasets_of(trials: Iterable[Trial]) -> list[tuple[str, HubData, str]]:
     """(task, dataset, source) for every dataset the trials read, once each."""
+    from trainables.tasks.code import HUMANEVAL_FILES
+
     seen: dict[tuple[str, str], tuple[str, HubData, str]] = {}
     for trial in trials:
-        for data in get_task(trial.task).data:
+        data_sets = get_task(trial.task).data
+        if trial.task == "code" and trial.data != "hub":  # HumanEval comes from files too (the package on `hub`)
+            data_sets = (*data_sets, HUMANEVAL_FILES)
+        for data in data_sets:
             seen.setdefault((data.hub_id, trial.data), (trial.task, data, trial.data))
     return list(seen.values())
 

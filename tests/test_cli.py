@@ -136,3 +136,35 @@ def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
     ]
     tag = client.get_experiment(exp).tags[f"mlflow.sharedViewState.{SCORES_VIEW}"]
     assert json.loads(tag) == SCORES_VIEW_STATE and "metrics.`delta_pp`" in SCORES_VIEW_STATE["selectedColumns"]
+
+
+def test_report_on_an_unknown_grid_is_one_line(tmp_path: Path) -> None:
+    assert_one_line_error(arb("report", "nosuchgrid", "--out", str(tmp_path / "r"), home=tmp_path), "nosuchgrid")
+
+
+def test_check_passes_the_shipped_samples_and_names_each_problem(tmp_path: Path) -> None:
+    ok = arb("check", "smoke", home=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "grid 'smoke'" in ok.stdout and ": ok" in ok.stdout
+    data = tmp_path / "data"
+    (data / "lhoestq" / "conll2003").mkdir(parents=True)
+    (data / "lhoestq" / "conll2003" / "conll2003.py").write_text("import datasets\n")
+    grid = tmp_path / "g.yaml"
+    grid.write_text(
+        f"name: g\nmodels: [llama3.2]\ntasks: [extraction, math]\noptimizer: none\ndemos: [0]\nn_labeled: [0]\n"
+        f"n_val: 1\ndata: {data}\n"
+    )
+    port = _free_port()  # nothing listens there: the Ollama check must say so too
+    bad = arb("check", str(grid), home=tmp_path, env={"OLLAMA_HOST": f"127.0.0.1:{port}"})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    lines = bad.stderr.strip().splitlines()
+    assert any("extraction:" in line and "loading script" in line for line in lines)
+    assert any("math:" in line and "train.jsonl does not exist" in line for line in lines)
+    assert any(f"Ollama at http://127.0.0.1:{port} does not answer" in line for line in lines)
+    assert lines[-1].startswith("arb: error: 3 problem(s) found")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

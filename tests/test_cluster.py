@@ -147,6 +147,24 @@ def test_each_node_loads_each_model_once(cluster: Cluster) -> None:
     assert all(list(per_node.values()) == [1] for per_node in loads), loads
 
 
+def test_check_asks_every_node_for_its_models(cluster: Cluster) -> None:
+    """`arb check` on a cluster: each Ollama node answers for itself through a Ray task pinned to it; a model that
+    no node has is one line per node, exit 2, and no trial starts."""
+    grid = cluster.home / "check.yaml"
+    grid.write_text(GRID.replace("name: cluster", "name: cluster-check").replace("[llama3.2, mistral]", "[phi4]"))
+    calls = cluster.calls()
+    proc = subprocess.run([sys.executable, "-m", "grid.cli", "check", str(grid)], cwd=ROOT, env=cluster.env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    missing = [line for line in proc.stderr.splitlines() if "does not have model 'phi4'" in line]
+    ports = {str(stub.port) for stub in cluster.stubs}
+    assert len(missing) == 2 and {line.split("127.0.0.1:")[2].split(" ")[0] for line in missing} == ports
+    ok = subprocess.run([sys.executable, "-m", "grid.cli", "check", str(cluster.home / "cluster.yaml")], cwd=ROOT,
+                        env=cluster.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    assert cluster.calls() == calls  # checking asks /api/tags and /api/show, never a chat
+
+
 def test_worker_killed_mid_trial_its_trials_finish_elsewhere(cluster: Cluster) -> None:
     """Runs last in this module: it leaves the cluster with one worker."""
     grid = cluster.home / "kill.yaml"

@@ -62,3 +62,16 @@ def test_no_password_in_the_file_and_no_unauthenticated_listener() -> None:
         with pytest.raises(SystemExit) as exit_:
             cluster_secrets.main([sub, "--help"])
         assert exit_.value.code == 0
+
+
+def test_ollama_serves_the_registrys_context() -> None:
+    """The nodes' Ollama default context is the registry's for every Ollama model: a request that somehow went
+    without `num_ctx` gets the same window, so no model is loaded twice with different sizes."""
+    import re
+
+    from grid.registry import load_registry
+
+    setup = "\n".join(yaml.safe_load(CLUSTER.read_text())["worker_setup_commands"])
+    found = re.findall(r"OLLAMA_CONTEXT_LENGTH=(\d+)", setup)
+    contexts = {e.context for e in load_registry().models.values() if e.provider == "ollama"}
+    assert len(found) == 1 and contexts == {int(found[0])}

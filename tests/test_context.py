@@ -131,3 +131,16 @@ def test_a_prompt_refused_for_its_length_is_reported_once_not_retried(math_split
         result = evaluate(task.program(math_splits), math_splits.test[:3], task, lm=lm, condition="baseline")
     assert [r.error for r in result.records] == ["context_window"] * 3
     assert result.context_errors == 3 and stub.state.calls[entry.id] == 3
+
+
+def test_the_preflight_refuses_a_context_above_the_models_maximum() -> None:
+    from grid.preflight import check_ollama
+
+    with StubServer(["llama3.2"], max_ctx=4096) as stub:
+        assert check_ollama(stub.url, {"llama3.2": 4096}) == []
+        (line,) = check_ollama(stub.url, {"llama3.2": 8192})
+        assert "maximum context of 4096" in line and "context: 4096" in line
+        (missing,) = check_ollama(stub.url, {"phi4": 4096}, pull=False)
+        assert "does not have model 'phi4'" in missing and "ollama pull phi4" in missing
+        assert check_ollama(stub.url, {"phi4": 4096}, pull=True) == []  # trials may pull it themselves
+        assert stub.state.calls.total() == 0  # no chat request

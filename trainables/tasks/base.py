@@ -196,7 +196,10 @@ class HubData:
         def examples(ds: Any, indices: list[int], split: str) -> list[dspy.Example]:
             if not indices:
                 return []
-            rows = ds.select(indices).to_list()  # one Arrow gather, in the order asked
+            # Only the columns the task reads, gathered in the order asked: all of HotpotQA's columns (ten
+            # paragraphs per row) would make the gather materialize hundreds of MB for a few hundred rows.
+            batch = ds.select_columns(list(self.columns))[indices]
+            rows = [dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)]
             return [to_example(row, i, split) for row, i in zip(rows, indices, strict=True)]
 
         cut = Splits(
