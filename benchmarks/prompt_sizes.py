@@ -2,7 +2,9 @@
 
 Each task's unoptimized program is given k labeled demos (its first k training examples, as BootstrapFewShot's
 labeled demos or MIPROv2's chosen ones would render) and DSPy's ChatAdapter formats the prompt of every test
-example, exactly the messages a trial sends. Tokens are counted with an embedded model's own tokenizer (the GGUF
+example, exactly the messages a trial sends (rag's with the passages its retriever finds). Labeled demos carry no
+reasoning: a bootstrapped demo of a chain-of-thought task (math, qa, rag) adds its reasoning, typically 50-200
+tokens each, and agentic's later ReAct steps add their trajectory, so these are lower bounds for those tasks. Tokens are counted with an embedded model's own tokenizer (the GGUF
 loaded with `vocab_only`, through llama.cpp), plus its chat template's tokens per message. The table gives the
 median and the largest prompt per task and k, and how many prompts exceed 2048 / 4096 (Ollama's defaults) and
 8192 (the registry's `context` for the study's Ollama models).
@@ -41,10 +43,17 @@ def prompts(task_name: str, data: str, k: int, n: int) -> list[list[dict[str, st
     program = task.program(splits)
     adapter = dspy.ChatAdapter()
     out = []
+    retrieve = getattr(program, "index", None)  # rag: the passages its retriever hands the answer step
+
+    def with_passages(example: dspy.Example) -> dspy.Example:
+        if retrieve is None:
+            return example
+        return example.copy(passages=retrieve.search(example.question, k=3))
+
     for predictor in program.predictors():
-        demos = [ex for ex in splits.train[:k]]
+        demos = [with_passages(ex) for ex in splits.train[:k]]
         signature = predictor.signature
-        for example in splits.test:
+        for example in map(with_passages, splits.test):
             inputs = {name: example.get(name) for name in signature.input_fields}
             inputs = {key: ("" if value is None else value) for key, value in inputs.items()}
             out.append(adapter.format(signature, demos, inputs))
