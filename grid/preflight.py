@@ -82,10 +82,21 @@ def check_data(trials: Iterable[Trial], cache_dir: Path | None) -> list[Problem]
     cache = _Cache(cache_dir / CACHE_FILE if cache_dir else None)
     problems: list[Problem] = []
     tasks = set()
-    for task, data, source in datasets_of(trials):
+    todo = datasets_of(trials)
+    hub = [(task, data) for task, data, source in todo if source == "hub" and not cache.passed(data)]
+    unreachable = _hub_unreachable(hub[0][1]) if hub else None
+    if unreachable is not None:
+        problems.append(Problem(
+            f"the Hugging Face hub cannot be reached ({unreachable}), so {len(hub)} dataset(s) were not checked: "
+            + ", ".join(f"{task} ({data.hub_id})" for task, data in hub),
+            "give this machine (and the nodes) access to the hub (HF_ENDPOINT, proxy), or copy the pinned revisions "
+            "into a directory (`hf download <repo> --repo-type dataset --revision <commit> --local-dir "
+            "<dir>/<repo>`, commits in README 'The nine tasks') and set `data: <dir>`, or use `data: sample`",
+        ))  # fmt: skip
+    for task, data, source in todo:
         tasks.add((task, source))
         kind, path = data.where(source)
-        if kind == "hub" and cache.passed(data):
+        if kind == "hub" and (cache.passed(data) or unreachable is not None):
             continue
         try:
             if kind == "jsonl":
@@ -103,6 +114,23 @@ def check_data(trials: Iterable[Trial], cache_dir: Path | None) -> list[Problem]
     if ("code", "hub") in tasks:
         problems.extend(_human_eval())
     return problems
+
+
+def _hub_unreachable(data: HubData) -> str | None:
+    """Why the hub cannot be reached (None if it answers, even with an error about this repository): asked once,
+    without the retries `datasets` makes per file (about 25 s per dataset when the network is down)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return None  # offline mode: `datasets` reads its cache, and the per-dataset check says what is missing
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi().dataset_info(data.hub_id, revision=data.revision, timeout=10)
+    except HfHubHTTPError:
+        return None  # the hub answered: the per-dataset check reports what it said
+    except Exception as exc:  # DNS, refused, timeout, TLS: nothing answers
+        return f"{type(exc).__name__}: {one_line(exc)[:120]}"
+    return None
 
 
 def inspect_repository(data: HubData, source: str, where: str) -> None:

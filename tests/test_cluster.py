@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -158,7 +159,7 @@ def test_check_asks_every_node_for_its_models(cluster: Cluster) -> None:
     assert proc.returncode == 2, proc.stderr
     missing = [line for line in proc.stderr.splitlines() if "does not have model 'phi4'" in line]
     ports = {str(stub.port) for stub in cluster.stubs}
-    assert len(missing) == 2 and {line.split("127.0.0.1:")[2].split(" ")[0] for line in missing} == ports
+    assert len(missing) == 2 and {re.search(r"http://127\.0\.0\.1:(\d+)", line)[1] for line in missing} == ports
     ok = subprocess.run([sys.executable, "-m", "grid.cli", "check", str(cluster.home / "cluster.yaml")], cwd=ROOT,
                         env=cluster.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert ok.returncode == 0, ok.stderr

@@ -134,3 +134,21 @@ def test_a_passed_hub_revision_is_not_asked_again(tmp_path: Path, monkeypatch: p
     assert sorted(asked) == ["hotpotqa/hotpot_qa", "openai/gsm8k"]
     assert preflight.check_data(trials, tmp_path) == []
     assert len(asked) == 2  # the cache file answered
+
+
+def test_an_unreachable_hub_is_one_line_and_quick(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens at the hub's address: one problem for every hub dataset, asked once (not once per dataset
+    with `datasets`' retries, ~25 s each), naming the way out (copies of the pinned revisions, or the samples)."""
+    import socket
+
+    import huggingface_hub.constants
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    problems = preflight.check_data(expand(_grid("hub", ["math", "qa", "rag"]), load_registry()), tmp_path)
+    assert len(problems) == 1  # not one per dataset, each after `datasets`' own retries
+    assert "cannot be reached" in problems[0].problem and "3 dataset(s)" in problems[0].problem
+    assert "hf download" in problems[0].fix and "data: sample" in problems[0].fix
