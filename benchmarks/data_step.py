@@ -47,9 +47,7 @@ print(json.dumps(out))
 """
 
 
-def worker(
-    root: Path, task: str, data: str, trials: int, env: dict[str, str], preload: bool
-) -> list[dict[str, float]]:
+def worker(root: Path, task: str, data: str, trials: int, env: dict[str, str], preload: bool) -> list[dict[str, float]]:
     """One fresh process (a Ray worker) running `trials` trials' data steps of `task`; their figures."""
     done = subprocess.run(
         [sys.executable, "-c", _WORKER, str(root), task, data, str(trials), str(int(preload))],

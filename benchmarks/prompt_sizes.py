@@ -4,8 +4,9 @@ Each task's unoptimized program is given k labeled demos (its first k training e
 labeled demos or MIPROv2's chosen ones would render) and DSPy's ChatAdapter formats the prompt of every test
 example, exactly the messages a trial sends (rag's with the passages its retriever finds). Labeled demos carry no
 reasoning: a bootstrapped demo of a chain-of-thought task (math, qa, rag) adds its reasoning, typically 50-200
-tokens each, and agentic's later ReAct steps add their trajectory, so these are lower bounds for those tasks. Tokens are counted with an embedded model's own tokenizer (the GGUF
-loaded with `vocab_only`, through llama.cpp), plus its chat template's tokens per message. The table gives the
+tokens each, and agentic's later ReAct steps add their trajectory, so these are lower bounds for those tasks.
+Tokens are counted with an embedded model's own tokenizer (the GGUF loaded with `vocab_only`, through
+llama.cpp), plus its chat template's tokens per message. The table gives the
 median and the largest prompt per task and k, and how many prompts exceed 2048 / 4096 (Ollama's defaults) and
 8192 (the registry's `context` for the study's Ollama models).
 

@@ -3,6 +3,9 @@ schemas checked, and the preflight that says all of it before a trial starts."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import hub_mirror
+from hub_stub import HubStub
 
 from grid import preflight
 from grid.errors import ArbError
@@ -152,3 +156,43 @@ def test_an_unreachable_hub_is_one_line_and_quick(tmp_path: Path, monkeypatch: p
     assert len(problems) == 1  # not one per dataset, each after `datasets`' own retries
     assert "cannot be reached" in problems[0].problem and "3 dataset(s)" in problems[0].problem
     assert "hf download" in problems[0].fix and "data: sample" in problems[0].fix
+
+
+def _arb_check(grid: Path, hub_url: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_ENDPOINT": hub_url, "HF_HOME": str(home / "hf"), "ARB_HOME": str(home)}
+    env.pop("HF_HUB_OFFLINE", None)
+    return subprocess.run([sys.executable, "-m", "grid.cli", "check", str(grid)], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+
+
+def test_data_hub_runs_the_hub_code_path_against_a_local_hub(mirror: Path, tmp_path: Path) -> None:
+    """`data: hub` with all nine tasks, the hub being a stand-in on 127.0.0.1 that serves the hub-shaped copies at
+    their pinned commits (tests/hub_stub.py): the preflight passes through `datasets`' and `huggingface_hub`'s own
+    resolution and listing; a second check asks the hub nothing (the passed commits are cached); a repository
+    that holds a script at its pinned commit, or a commit the hub does not have, is one line each."""
+    revisions = {d.hub_id: d.revision for t in TASKS.values() for d in t.data}
+    grid = tmp_path / "hub.yaml"
+    grid.write_text("name: hubgrid\nmodels: [smollm2]\ntasks: [" + ", ".join(ALL_TASKS) + "]\noptimizer: none\n"
+                    "demos: [0]\nn_labeled: [0]\nn_val: 1\ndata: hub\n")  # fmt: skip
+    with HubStub(mirror, revisions) as hub:
+        ok = _arb_check(grid, hub.url, tmp_path / "home")
+        assert ok.returncode == 0, ok.stderr
+        asked = {m[1] for r in hub.requests if (m := re.search(r"/datasets/([^/]+/[^/]+)/", r))}
+        assert asked == set(revisions)  # every task's repository was asked, at its pinned commit
+        assert all(rev in " ".join(hub.requests) for rev in revisions.values())
+        hub.requests.clear()
+        assert _arb_check(grid, hub.url, tmp_path / "home").returncode == 0
+        assert [r for r in hub.requests if "/datasets/" in r] == []
+
+    broken = tmp_path / "broken"
+    hub_mirror.write_script_repo(broken, "lhoestq/conll2003")
+    hub_mirror.write_repo(broken, "google/boolq", {"train": 3, "validation": 3})
+    grid.write_text(grid.read_text().replace(", ".join(ALL_TASKS), "extraction, analysis"))
+    wrong = {**revisions, "google/boolq": "0" * 40}  # the hub does not have the commit the task pins
+    with HubStub(broken, wrong) as hub:
+        bad = _arb_check(grid, hub.url, tmp_path / "home2")
+    assert bad.returncode == 2
+    lines = [line for line in bad.stderr.splitlines() if line.strip().startswith("✘")]
+    assert len(lines) == 2, bad.stderr
+    assert "extraction:" in lines[0] and "loading script" in lines[0] and "conll2003.py" in lines[0]
+    assert "analysis:" in lines[1] and "revision" in lines[1] and "35b264d03638" in lines[1]

@@ -139,6 +139,12 @@ class HubData:
                 "pin a revision whose data files are parquet or JSON (e.g. the hub's refs/convert/parquet branch) "
                 "in the task's DATA, or mirror such a revision into a data directory",
             )
+        if kind == "hub" and type(exc).__name__ == "DatasetNotFoundError":  # the hub answered: no such repo/commit
+            return ArbError(
+                f"{what}: {text[:200]}",
+                f"pin a commit that exists (the repository's history on the hub) in the task's DATA, or copy a "
+                f"revision of {self.hub_id!r} into a data directory and set `data: <dir>`",
+            )
         if kind == "hub":
             fix = (
                 f"check network access to the hub (HF_ENDPOINT, HF_TOKEN); or copy the repository at that revision "
