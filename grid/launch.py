@@ -24,9 +24,11 @@ from grid.spec import GridSpec, Trial, expand
 from trainables import ablation, sandbox, slots
 
 SPEC_TAG = "arb.grid_spec"
-PRELOAD = ("trainables.trial", "datasets")
-"""Modules a Ray worker imports before it is handed a trial: what `run_trial` needs, and `datasets`, which the
-trial's data step would otherwise import itself (1.3 s and 134 MB here, BENCHMARKS.md "Data step at full size")."""
+PRELOAD = ("trainables.trial",)
+"""Modules a local Ray worker imports before it is handed a trial (what `run_trial` needs). Cluster nodes also
+preload `datasets` (cluster.yaml), which a trial's data step would otherwise import itself (1.3 s and 134 MB,
+BENCHMARKS.md "Data step at full size"); on one 2-core machine the extra import at every worker start cost more
+than it saved (a local Ray test grid: 49 s with it, 42 s without)."""
 REGISTRY_TAG = "arb.registry_path"
 
 
