@@ -165,17 +165,14 @@ def _check_cluster_nodes(spec: GridSpec, trials: list, registry: object) -> None
     import ray
 
     from grid.launch import check_nodes
-    from grid.preflight import PreflightFailed, Problem
+    from grid.preflight import Problem, raise_if_any
 
     ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, include_dashboard=False)
     try:
         lines = check_nodes(trials, registry, spec)  # type: ignore[arg-type]
     finally:
         ray.shutdown()
-    for line in lines:
-        typer.echo(f"  ✘ {line}", err=True)
-    if lines:
-        raise PreflightFailed([Problem(line, "") for line in lines])
+    raise_if_any([Problem(line, "") for line in lines], sys.stderr)
 
 
 @app.command()

@@ -233,13 +233,9 @@ def preflight(
     spec: GridSpec, trials: list[Trial], registry: ModelRegistry, home: Path, *, stream: Any, on_cluster: bool
 ) -> None:
     """`grid.preflight`'s checks for these trials: each problem on its own line, then `PreflightFailed`."""
-    from grid.preflight import PreflightFailed, run_checks
+    from grid.preflight import raise_if_any, run_checks
 
-    problems = run_checks(spec, trials, registry, home / "cache", on_cluster=on_cluster)
-    if problems:
-        for problem in problems:
-            print(f"  ✘ {problem.line()}", file=stream, flush=True)
-        raise PreflightFailed(problems)
+    raise_if_any(run_checks(spec, trials, registry, home / "cache", on_cluster=on_cluster), stream)
 
 
 def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) -> list[str]:
@@ -395,13 +391,10 @@ def _fit(
         _system_config={"preload_python_modules": list(PRELOAD)} if address == "local" else None,
     )
     try:
-        problems = check_nodes(trials, registry, spec) if address != "local" else []
-        if problems:
-            from grid.preflight import PreflightFailed, Problem
+        if address != "local":
+            from grid.preflight import Problem, raise_if_any
 
-            for line in problems:
-                print(f"  ✘ {line}", file=stream, flush=True)
-            raise PreflightFailed([Problem(line, "") for line in problems])
+            raise_if_any([Problem(line, "") for line in check_nodes(trials, registry, spec)], stream)
         board = slots.start_board()
         searcher = _searcher(trials, runtime.model_dump(), registry, publish=lambda grants: board.set.remote(grants))
         if searcher.nodes:  # on a cluster: what the sweep found (a local run says nothing new here)

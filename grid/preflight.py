@@ -29,7 +29,7 @@ import httpx
 import ollama
 
 from grid.errors import ArbError, one_line
-from grid.registry import ModelRegistry
+from grid.registry import ModelEntry, ModelRegistry
 from grid.spec import GridSpec, Trial
 from trainables.tasks import get_task
 from trainables.tasks.base import HubData
@@ -201,15 +201,23 @@ class _Cache:
         tmp.replace(self.path)
 
 
+def _ollama_entries(trials: Iterable[Trial], registry: ModelRegistry, spec: GridSpec) -> list[ModelEntry]:
+    """The registry entries of every Ollama model the trials use (students and the teacher)."""
+    names = {t.model for t in trials} | ({spec.teacher} if spec.teacher else set())
+    return [e for e in (registry.get(name) for name in sorted(names)) if e.provider == "ollama"]
+
+
 def ollama_wants(trials: Iterable[Trial], registry: ModelRegistry, spec: GridSpec) -> dict[str, int]:
     """Ollama model id → the context (num_ctx) its requests will set, for every Ollama model the trials use."""
-    names = {t.model for t in trials} | ({spec.teacher} if spec.teacher else set())
-    wants: dict[str, int] = {}
-    for name in sorted(names):
-        entry = registry.get(name)
-        if entry.provider == "ollama":
-            wants[entry.id] = entry.context
-    return wants
+    return {entry.id: entry.context for entry in _ollama_entries(trials, registry, spec)}
+
+
+def raise_if_any(problems: list[Problem], stream: Any) -> None:
+    """Print each problem on its own line, then raise `PreflightFailed` (nothing if there is none)."""
+    for problem in problems:
+        print(f"  ✘ {problem.line()}", file=stream, flush=True)
+    if problems:
+        raise PreflightFailed(problems)
 
 
 def check_ollama(host: str, wants: dict[str, int], *, pull: bool | None = None, timeout_s: float = 10.0) -> list[str]:
@@ -256,13 +264,10 @@ def run_checks(
     """Every check that can run on this machine: the data, and (unless the grid runs on a cluster, where each node
     is checked from inside Ray) the Ollama endpoint of each local model."""
     problems = check_data(trials, cache_dir)
-    wants = ollama_wants(trials, registry, spec)
-    if wants and not on_cluster:
+    if not on_cluster:
         hosts: dict[str, dict[str, int]] = {}
-        for name in {t.model for t in trials} | ({spec.teacher} if spec.teacher else set()):
-            entry = registry.get(name)
-            if entry.provider == "ollama":
-                hosts.setdefault(entry.resolved_endpoint() or "", {})[entry.id] = entry.context
+        for entry in _ollama_entries(trials, registry, spec):
+            hosts.setdefault(entry.resolved_endpoint() or "", {})[entry.id] = entry.context
         for host, models in sorted(hosts.items()):
             problems.extend(Problem(line, "") for line in check_ollama(host, models))
     return problems
