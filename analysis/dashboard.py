@@ -13,6 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from analysis.tables import label
+
 PAGES = {"index.html": "Overview & routing", "deltas.html": "Task × model deltas", "phases.html": "Phase deep dives"}
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222} nav a{margin-right:1.2em}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.5em} td,th{border:1px solid #ccc;padding:.25em .5em}
@@ -35,7 +37,11 @@ def _chart(fig: go.Figure, div_id: str) -> str:
 def _table(frame: pd.DataFrame, caption: str) -> str:
     if frame.empty:
         return f'<h2>{html.escape(caption)}</h2><p class="empty">no runs for this table yet</p>'
-    return f"<h2>{html.escape(caption)}</h2>" + frame.to_html(float_format=lambda v: f"{v:.2f}", na_rep="–", border=0)
+    # the index as ordinary columns: a named index would print a second, empty header row
+    shown = frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
+    return f"<h2>{html.escape(caption)}</h2>" + shown.to_html(
+        float_format=lambda v: f"{v:.2f}", na_rep="–", border=0, index=False
+    )
 
 
 def _empty(caption: str) -> str:
@@ -52,12 +58,8 @@ def write_dashboard(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
     if summary.empty:
         overview.append(_empty("Average score per model"))
     else:
-        fig = go.Figure(
-            [
-                go.Bar(name="baseline", x=list(summary.index), y=summary["baseline"]),
-                go.Bar(name="optimized", x=list(summary.index), y=summary["optimized"]),
-            ],
-            layout={"barmode": "group", "yaxis_title": "score (%)", "title": "Average score per model"},
+        fig = _delta_bars(
+            [label(i) for i in summary.index], summary, "delta_pp", "Average delta per optimizer · model (pp)"
         )
         overview.append(_chart(fig, "per-model"))
     overview += [_table(routing, "Routing advice"), _table(summary, "Per model")]
@@ -71,17 +73,26 @@ def write_dashboard(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
             go.Heatmap(
                 z=matrix.to_numpy(),
                 x=list(matrix.columns),
-                y=list(matrix.index),
+                y=[label(i) for i in matrix.index],
                 colorscale="RdBu",
                 zmid=0,
                 text=matrix.round(1).to_numpy(),
                 texttemplate="%{text}",
                 colorbar={"title": "pp"},
             ),
-            layout={"title": "Optimization delta (pp), task × model"},
+            layout={"title": "Optimization delta (pp), (optimizer · task) × model"},
         )
         deltas.append(_chart(fig, "delta-matrix"))
-    deltas += [_table(sig, "Every delta with its paired 95% CI"), _table(tables["tiers"], "Tiers")]
+    if not sig.empty:
+        names = [f"{r.model} · {r.task} · {r.optimizer} · n{r.n_labeled}" for r in sig.itertuples()]
+        deltas.append(_chart(_delta_bars(names, sig, "delta_pp", "Every delta (pp), paired 95% CI"), "deltas"))
+    pairs = tables["optimizers"]
+    if not pairs.empty:
+        names = [f"{r.model} · {r.task} · n{r.n_labeled}: {r.b} − {r.a}" for r in pairs.itertuples()]
+        deltas.append(_chart(_delta_bars(names, pairs, "b_minus_a_pp", "Optimizer against optimizer (pp), paired "
+                                         "95% CI"), "optimizers"))  # fmt: skip
+    deltas += [_table(sig, "Every delta with its paired 95% CI"), _table(pairs, "Optimizers compared"),
+               _table(tables["tiers"], "Tiers")]  # fmt: skip
 
     phases = [_demo_curves(tables["ablation"]), _low_data(tables["low_data"]), _cost_vs_score(tables["cost"])]
     phases += [_table(tables["reasoning"], "Reasoning models")]
@@ -93,6 +104,15 @@ def write_dashboard(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
         path.write_text(_page(PAGES[name], body))
         paths.append(path)
     return paths
+
+
+def _delta_bars(names: list[str], frame: pd.DataFrame, column: str, title: str) -> go.Figure:
+    """One bar per row of `frame`, its paired 95% CI (`ci_low`, `ci_high`) as the error bar when it has one."""
+    error = None
+    if {"ci_low", "ci_high"} <= set(frame.columns):
+        error = {"type": "data", "symmetric": False, "array": (frame["ci_high"] - frame[column]).tolist(),
+                 "arrayminus": (frame[column] - frame["ci_low"]).tolist()}  # fmt: skip
+    return go.Figure(go.Bar(x=names, y=frame[column], error_y=error), layout={"title": title, "yaxis_title": "pp"})
 
 
 def _demo_curves(ablation: pd.DataFrame) -> str:

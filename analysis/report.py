@@ -15,17 +15,17 @@ from analysis import plots, tables
 from analysis.dashboard import write_dashboard
 from analysis.routing import per_call_costs, routing_advice
 from analysis.runs import ReportCache, known_grids, load_study, split_truncated
-from grid.errors import ArbError
-from grid.registry import ModelRegistry, load_registry
+from trainables.errors import ArbError
+from trainables.registry import ModelRegistry, load_registry
 from trainables.stats import noise_floor_pp
 
 MAX_MARKDOWN_ROWS = 60
 """Longer tables are cut in summary.md: a reader scans the top; the CSV holds everything."""
 
 TITLES = {
-    "per_model": "1. Per model (average over tasks)",
+    "per_model": "1. Per optimizer and model (average over tasks)",
     "api_vs_local": "2. Best API baseline against the best optimized local model",
-    "delta_matrix": "3. Optimization delta (pp), task × model",
+    "delta_matrix": "3. Optimization delta (pp), (optimizer, task) × model",
     "local_beats_api": "4. Optimized local model above optimized API model",
     "tiers": "5. Tiers by cross-model std of deltas",
     "demo_distribution": "6. Demo counts chosen by the optimizer",
@@ -33,6 +33,7 @@ TITLES = {
     "reasoning": "8. Reasoning models, unoptimized (phase 4)",
     "low_data": "9. Low-data tipping point: runs that differ only in n labeled (phase 5)",
     "significance": "Every delta with its paired 95% CI and exact test",
+    "optimizers": "Optimizers compared on the same test examples (b − a, paired 95% CI)",
     "routing": "Routing advice",
 }
 
@@ -42,7 +43,7 @@ def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegi
     costs = per_call_costs(runs, examples, registry)
     index = tables.ScoreIndex(examples)
     return {
-        "per_model": tables.per_model_summary(runs),
+        "per_model": tables.per_model_summary(runs, index),
         "api_vs_local": tables.api_vs_best_local(runs, index),
         "delta_matrix": tables.delta_matrix(runs),
         "local_beats_api": tables.local_beats_api(runs),
@@ -52,6 +53,7 @@ def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegi
         "reasoning": tables.reasoning_table(runs, {n for n, m in registry.models.items() if m.reasoning}),
         "low_data": tables.low_data_table(runs),
         "significance": tables.delta_significance(runs, index),
+        "optimizers": tables.optimizer_pairs(runs, index),
         "routing": routing_advice(runs, examples, registry, index, costs),
         "cost": costs.merge(runs[["run_id", "model", "task", "optimized_score"]]),
     }

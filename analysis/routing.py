@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.tables import ScoreIndex, _optimized
-from grid.registry import ModelRegistry
+from trainables.registry import ModelRegistry
 from trainables.stats import paired_delta
 
 NOT_ENOUGH_DATA = "not enough data"

@@ -17,16 +17,16 @@ from urllib.request import url2pathname
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from grid.registry import load_registry
+from trainables.registry import load_registry
 
 TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase": "phase", "arb.grid": "grid",
                "arb.task_version": "task_version", "arb.truncated": "truncated"}  # fmt: skip
 PARAM_COLUMNS = {"model": "string", "task": "string", "optimizer": "string", "teacher": "string",
                  "provider": "string", "demos": "Int64", "n_labeled": "Int64", "seed": "Int64",
-                 "n_eval": "Int64"}  # fmt: skip
+                 "n_eval": "Int64", "structured": "string"}  # fmt: skip
 METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "n_demos_chosen", "latency_ms_p50",
                   "latency_ms_p95", "prompt_tokens", "completion_tokens", "cost_usd", "optimize_seconds",
-                  "eval_seconds", "lm_calls", "truncated_calls", "context_errors",
+                  "eval_seconds", "lm_calls", "optimize_lm_calls", "truncated_calls", "context_errors",
                   *(f"score_k{k}" for k in range(6)))  # fmt: skip
 RUN_COLUMNS = ["run_id", "experiment", *TAG_COLUMNS.values(), *PARAM_COLUMNS, *METRIC_COLUMNS]
 EXAMPLE_COLUMNS = ["run_id", "example_id", "condition", "score", "latency_ms", "prompt_tokens", "completion_tokens"]

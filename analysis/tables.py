@@ -9,11 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainables.stats import delta_verdict, gap_verdict, noise_floor_pp, outcome_label, paired_delta
+from trainables.stats import PairedDelta, delta_verdict, gap_verdict, noise_floor_pp, outcome_label, paired_delta
 
 DONE = ("finished", "compile_failed")
 TIER_NAMES = ("task-driven", "weakly task-driven", "model-dependent")
 ABLATION_KS = range(6)
+
+
+def label(key: object) -> str:
+    """A table's index entry as a chart label: `mipro · qwen2.5:7b` for a (optimizer, model) pair."""
+    return " · ".join(map(str, key)) if isinstance(key, tuple) else str(key)
 
 
 def _done(runs: pd.DataFrame) -> pd.DataFrame:
@@ -26,38 +31,57 @@ def _optimized(runs: pd.DataFrame) -> pd.DataFrame:
     return done[~done["optimizer"].isin(("none", "demo_ablation"))]
 
 
-def per_model_summary(runs: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: per model, average baseline and optimized score over tasks, average delta, tasks improved."""
+def per_model_summary(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex | None = None) -> pd.DataFrame:
+    """Table 1: per optimizer and model, average baseline and optimized score over tasks, average delta, tasks
+    improved. Per optimizer: an average over MIPROv2 and GEPA runs would describe neither. With `examples`, the
+    paired 95% CI of the average delta (`ci_low`, `ci_high`: the per-example differences of all its trials pooled,
+    which weighs the tasks equally when their n_eval is equal)."""
     done = _optimized(runs)
-    grouped = done.groupby("model", observed=True)
+    grouped = done.groupby(["optimizer", "model"], observed=True)
     table = pd.DataFrame(
         {
             "tasks": grouped["task"].nunique(),
+            "trials": grouped.size(),
             "baseline": grouped["baseline_score"].mean(),
             "optimized": grouped["optimized_score"].mean(),
             "delta_pp": grouped["delta_pp"].mean(),
             "improved": grouped["delta_pp"].apply(lambda d: int((d > 0).sum())),
         }
     )
-    return table.sort_values("delta_pp", ascending=False)
+    if table.empty:
+        return table
+    if examples is not None:
+        index = ScoreIndex.of(examples)
+        for key, group in grouped:
+            pairs = [index.pairs(r, "baseline", r, "optimized") for r in group["run_id"]]
+            d = paired_delta(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
+            table.loc[key, ["ci_low", "ci_high"]] = [d.ci_low, d.ci_high]
+    order = table.reset_index().sort_values(["optimizer", "delta_pp"], ascending=[True, False], kind="stable")
+    return table.loc[list(zip(order["optimizer"], order["model"], strict=True))]
 
 
 def delta_matrix(runs: pd.DataFrame) -> pd.DataFrame:
-    """Table 3: optimization delta (pp), task × model."""
-    return _optimized(runs).pivot_table(index="task", columns="model", values="delta_pp", aggfunc="mean")
+    """Table 3: optimization delta (pp), (optimizer, task) × model."""
+    return _optimized(runs).pivot_table(index=["optimizer", "task"], columns="model", values="delta_pp",
+                                        aggfunc="mean")  # fmt: skip
 
 
 def tiers(runs: pd.DataFrame) -> pd.DataFrame:
-    """Table 5: tasks ordered by the cross-model population std of their deltas, cut into three equal tiers.
+    """Table 5: per optimizer, tasks ordered by the cross-model population std of their deltas, cut into three
+    equal tiers.
 
     Low spread means the task decides whether optimization helps (task-driven); high spread means it depends on
     the model (model-dependent).
     """
     matrix = delta_matrix(runs)
-    spread = matrix.std(axis=1, ddof=0).sort_values(kind="stable")
-    n = len(spread)
-    labels = [TIER_NAMES[min(i * 3 // max(n, 1), 2)] for i in range(n)]
-    return pd.DataFrame({"std_pp": spread, "mean_delta_pp": matrix.mean(axis=1)[spread.index], "tier": labels})
+    parts = []
+    for _, rows in matrix.groupby(level="optimizer", sort=True):
+        spread = rows.std(axis=1, ddof=0).sort_values(kind="stable")
+        n = len(spread)
+        labels = [TIER_NAMES[min(i * 3 // max(n, 1), 2)] for i in range(n)]
+        parts.append(pd.DataFrame({"std_pp": spread, "mean_delta_pp": rows.mean(axis=1)[spread.index],
+                                   "tier": labels}))  # fmt: skip
+    return pd.concat(parts) if parts else pd.DataFrame(columns=["std_pp", "mean_delta_pp", "tier"])
 
 
 def demo_distribution(runs: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +148,7 @@ def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -
     done = _optimized(runs)
     rows = []
     index = ScoreIndex.of(examples)
-    for task, group in done.groupby("task"):
+    for (task, optimizer), group in done.groupby(["task", "optimizer"]):
         api, local = group[group["provider"] == "openai"], group[group["provider"] != "openai"]
         if api.empty or local.empty:
             continue
@@ -135,6 +159,7 @@ def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -
         rows.append(
             {
                 "task": task,
+                "optimizer": optimizer,
                 "api_model": best_api.model,
                 "api_baseline": best_api.baseline_score,
                 "local_model": best_local.model,
@@ -154,15 +179,16 @@ def local_beats_api(runs: pd.DataFrame) -> pd.DataFrame:
 
     The swing is how much the gap moved through optimization: (local − API) after minus (local − API) before.
     """
-    done = _optimized(runs)[["task", "model", "provider", "baseline_score", "optimized_score"]]
+    done = _optimized(runs)[["task", "optimizer", "model", "provider", "baseline_score", "optimized_score"]]
     api, local = done[done["provider"] == "openai"], done[done["provider"] != "openai"]
-    pairs = local.merge(api, on="task", suffixes=("_local", "_api"))
+    pairs = local.merge(api, on=["task", "optimizer"], suffixes=("_local", "_api"))
     pairs = pairs[pairs["optimized_score_local"] > pairs["optimized_score_api"]]
     before = pairs["baseline_score_local"] - pairs["baseline_score_api"]
     after = pairs["optimized_score_local"] - pairs["optimized_score_api"]
     table = pd.DataFrame(
         {
             "task": pairs["task"],
+            "optimizer": pairs["optimizer"],
             "local_model": pairs["model_local"],
             "api_model": pairs["model_api"],
             "gap_before_pp": before,
@@ -170,7 +196,7 @@ def local_beats_api(runs: pd.DataFrame) -> pd.DataFrame:
             "swing_pp": after - before,
         }
     )
-    return table.sort_values(["task", "swing_pp"], ascending=[True, False]).reset_index(drop=True)
+    return table.sort_values(["task", "optimizer", "swing_pp"], ascending=[True, True, False]).reset_index(drop=True)
 
 
 def ablation_effects(runs: pd.DataFrame) -> pd.DataFrame:
@@ -232,3 +258,66 @@ def low_data_table(runs: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=cols).sort_values(["model", "task", "n_labeled"]).reset_index(drop=True)
+
+
+PAIR_POINT = ["model", "task", "n_labeled", "seed", "demos", "structured"]
+"""Trials that agree on these and differ in optimizer ran on the same test examples: their optimizers compare."""
+
+
+def optimizer_pairs(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
+    """Optimizers side by side on the same point (model, task, n_labeled, seed, demos): each one's delta, the
+    difference of their optimized scores with its paired 95% CI and exact test over the same test examples, what
+    each optimization cost (LM calls, USD) and which is better at what cost."""
+    done = _optimized(runs)
+    index = ScoreIndex.of(examples)
+    rows = []
+    for point, group in done.groupby(PAIR_POINT, dropna=False, sort=True):
+        trials = group.sort_values("optimizer").drop_duplicates("optimizer")
+        for i, a in enumerate(trials.itertuples()):
+            for b in list(trials.itertuples())[i + 1 :]:
+                d = paired_delta(*index.pairs(a.run_id, "optimized", b.run_id, "optimized"))
+                calls_a, calls_b = _calls(a), _calls(b)
+                rows.append(
+                    {
+                        "model": point[0],
+                        "task": point[1],
+                        "n_labeled": point[2],
+                        "seed": point[3],
+                        "a": a.optimizer,
+                        "b": b.optimizer,
+                        "delta_a_pp": a.delta_pp,
+                        "delta_b_pp": b.delta_pp,
+                        "n": d.n,
+                        "b_minus_a_pp": d.delta_pp,
+                        "ci_low": d.ci_low,
+                        "ci_high": d.ci_high,
+                        "p_value": d.p_value,
+                        "calls_a": calls_a,
+                        "calls_b": calls_b,
+                        "cost_a_usd": a.cost_usd,
+                        "cost_b_usd": b.cost_usd,
+                        "verdict": pair_verdict(a.optimizer, b.optimizer, d, calls_a, calls_b),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _calls(run: object) -> float:
+    """LM calls of a trial's optimization (all its calls for runs recorded before the split was logged)."""
+    calls = getattr(run, "optimize_lm_calls", np.nan)
+    return float(getattr(run, "lm_calls", np.nan) if pd.isna(calls) else calls)
+
+
+def pair_verdict(a: str, b: str, d: PairedDelta, calls_a: float, calls_b: float) -> str:
+    """Which optimizer is better (only where the paired test says so) and what its optimization cost against the
+    other's, in LM calls."""
+    if d.n == 0:
+        return "no common test examples"
+    if np.isnan(calls_a) or np.isnan(calls_b) or min(calls_a, calls_b) <= 0:
+        cost = "calls unknown"
+    else:
+        cheaper, ratio = (a, calls_b / calls_a) if calls_a <= calls_b else (b, calls_a / calls_b)
+        cost = f"{cheaper} used {ratio:.1f}× fewer calls" if ratio >= 1.05 else "about the same calls"
+    if d.significant:
+        return f"{b if d.delta_pp > 0 else a} better; {cost}"
+    return f"no significant difference; {cost}"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import record  # noqa: E402
 
 from grid.embedded import serve_embedded  # noqa: E402
-from grid.registry import load_registry  # noqa: E402
+from trainables.registry import load_registry  # noqa: E402
 from trainables.tasks import TASKS  # noqa: E402
 
 

@@ -29,7 +29,7 @@ import dspy  # noqa: E402
 import record  # noqa: E402
 
 from grid.model_files import gguf_path  # noqa: E402
-from grid.registry import load_registry  # noqa: E402
+from trainables.registry import load_registry  # noqa: E402
 from trainables.tasks import TASKS  # noqa: E402
 
 TEMPLATE_TOKENS = 5

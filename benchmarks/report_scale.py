@@ -27,7 +27,7 @@ from synthetic import MODELS, _row, paired_examples
 
 from analysis.report import render
 from analysis.runs import typed_runs
-from grid.registry import load_registry
+from trainables.registry import load_registry
 
 TASKS = ["agentic", "analysis", "classification", "code", "extraction", "math", "qa", "rag", "synthesis"]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from grid.errors import ArbError
+from trainables.errors import ArbError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -77,7 +77,7 @@ def _launch(
 ) -> None:  # fmt: skip
     """Run the grids in order (a grid and its `then:` grids), one summary line each, then where to look."""
     from grid.launch import GridOutcome, run_grid, summary_line
-    from grid.registry import load_registry
+    from trainables.registry import load_registry
     from trainables.tracking import default_home
 
     registry_path = str(models) if models else registry_path
@@ -143,8 +143,8 @@ def check(
     splits, columns; or the files of a data directory) and every Ollama endpoint (answers, has the models, allows
     the registry's context). One line per problem; exit code 2 if there is any."""
     from grid.launch import preflight
-    from grid.registry import load_registry
     from grid.spec import expand, load_grid, stages
+    from trainables.registry import load_registry
     from trainables.tracking import default_home
 
     registry = load_registry(models)
@@ -199,8 +199,8 @@ def plan(
     """Print the trials a grid (and its `then:` grids) expands to, and their count, without running anything."""
     from rich.table import Table
 
-    from grid.registry import load_registry
     from grid.spec import expand, load_grid, stages
+    from trainables.registry import load_registry
 
     registry = load_registry(models)
     counts = []

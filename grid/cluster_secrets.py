@@ -29,7 +29,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from grid.errors import ArbError
+from trainables.errors import ArbError
 
 TRIALS_USER = "arb"
 ADMIN_USER = "admin"

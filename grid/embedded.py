@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grid.errors import ArbError
 from grid.model_files import INSTALL_HINT, gguf_path
-from grid.registry import ModelEntry, ModelRegistry
+from trainables.errors import ArbError
+from trainables.registry import ModelEntry, ModelRegistry
 
 DEFAULT_PORT = 8761
 _READY_TIMEOUT_S = 120.0

@@ -18,10 +18,10 @@ from typing import Any
 
 from grid import placement
 from grid.embedded import DEFAULT_PORT, EmbeddedServers, check_embedded, serve_embedded
-from grid.errors import ArbError
-from grid.registry import ModelRegistry
 from grid.spec import GridSpec, Trial, expand
 from trainables import ablation, sandbox, slots
+from trainables.errors import ArbError
+from trainables.registry import ModelRegistry
 
 SPEC_TAG = "arb.grid_spec"
 PRELOAD = ("trainables.trial",)
@@ -310,7 +310,7 @@ def experiment_description(spec: GridSpec) -> str:
     axes = [
         f"models: {', '.join(spec.models)}",
         f"tasks: {', '.join(spec.tasks)}",
-        f"optimizer: {spec.optimizer}" + (f" (teacher {spec.teacher})" if spec.teacher else ""),
+        f"optimizer: {', '.join(spec.optimizer)}" + (f" (teacher {spec.teacher})" if spec.teacher else ""),
         f"demos: {spec.demos}; n_labeled: {spec.n_labeled}; seeds: {spec.seeds}; n_val {spec.n_val}; "
         f"n_eval {spec.n_eval}; data: {spec.data}",
     ]

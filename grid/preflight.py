@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import ollama
 
-from grid.errors import ArbError, one_line
-from grid.registry import ModelEntry, ModelRegistry
 from grid.spec import GridSpec, Trial
+from trainables.errors import ArbError, one_line
+from trainables.registry import ModelEntry, ModelRegistry
 from trainables.tasks import get_task
 from trainables.tasks.base import HubData
 

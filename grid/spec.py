@@ -1,13 +1,11 @@
 """Grid files: YAML validated into a typed `GridSpec`, and its expansion into trials.
 
-A grid is the cross product model × task × demos × n_labeled × seed, run with one optimizer and teacher.
+A grid is the cross product model × task × optimizer × demos × n_labeled × seed (× structured), with one teacher.
 Expansion happens here and only here, so the trial key (a stable hash of what defines the work) is computed once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -15,16 +13,15 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grid.errors import ArbError, one_line, unknown_name, validation_summary
-from grid.registry import ModelRegistry
+from trainables.errors import ArbError, one_line, unknown_name, validation_summary
+from trainables.registry import ModelRegistry
+from trainables.vocabulary import OPTIMIZER_SETTINGS, DataSource, Sizes, TraceMode, Trial, trial_key
 
 PHASES_DIR = Path(__file__).with_name("phases")
 _MAX_GRID_BYTES = 256 * 1024  # grid files are hand-written; anything larger is a mistake or an attack
 _MAX_INCLUDE_DEPTH = 8
 
-DataSource = str
-"""`hub`, `sample`, or an absolute path to a directory laid out like the shipped samples (see `GridSpec.data`)."""
-TraceMode = Literal["eval", "all", "none"]
+__all__ = ["GridSpec", "Trial", "expand", "load_grid", "resolve_grid_path", "stages", "trial_key"]
 
 
 def _unique(values: list[Any], field: str) -> list[Any]:
@@ -55,8 +52,9 @@ class GridSpec(BaseModel):
     then: list[str] = Field(default_factory=list)
     """Grids that `arb run` runs after this one, in order: shipped grid names or paths relative to this file.
     A later grid may read an earlier one's runs (the demo ablation reads its source program)."""
-    optimizer: str = "mipro"
-    """Optimizer name from `trainables.optimizers.OPTIMIZERS`."""
+    optimizer: list[str] = Field(default_factory=lambda: ["mipro"])
+    """Optimizer name, or a list of names (an axis: each is its own trial, compared on the same test examples), from
+    `trainables.vocabulary.OPTIMIZER_SETTINGS`: none, bootstrap, bootstrap_rs, mipro, gepa, simba, demo_ablation."""
     teacher: str | None = None
     """Model that bootstraps demos and proposes instructions; null means the student teaches itself."""
     demos: list[int] = Field(default_factory=lambda: [4])
@@ -81,7 +79,9 @@ class GridSpec(BaseModel):
     hub access) or JSONL files laid out like the samples (`<dir>/gsm8k/test.jsonl`, rows in the dataset's own
     schema). `arb check` says whether every task can read its data. On a cluster, every node must see the path."""
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
-    """Extra optimizer settings (e.g. MIPROv2's `auto`, `num_candidates`, `num_trials`); validated per optimizer."""
+    """Extra optimizer settings (e.g. MIPROv2's `auto`, `num_candidates`, `num_trials`); validated per optimizer.
+    With one optimizer, its settings (`{auto: light}`); with several, a mapping from optimizer name to its settings
+    (`{mipro: {auto: light}, gepa: {max_metric_calls: 60}}`; an optimizer left out runs with its defaults)."""
     max_concurrent_trials: int | None = Field(default=None, ge=1)
     """Cap on trials running at once; null lets Ray use every free slot."""
     trial_cpus: float = Field(default=1.0, gt=0)
@@ -103,8 +103,40 @@ class GridSpec(BaseModel):
     @property
     def size(self) -> int:
         """Number of trials the grid expands to (the cross product of its axes)."""
-        axes = (self.models, self.tasks, self.demos, self.n_labeled, self.seeds, self.structured)
+        axes = (self.models, self.tasks, self.optimizer, self.demos, self.n_labeled, self.seeds, self.structured)
         return math.prod(len(axis) for axis in axes)
+
+    def params_for(self, optimizer: str) -> dict[str, Any]:
+        """The `optimizer_params` that apply to one of the grid's optimizers."""
+        if self._keyed_params():
+            return dict(self.optimizer_params.get(optimizer) or {})
+        return dict(self.optimizer_params)
+
+    def _keyed_params(self) -> bool:
+        """Whether `optimizer_params` maps optimizer names to settings (no optimizer has a setting named after
+        another optimizer, so the two shapes cannot be confused)."""
+        keys = set(self.optimizer_params)
+        return len(self.optimizer) > 1 or (bool(keys) and keys <= set(OPTIMIZER_SETTINGS))
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizers(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v  # one name stays valid: every grid written before the axis
+
+    @model_validator(mode="after")
+    def _params_shape(self) -> GridSpec:
+        _unique(self.optimizer, "optimizer")
+        if self._keyed_params():
+            stray = sorted(set(self.optimizer_params) - set(self.optimizer))
+            if stray:
+                raise ValueError(
+                    f"with several optimizers, `optimizer_params` maps each of {', '.join(self.optimizer)} to its "
+                    f"settings; {', '.join(stray)} is not one of them"
+                )
+            for name, params in self.optimizer_params.items():
+                if params is not None and not isinstance(params, dict):
+                    raise ValueError(f"`optimizer_params.{name}` must be a mapping of settings")
+        return self
 
     @field_validator("data")
     @classmethod
@@ -144,65 +176,6 @@ class GridSpec(BaseModel):
         if any(x < 0 for x in v):
             raise ValueError(f"`{info.field_name}` must be non-negative")
         return v
-
-
-class Trial(BaseModel):
-    """One point of the grid: the plain-data config a Ray Tune trial receives."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    grid: str
-    phase: str
-    model: str
-    task: str
-    task_version: str
-    optimizer: str
-    teacher: str | None
-    demos: int
-    n_labeled: int
-    n_val: int
-    n_eval: int
-    seed: int
-    data: DataSource
-    structured: bool = False
-    """Answer through DSPy's JSON adapter with the output schema enforced by the server (see `GridSpec`)."""
-    optimizer_params: dict[str, Any] = Field(default_factory=dict)
-    sandbox: Literal["bubblewrap", "rlimits"] = "bubblewrap"
-    """Where the code task executes generated code; not part of the key (it changes safety, not the score)."""
-    lm_cache: bool = True
-    """Whether LM responses are cached (not part of the key: a cached answer is the answer the model gave)."""
-    traces: TraceMode = "eval"
-    """What is traced (see `GridSpec`; not part of the key: it changes what is recorded, not the score)."""
-    trace_sample: float = 1.0
-
-    @property
-    def key(self) -> str:
-        """Stable hash of exactly the fields that define the work (SPEC "Grid axes"): same key, same work.
-        `structured` counts only when set, so that the keys of trials run before it existed stay valid."""
-        fields: dict[str, Any] = {"structured": True} if self.structured else {}
-        return trial_key(
-            model=self.model,
-            task=self.task,
-            task_version=self.task_version,
-            optimizer=self.optimizer,
-            teacher=self.teacher,
-            demos=self.demos,
-            n_labeled=self.n_labeled,
-            seed=self.seed,
-            **fields,
-        )
-
-    @property
-    def run_name(self) -> str:
-        """How the trial reads in the MLflow UI: `model · task · optimizer · dK · nN` (then `· json` if structured)."""
-        name = f"{self.model} · {self.task} · {self.optimizer} · d{self.demos} · n{self.n_labeled}"
-        return f"{name} · json" if self.structured else name
-
-
-def trial_key(**fields: Any) -> str:
-    """sha256 over the canonical JSON of the key fields, shortened to 16 hex digits."""
-    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def resolve_grid_path(ref: str | Path) -> Path:
@@ -290,7 +263,6 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
     """All trials of a grid, in a stable order; checks every name against its registry first (none for
     an analysis-only grid)."""
     # Imported here so that `arb plan` on a bad file fails fast without loading DSPy.
-    from trainables.optimizers import OPTIMIZERS
     from trainables.tasks import TASKS
 
     if spec.analysis_of is not None:
@@ -302,9 +274,11 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
     for task in spec.tasks:
         if task not in TASKS:
             raise unknown_name("task", task, TASKS)
-    if spec.optimizer not in OPTIMIZERS:
-        raise unknown_name("optimizer", spec.optimizer, OPTIMIZERS)
-    OPTIMIZERS[spec.optimizer].check_params(spec.optimizer_params)
+    sizes = Sizes(n_labeled=tuple(spec.n_labeled), n_val=spec.n_val)
+    for optimizer in spec.optimizer:
+        if optimizer not in OPTIMIZER_SETTINGS:
+            raise unknown_name("optimizer", optimizer, OPTIMIZER_SETTINGS)
+        OPTIMIZER_SETTINGS[optimizer].check_params(spec.params_for(optimizer), sizes)
 
     return [
         Trial(
@@ -313,7 +287,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             model=model,
             task=task,
             task_version=TASKS[task].version,
-            optimizer=spec.optimizer,
+            optimizer=optimizer,
             teacher=spec.teacher,
             demos=demos,
             n_labeled=n_labeled,
@@ -322,7 +296,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             seed=seed,
             data=spec.data,
             structured=structured,
-            optimizer_params=spec.optimizer_params,
+            optimizer_params=spec.params_for(optimizer),
             sandbox=spec.sandbox,
             lm_cache=spec.lm_cache,
             traces=spec.traces,
@@ -330,6 +304,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
         )
         for model in spec.models
         for task in spec.tasks
+        for optimizer in spec.optimizer
         for demos in spec.demos
         for n_labeled in spec.n_labeled
         for seed in spec.seeds

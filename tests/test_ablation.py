@@ -13,11 +13,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
-from grid.errors import ArbError
-from grid.registry import load_registry
 from grid.spec import GridSpec, Trial, expand
 from trainables import tracking
 from trainables.ablation import check_sources
+from trainables.errors import ArbError
+from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
 SOURCE = {"grid": "p1", "optimizer": "bootstrap", "teacher": None, "demos": 2, "n_labeled": 6}

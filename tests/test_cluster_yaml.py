@@ -69,7 +69,7 @@ def test_ollama_serves_the_registrys_context() -> None:
     without `num_ctx` gets the same window, so no model is loaded twice with different sizes."""
     import re
 
-    from grid.registry import load_registry
+    from trainables.registry import load_registry
 
     setup = "\n".join(yaml.safe_load(CLUSTER.read_text())["worker_setup_commands"])
     found = re.findall(r"OLLAMA_CONTEXT_LENGTH=(\d+)", setup)

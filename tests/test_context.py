@@ -13,10 +13,10 @@ from mlflow.tracking import MlflowClient
 from stub_server import StubServer, fit_context, message_tokens, table_responder
 
 from analysis.report import write_report
-from grid.registry import load_registry
 from grid.spec import GridSpec, expand
 from trainables import tracking
 from trainables.lm import ContextCheck
+from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
 

@@ -15,9 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
-from grid.registry import load_registry
 from grid.spec import GridSpec, expand
 from trainables import tracking
+from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
 ROOT = Path(__file__).resolve().parents[1]

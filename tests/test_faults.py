@@ -12,9 +12,9 @@ from conftest import expected_baseline
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer, table_responder
 
-from grid.registry import load_registry
 from grid.spec import GridSpec, Trial, expand
 from trainables import tracking
+from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
 TIMEOUT_S, RETRIES, STALL_S = 2.0, 2, 6.0

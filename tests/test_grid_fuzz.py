@@ -10,9 +10,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grid.errors import ArbError
-from grid.registry import load_registry
 from grid.spec import GridSpec, expand, load_grid
+from trainables.errors import ArbError
+from trainables.registry import load_registry
 
 FIELDS = ["name", "phase", "models", "tasks", "optimizer", "teacher", "demos", "n_labeled", "n_val", "n_eval",
           "seeds", "data", "optimizer_params", "max_concurrent_trials", "include", "bogus"]  # fmt: skip

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from grid.errors import ArbError
-from grid.registry import load_registry
 from grid.spec import expand, load_grid, stages, trial_key
+from trainables.errors import ArbError
+from trainables.registry import load_registry
 
 REGISTRY = load_registry()
 
@@ -117,7 +117,7 @@ def test_missing_grid_file_lists_shipped_grids() -> None:
         load_grid("no-such-grid")
 
 
-PHASE_COUNTS = {"phase1": 54, "phase2": 0, "phase3": 8, "phase4": 18, "phase5": 24}
+PHASE_COUNTS = {"phase1": 54, "phase2": 0, "phase3": 8, "phase4": 18, "phase5": 24, "phase1-optimizers": 108}
 
 
 @pytest.mark.parametrize(("grid", "count"), sorted(PHASE_COUNTS.items()))
@@ -125,7 +125,7 @@ def test_shipped_phase_files_expand_to_the_study_counts(grid: str, count: int) -
     spec = load_grid(grid)
     trials = expand(spec, REGISTRY)
     assert len(trials) == count == spec.size * (spec.analysis_of is None)
-    assert spec.phase == grid.removeprefix("phase")
+    assert spec.phase == grid.removeprefix("phase").removesuffix("-optimizers")
     if trials:
         assert len({t.key for t in trials}) == count
         assert {t.task for t in trials} <= set(load_grid("phase1").tasks)
@@ -134,19 +134,19 @@ def test_shipped_phase_files_expand_to_the_study_counts(grid: str, count: int) -
 def test_phase_files_mirror_the_spec_table() -> None:
     p1, p3, p4, p5 = (load_grid(f"phase{i}") for i in (1, 3, 4, 5))
     assert p1.models == ["llama3.2", "mistral", "phi4", "qwen2.5:7b", "gpt-4o", "gpt-5.2"] and len(p1.tasks) == 9
-    assert (p1.optimizer, p1.teacher, p1.n_eval) == ("mipro", "gpt-4o", 50)
-    assert p3.optimizer == "demo_ablation" and p3.optimizer_params["source"]["grid"] == "phase1"
-    assert p4.models == ["qwen3:4b", "deepseek-r1:7b"] and p4.optimizer == "none"
+    assert (p1.optimizer, p1.teacher, p1.n_eval) == (["mipro"], "gpt-4o", 50)
+    assert p3.optimizer == ["demo_ablation"] and p3.optimizer_params["source"]["grid"] == "phase1"
+    assert p4.models == ["qwen3:4b", "deepseek-r1:7b"] and p4.optimizer == ["none"]
     assert all(REGISTRY.get(m).reasoning for m in p4.models)
-    assert (p5.optimizer, p5.teacher, p5.tasks) == ("bootstrap_rs", "gpt-4o", ["math", "classification", "qa"])
+    assert (p5.optimizer, p5.teacher, p5.tasks) == (["bootstrap_rs"], "gpt-4o", ["math", "classification", "qa"])
     assert p5.n_labeled[:5] == [0, 1, 2, 4, 8]
 
 
 def test_smoke_stages_cover_every_optimizer() -> None:
     chain = stages(load_grid("smoke"))
     assert [s.name for s in chain] == ["smoke", "smoke-tasks", "smoke-lowdata", "smoke-fewshot", "smoke-ablation"]
-    assert {s.optimizer for s in chain} == {"mipro", "none", "bootstrap_rs", "bootstrap", "demo_ablation"}
-    lowdata = next(s for s in chain if s.optimizer == "bootstrap_rs")
+    assert {o for s in chain for o in s.optimizer} == {"mipro", "none", "bootstrap_rs", "bootstrap", "demo_ablation"}
+    lowdata = next(s for s in chain if s.optimizer == ["bootstrap_rs"])
     assert len(lowdata.n_labeled) == 2
     assert {m for s in chain for m in s.models} == {"qwen-coder-1.5b"}
     assert {t.structured for s in chain for t in expand(s, REGISTRY)} == {False, True}
@@ -175,3 +175,66 @@ def test_then_chain_errors(tmp_path: Path) -> None:
 def test_analysis_grids_and_empty_axes(tmp_path: Path, text: str, needle: str) -> None:
     with pytest.raises(ArbError, match=needle):
         load_grid(_write(tmp_path, text))
+
+
+def test_an_optimizer_list_is_an_axis_and_one_name_keeps_its_keys(tmp_path: Path) -> None:
+    one = expand(load_grid(_write(tmp_path, "name: g\nmodels: [phi4]\ntasks: [math]\nn_labeled: [40]\n")), REGISTRY)
+    text = (
+        "name: g\nmodels: [phi4]\ntasks: [math, qa]\noptimizer: [mipro, gepa, simba]\nn_labeled: [40]\n"
+        "optimizer_params:\n  mipro: {auto: medium}\n  simba: {bsize: 8}\n"
+    )
+    spec = load_grid(_write(tmp_path, text, "three.yaml"))
+    trials = expand(spec, REGISTRY)
+    assert len(trials) == spec.size == 2 * 3
+    assert [t.optimizer for t in trials[:3]] == ["mipro", "gepa", "simba"]  # three trials per point, side by side
+    params = {t.optimizer: t.optimizer_params for t in trials}
+    assert params == {"mipro": {"auto": "medium"}, "gepa": {}, "simba": {"bsize": 8}}
+    assert len({t.key for t in trials}) == 6
+    # the point's MIPROv2 trial is the trial a one-optimizer grid makes: same key, same work
+    assert one[0].key == trials[0].key
+
+
+def test_every_shipped_grid_keeps_its_keys() -> None:
+    """The optimizer axis changed how grids are read, not what their trials are: a key pinned before it."""
+    smoke = expand(load_grid("smoke"), REGISTRY)[0]
+    assert smoke.key == trial_key(
+        model="qwen-coder-1.5b", task="extraction", task_version=smoke.task_version, optimizer="mipro",
+        teacher=None, demos=2, n_labeled=6, seed=0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ("optimizer: gepa\noptimizer_params: {auto: light, max_metric_calls: 100}", "exactly one"),
+        ("optimizer: gepa\noptimizer_params: {auto: huge}", "not a budget"),
+        ("optimizer: gepa\nn_val: 10\noptimizer_params: {max_metric_calls: 40}", "below the 49 .*at least 49"),
+        ("optimizer: gepa\nn_val: 10\nn_labeled: [5]\noptimizer_params: {max_full_evals: 2}", "budget of 30"),
+        ("optimizer: gepa\nn_labeled: [0]", "n_labeled 0"),
+        ("optimizer: gepa\noptimizer_params: {use_merge: maybe}", "use_merge"),
+        ("optimizer: gepa\noptimizer_params: {max_metric_calls: -5}", "positive whole number"),
+        ("optimizer: gepa\noptimizer_params: {num_trials: 5}", "does not take num_trials"),
+        ("optimizer: simba\nn_labeled: [10]", "bsize 32.*larger than n_labeled 10"),
+        ("optimizer: simba\nn_labeled: [10]\noptimizer_params: {bsize: 4, max_demos: 3}", "does not take max_demos"),
+        ("optimizer: [mipro, gepa]\noptimizer_params: {auto: light}", "maps each of mipro, gepa"),
+        ("optimizer: [mipro, mipro]", "duplicates"),
+    ],
+)
+def test_bad_gepa_and_simba_settings_are_one_line_errors(tmp_path: Path, params: str, needle: str) -> None:
+    sizes = "" if "n_labeled" in params else "n_labeled: [50]\n"
+    path = _write(tmp_path, f"name: g\nmodels: [phi4]\ntasks: [math]\n{sizes}{params}\n")
+    with pytest.raises(ArbError, match=needle) as err:
+        expand(load_grid(path), REGISTRY)
+    assert "\n" not in str(err.value)
+
+
+def test_gepa_budget_at_the_floor_passes(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: g\nmodels: [phi4]\ntasks: [math]\nn_val: 10\noptimizer: gepa\n"
+                            "optimizer_params: {max_metric_calls: 49}\n")  # fmt: skip
+    assert len(expand(load_grid(path), REGISTRY)) == 1
+
+
+def test_the_comparison_grid_runs_three_optimizers_on_one_point() -> None:
+    trials = expand(load_grid("optimizers"), REGISTRY)
+    assert [t.optimizer for t in trials] == ["mipro", "gepa", "simba"]
+    assert len({(t.model, t.task, t.demos, t.n_labeled, t.seed) for t in trials}) == 1

@@ -17,9 +17,9 @@ import hub_mirror
 from hub_stub import HubStub
 
 from grid import preflight
-from grid.errors import ArbError
-from grid.registry import load_registry
 from grid.spec import GridSpec, expand
+from trainables.errors import ArbError
+from trainables.registry import load_registry
 from trainables.tasks import TASKS, classification, extraction, synthesis
 from trainables.tasks.base import HubData
 

@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
 from grid.launch import run_grid, stored_spec, summary_line, tune_state
-from grid.registry import load_registry
 from grid.spec import load_grid
 from trainables import tracking
+from trainables.registry import load_registry
 
 
 def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: StubServer, tracking_uri: str) -> None:

@@ -45,7 +45,7 @@ def test_installed_llama_cpp_answers_a_completion() -> None:
     """Load SmolLM2 in a child process (a fault there must fail this test, not kill pytest) and generate."""
     _libraries()
     from grid.model_files import gguf_path
-    from grid.registry import load_registry
+    from trainables.registry import load_registry
 
     model = gguf_path(load_registry().get("smollm2"))
     code = (
@@ -65,7 +65,7 @@ def test_pinned_split_packages_join_into_the_registrys_sha256(model: str, tmp_pa
     """The installed parts of each Qwen model join into exactly the file `grid/models.yaml` pins (size and full
     sha256), the check `arb` makes before serving it."""
     from grid.model_files import assemble_split, file_sha256
-    from grid.registry import load_registry
+    from trainables.registry import load_registry
 
     split = load_registry().get(model).split_gguf
     assert split is not None

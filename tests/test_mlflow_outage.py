@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 from servers import MlflowServer, mlflow_on_postgres, pg_bin
 from stub_server import StubServer, table_responder
 
-from grid.registry import load_registry
 from grid.spec import GridSpec, Trial, expand
 from trainables import tracking
+from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
 pytestmark = pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)")

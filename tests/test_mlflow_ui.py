@@ -13,8 +13,8 @@ import pytest
 from stub_server import StubServer
 
 from grid.launch import run_grid
-from grid.registry import load_registry
 from grid.spec import load_grid
+from trainables.registry import load_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from grid.errors import ArbError
 from grid.model_files import assemble_split, part_files
-from grid.registry import ModelEntry, SplitGguf
+from trainables.errors import ArbError
+from trainables.registry import ModelEntry, SplitGguf
 
 
 def _install_fake_part(site: Path, name: str, version: str, data: bytes) -> None:

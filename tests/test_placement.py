@@ -10,8 +10,8 @@ import pytest
 from ray.tune.search import Searcher
 
 from grid.placement import ModelAwareSearcher, Node
-from grid.registry import load_registry
 from grid.spec import GridSpec, Trial, expand
+from trainables.registry import load_registry
 
 OLLAMA = ["llama3.2", "mistral", "phi4", "qwen2.5:7b", "qwen3:4b", "deepseek-r1:7b"]
 

@@ -13,9 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from grid.embedded import serve_embedded
-from grid.registry import load_registry
 from grid.spec import GridSpec, expand
 from trainables import tracking
+from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
 pytestmark = pytest.mark.real_model

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from grid.errors import ArbError
-from grid.registry import load_registry
+from trainables.errors import ArbError
+from trainables.registry import load_registry
 
 
 def test_shipped_registry_has_the_study_models() -> None:

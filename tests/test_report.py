@@ -14,9 +14,9 @@ from synthetic import binary, paired_examples, study_runs
 
 from analysis.report import TITLES, render, write_report
 from analysis.runs import EXAMPLE_COLUMNS
-from grid.registry import load_registry
 from grid.spec import GridSpec
 from trainables import tracking
+from trainables.registry import load_registry
 
 
 def _study_examples(runs: pd.DataFrame) -> pd.DataFrame:
@@ -40,8 +40,8 @@ def test_report_files(report_dir: Path) -> None:
     summary = (report_dir / "summary.md").read_text()
     for title in TITLES.values():
         assert f"## {title}" in summary
-    per_model = pd.read_csv(report_dir / "per_model.csv", index_col=0)
-    assert per_model.loc["qwen2.5:7b", "improved"] == 8
+    per_model = pd.read_csv(report_dir / "per_model.csv", index_col=[0, 1])
+    assert per_model.loc[("mipro", "qwen2.5:7b"), "improved"] == 8
     assert (report_dir / "delta_matrix.png").stat().st_size > 10_000
     routing = pd.read_csv(report_dir / "routing.csv")
     assert len(routing) == 9 and set(routing["route_to"]) <= {

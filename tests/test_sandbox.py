@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from grid.errors import ArbError
 from trainables import sandbox
+from trainables.errors import ArbError
 from trainables.sandbox import Limits, run_python
 from trainables.tasks.code import humaneval_example, humaneval_problems, passes
 

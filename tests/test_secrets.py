@@ -9,8 +9,8 @@ import pytest
 from stub_server import StubServer
 
 from grid.launch import run_grid
-from grid.registry import load_registry
 from grid.spec import load_grid
+from trainables.registry import load_registry
 
 CANARY = "sk-CANARY-7f3a9c1e5b2d4680aa11"
 

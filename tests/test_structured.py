@@ -11,9 +11,9 @@ from conftest import expected_baseline
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
-from grid.registry import ModelRegistry, load_registry
 from grid.spec import GridSpec, Trial, expand, trial_key
 from trainables import tracking
+from trainables.registry import ModelRegistry, load_registry
 from trainables.trial import execute_trial
 
 

@@ -28,7 +28,7 @@ from grid.embedded import (
     how_it_died,
     likely_fix,
 )
-from grid.registry import ModelEntry
+from trainables.registry import ModelEntry
 
 STUB = Path(__file__).with_name("stub_server.py")
 

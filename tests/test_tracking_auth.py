@@ -26,8 +26,8 @@ from test_secrets import CANARY, _files_containing
 
 from grid import cluster_secrets
 from grid.launch import run_grid
-from grid.registry import load_registry
 from grid.spec import load_grid
+from trainables.registry import load_registry
 
 pytestmark = pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)")
 

@@ -12,9 +12,9 @@ from conftest import expected_baseline
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer, table_responder
 
-from grid.registry import load_registry
 from grid.spec import GridSpec, Trial, expand
 from trainables import tracking
+from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
 SPEC_METRICS = {
@@ -172,7 +172,7 @@ def test_failed_compile_keeps_the_baseline(
     def explode(req: opt.CompileRequest) -> Any:
         raise RuntimeError("no demo could be bootstrapped")
 
-    monkeypatch.setitem(opt.OPTIMIZERS, "bootstrap", opt.Optimizer("bootstrap", explode, frozenset({"max_rounds"})))
+    monkeypatch.setitem(opt.COMPILERS, "bootstrap", explode)
     trial = _trial("llama3.2", optimizer="bootstrap")
     metrics = execute_trial(_config(trial, tracking_uri, {"llama3.2": stub.url}))
     assert metrics["optimized_score"] == metrics["baseline_score"] and metrics["delta_pp"] == 0.0

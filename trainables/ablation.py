@@ -14,42 +14,14 @@ Instruction effect = score(k=0) − baseline; demo effect(k) = score(k) − scor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import dspy
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from grid.errors import ArbError, validation_summary
-from grid.spec import Trial, trial_key
 from trainables import tracking
-
-
-class Source(BaseModel):
-    """The trial whose program is ablated (same model, task, task version and seed as the ablation trial)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    grid: str
-    """Grid (MLflow experiment) that ran the source trial, e.g. `phase1`."""
-    optimizer: str
-    teacher: str | None = None
-    demos: int
-    n_labeled: int
-
-
-def parse_source(params: dict[str, Any]) -> Source:
-    """`optimizer_params.source`, validated; a clear error names what is missing."""
-    if "source" not in params:
-        raise ArbError(
-            "demo_ablation needs `optimizer_params.source` (the trial whose program to ablate)",
-            "add e.g. `source: {grid: phase1, optimizer: mipro, teacher: gpt-4o, demos: 5, n_labeled: 200}`",
-        )
-    try:
-        return Source.model_validate(params["source"])
-    except ValidationError as exc:
-        raise ArbError(f"demo_ablation source: {validation_summary(exc)}", "see trainables/ablation.py") from None
+from trainables.errors import ArbError
+from trainables.vocabulary import Trial, parse_source, trial_key
 
 
 def source_key(trial: Trial) -> str:

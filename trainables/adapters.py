@@ -18,7 +18,7 @@ from typing import Any
 import dspy
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format, _has_open_ended_mapping
 
-from grid.registry import Provider
+from trainables.registry import Provider
 
 
 def response_format(provider: Provider, schema: dict[str, Any]) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from typing import Any
 
 import dspy
 
-from grid.errors import ArbError
-from grid.registry import ModelEntry, Provider
 from trainables import lm_cache
+from trainables.errors import ArbError
+from trainables.registry import ModelEntry, Provider
 
 _METERS: dict[str, Meter] = {}
 _METERS_LOCK = threading.Lock()

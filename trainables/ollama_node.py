@@ -13,8 +13,8 @@ import os
 import httpx
 import ollama
 
-from grid.errors import ArbError
-from grid.registry import ModelEntry
+from trainables.errors import ArbError
+from trainables.registry import ModelEntry
 
 PORT_LABEL = "arb-ollama-port"
 

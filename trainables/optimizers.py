@@ -1,19 +1,24 @@
-"""Optimizers by name. Grid files and Ray configs carry the name; the settings are checked before any trial runs.
+"""How each optimizer compiles a program, by the name grid files use (`trainables.vocabulary.OPTIMIZER_SETTINGS`
+holds the names and checks their settings before any trial runs).
 
 Every optimizer gets the same request (program, train/val sets, metric, demo cap, seed, student and teacher LMs)
-so that `n_labeled` and `demos` mean the same thing whichever optimizer a grid uses.
+so that `n_labeled` and `demos` mean the same thing whichever optimizer a grid uses. The teacher is what each
+optimizer calls its strong model: MIPROv2's prompt model, the bootstraps' teacher, GEPA's reflection LM, SIMBA's
+prompt model. GEPA evolves instructions only: it adds no demos, whatever `demos` says.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dspy
 
-from grid.errors import ArbError
-from trainables.tasks.base import Metric
+from trainables.errors import ArbError
+from trainables.tasks.base import FeedbackMetric, Metric
+from trainables.vocabulary import GEPA_BUDGETS, GEPA_MINIBATCH, MIPRO_COMPILE_KEYS, SIMBA_BSIZE
 
 
 @dataclass
@@ -31,36 +36,11 @@ class CompileRequest:
     params: dict[str, Any] = field(default_factory=dict)
     threads: int = 1
     """Candidate evaluations at once (DSPy's `num_threads`): the trial's share of its server's slots."""
-
-
-@dataclass(frozen=True)
-class Optimizer:
-    """A named optimizer: which settings it accepts and how it compiles a program."""
-
-    name: str
-    compile: Callable[[CompileRequest], dspy.Module]
-    params: frozenset[str] = frozenset()
-    """Keys allowed in a grid's `optimizer_params`; anything else is an error, not silently ignored."""
-    needs_trainset: bool = True
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = sorted(set(params) - self.params)
-        if unknown:
-            allowed = ", ".join(sorted(self.params)) or "none"
-            raise ArbError(
-                f"optimizer {self.name!r} does not take {', '.join(unknown)}",
-                f"remove them from optimizer_params (allowed: {allowed})",
-            )
-        if self.name == "mipro":
-            _check_mipro(params)
-        if self.name == "demo_ablation":
-            from trainables.ablation import parse_source
-
-            parse_source(params)
-
-
-def _none(req: CompileRequest) -> dspy.Module:
-    return req.program.deepcopy()
+    feedback: FeedbackMetric | None = None
+    """The task's metric with textual feedback (GEPA's reflection reads it); scores exactly as `metric` does."""
+    state_dir: Path | None = None
+    """Where an optimizer that can resume keeps its state (GEPA's `log_dir`): a retried or resumed trial on the
+    same node continues from it instead of starting over."""
 
 
 def _bootstrap(req: CompileRequest) -> dspy.Module:
@@ -86,39 +66,6 @@ def _bootstrap_rs(req: CompileRequest) -> dspy.Module:
     return optimizer.compile(req.program.deepcopy(), trainset=req.trainset, valset=req.valset)
 
 
-def _not_a_compile(req: CompileRequest) -> dspy.Module:
-    raise ArbError("demo_ablation re-evaluates a stored program; it does not compile", "run it through a trial")
-
-
-_MIPRO_COMPILE_KEYS = (
-    "minibatch",
-    "minibatch_size",
-    "data_aware_proposer",
-    "program_aware_proposer",
-    "tip_aware_proposer",
-    "fewshot_aware_proposer",
-    "view_data_batch_size",
-)
-
-
-def _check_mipro(params: dict[str, Any]) -> None:
-    # DSPy refuses `auto` together with explicit candidate/trial counts, but only once compile starts; a grid
-    # should fail at load time instead.
-    has_auto = params.get("auto") is not None
-    explicit = {"num_candidates", "num_trials"} & set(params)
-    if not has_auto and not explicit:
-        return  # DSPy's default budget, auto="light"
-    if has_auto and params["auto"] not in ("light", "medium", "heavy"):
-        raise ArbError(f"mipro: auto={params['auto']!r} is not a budget", "use light, medium or heavy")
-    if has_auto and explicit:
-        raise ArbError(
-            f"mipro: `auto` conflicts with {', '.join(sorted(explicit))}",
-            "set either auto (light/medium/heavy) or both num_candidates and num_trials",
-        )
-    if not has_auto and explicit != {"num_candidates", "num_trials"}:
-        raise ArbError("mipro: without `auto`, both num_candidates and num_trials are needed", "set both")
-
-
 def _mipro(req: CompileRequest) -> dspy.Module:
     p = req.params
     optimizer = dspy.MIPROv2(
@@ -134,7 +81,7 @@ def _mipro(req: CompileRequest) -> dspy.Module:
         seed=req.seed,
         verbose=False,
     )
-    compile_kwargs = {k: p[k] for k in _MIPRO_COMPILE_KEYS if k in p}
+    compile_kwargs = {k: p[k] for k in MIPRO_COMPILE_KEYS if k in p}
     return optimizer.compile(
         req.program.deepcopy(),
         trainset=req.trainset,
@@ -145,14 +92,50 @@ def _mipro(req: CompileRequest) -> dspy.Module:
     )
 
 
-OPTIMIZERS: dict[str, Optimizer] = {
-    o.name: o
-    for o in (
-        Optimizer("none", _none, needs_trainset=False),
-        Optimizer("bootstrap", _bootstrap, frozenset({"max_rounds"})),
-        Optimizer("bootstrap_rs", _bootstrap_rs, frozenset({"num_candidate_programs"})),
-        Optimizer("mipro", _mipro, frozenset({"auto", "num_candidates", "num_trials", *_MIPRO_COMPILE_KEYS})),
-        # Not a compile: the trial evaluates a stored program with k demos (trainables.ablation).
-        Optimizer("demo_ablation", _not_a_compile, frozenset({"source"}), needs_trainset=False),
+def _gepa(req: CompileRequest) -> dspy.Module:
+    p = req.params
+    if req.feedback is None:
+        raise ArbError("gepa needs the task's feedback metric", "give the task a `feedback` function")
+    budget = {k: p[k] for k in GEPA_BUDGETS if p.get(k) is not None} or {"auto": "light"}
+    optimizer = dspy.GEPA(
+        metric=req.feedback,
+        reflection_lm=req.teacher,
+        reflection_minibatch_size=int(p.get("reflection_minibatch_size", GEPA_MINIBATCH)),
+        candidate_selection_strategy=p.get("candidate_selection_strategy", "pareto"),
+        skip_perfect_score=bool(p.get("skip_perfect_score", True)),
+        use_merge=bool(p.get("use_merge", True)),
+        max_merge_invocations=int(p.get("max_merge_invocations", 5)),
+        # a reply that breaks the output format is shown to the reflection LM as such, not just scored 0
+        add_format_failure_as_feedback=True,
+        num_threads=req.threads,
+        track_stats=True,  # the candidates and their scores, for MLflow (`trainables.publish.log_candidates`)
+        log_dir=str(req.state_dir) if req.state_dir is not None else None,
+        seed=req.seed,
+        **budget,
     )
+    return optimizer.compile(req.program.deepcopy(), trainset=req.trainset, valset=req.valset or None)
+
+
+def _simba(req: CompileRequest) -> dspy.Module:
+    p = req.params
+    optimizer = dspy.SIMBA(
+        metric=req.metric,
+        bsize=int(p.get("bsize", SIMBA_BSIZE)),
+        num_candidates=int(p.get("num_candidates", 6)),
+        max_steps=int(p.get("max_steps", 8)),
+        max_demos=req.demos,
+        prompt_model=req.teacher,
+        teacher_settings={"lm": req.teacher},
+        num_threads=req.threads,
+    )
+    return optimizer.compile(req.program.deepcopy(), trainset=req.trainset, seed=req.seed)
+
+
+COMPILERS: dict[str, Callable[[CompileRequest], dspy.Module]] = {
+    "bootstrap": _bootstrap,
+    "bootstrap_rs": _bootstrap_rs,
+    "mipro": _mipro,
+    "gepa": _gepa,
+    "simba": _simba,
 }
+"""Every optimizer of `OPTIMIZER_SETTINGS` that compiles (`none` keeps the program; `demo_ablation` loads one)."""

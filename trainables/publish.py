@@ -20,6 +20,7 @@ import mlflow.data
 import mlflow.data.pandas_dataset
 import mlflow.dspy
 import pandas as pd
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from trainables import tracking
@@ -70,6 +71,41 @@ def log_examples_table(run_id: str, rows: list[dict[str, Any]]) -> None:
     if "prediction" in frame:
         frame["prediction"] = frame["prediction"].map(lambda t: tracking.redact(str(t)))
     mlflow.MlflowClient().log_table(run_id, data=frame, artifact_file="examples.json")
+
+
+def take_candidates(program: dspy.Module) -> list[dict[str, Any]]:
+    """The candidates an optimizer left on the compiled program, as table rows, removed from the program (it would
+    otherwise pickle every candidate into the logged model). dspy.GEPA with `track_stats` keeps them as
+    `detailed_results` (dspy 3.4.1 `DspyGEPAResult`); other optimizers' candidates are child runs already."""
+    result = program.__dict__.pop("detailed_results", None)
+    if result is None:
+        return []
+    rows = []
+    for i, candidate in enumerate(result.candidates):
+        parents = [str(p) for p in (result.parents[i] or []) if p is not None]
+        rows.append(
+            {
+                "candidate": i,
+                "parents": ",".join(parents) or "seed",
+                "val_score": 100 * float(result.val_aggregate_scores[i]),
+                "discovered_after_calls": int(result.discovery_eval_counts[i]),
+                "best": i == result.best_idx,
+                "instruction": tracking.redact(
+                    "\n".join(p.signature.instructions for _, p in candidate.named_predictors())
+                ),
+            }
+        )
+    return rows
+
+
+def log_candidates(run_id: str, rows: list[dict[str, Any]]) -> None:
+    """GEPA's candidates in the run: a table (`candidates.json`: lineage, validation score, instruction) and the
+    metric `candidate_val_score` with one step per candidate, so the UI charts the search."""
+    client = mlflow.MlflowClient()
+    client.log_table(run_id, data=pd.DataFrame(rows), artifact_file="candidates.json")
+    now = int(time.time() * 1000)
+    scores = [Metric("candidate_val_score", row["val_score"], now, row["candidate"]) for row in rows]
+    client.log_batch(run_id, metrics=scores, synchronous=True)
 
 
 def log_program(program: dspy.Module, lm: dspy.LM) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from grid.errors import ArbError
+from trainables.errors import ArbError
 
 SandboxMode = Literal["bubblewrap", "rlimits"]
 MODES: tuple[SandboxMode, ...] = ("bubblewrap", "rlimits")
@@ -68,6 +68,19 @@ class Outcome:
             return f"signal {-self.returncode}"
         last = self.stderr.strip().splitlines()[-1:] or [""]
         return last[0].split(":")[0][:60] or f"exit {self.returncode}"
+
+    @property
+    def reason(self) -> str:
+        """Why the execution failed, in words a model can act on: the end of the traceback (for a failed `assert`
+        the failing line, then `AssertionError`), a timeout or a signal ("" when passed)."""
+        if self.passed:
+            return ""
+        if self.timed_out:
+            return f"timed out after {self.seconds:.0f} s (an endless loop, or far too slow)"
+        if self.returncode is not None and self.returncode < 0:
+            return f"killed by signal {-self.returncode} (memory or process limit)"
+        tail = [line.strip() for line in self.stderr.strip().splitlines()[-3:] if line.strip()]
+        return " / ".join(tail)[-400:] or f"exit code {self.returncode}"
 
 
 _mode: SandboxMode = "bubblewrap"

@@ -27,7 +27,7 @@ import mlflow
 import mlflow.dspy
 from mlflow.entities import SpanType
 
-from grid.spec import TraceMode
+from trainables.vocabulary import TraceMode
 
 
 class Scored(Protocol):

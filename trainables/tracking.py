@@ -24,7 +24,7 @@ from mlflow.entities import RunStatus as MlflowRunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from grid.errors import ArbError
+from trainables.errors import ArbError
 
 TAG_KEY = "arb.trial_key"
 TAG_STATUS = "arb.status"

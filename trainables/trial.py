@@ -21,16 +21,16 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from grid.errors import ArbError
-from grid.registry import ModelEntry, ModelRegistry, load_registry
-from grid.spec import Trial
 from trainables import ablation, adapters, lm_cache, ollama_node, publish, sandbox, slots, tracing, tracking
+from trainables.errors import ArbError
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
-from trainables.optimizers import OPTIMIZERS, CompileRequest
+from trainables.optimizers import COMPILERS, CompileRequest
+from trainables.registry import ModelEntry, ModelRegistry, load_registry
 from trainables.stats import outcome_label, paired_delta
 from trainables.tasks import Splits, Task, get_task
 from trainables.timing import Phases
+from trainables.vocabulary import Trial
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +240,11 @@ def _steps(
         return _ablate(trial, task, splits, student, meter, baseline, client, (student_entry, teacher_entry), pace)
 
     meter.stage = "optimize"
-    optimizer = OPTIMIZERS[trial.optimizer]
     status, compiled, compile_error = tracking.FINISHED, program, ""
-    if optimizer.name != "none":
+    if trial.optimizer != "none":
         try:
             with dspy.context(lm=student), pace.phases.phase("optimize"):
-                compiled = optimizer.compile(
+                compiled = COMPILERS[trial.optimizer](
                     CompileRequest(
                         program=program,
                         trainset=splits.train,
@@ -257,6 +256,8 @@ def _steps(
                         teacher=teacher,
                         params=trial.optimizer_params,
                         threads=pace.now(),
+                        feedback=task.feedback,
+                        state_dir=tracking.default_home() / "cache" / "optimizer-state" / trial.key,
                     )
                 )
         except Exception as exc:
@@ -266,6 +267,9 @@ def _steps(
             compile_error = f"{type(exc).__name__}: {tracking.redact(str(exc))}"[:2000]
             log.warning("compile failed for %s: %s", trial.run_name, compile_error)
     optimize_seconds = pace.phases.seconds.get("optimize", 0.0)
+    candidates = publish.take_candidates(compiled)
+    if candidates:
+        pace.later(lambda: publish.log_candidates(run_id, candidates))
 
     meter.stage = "optimized"
     if compiled is program:
@@ -279,6 +283,8 @@ def _steps(
     metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
     metrics.update(optimize_seconds=optimize_seconds, eval_seconds=eval_seconds,
                    eval_in_flight=(baseline.mean_in_flight + optimized.mean_in_flight) / 2)  # fmt: skip
+    if candidates:
+        metrics["candidates"] = float(len(candidates))
     artifacts = {
         "program.json": _program_state(compiled),
         "instruction.txt": _instructions(compiled),

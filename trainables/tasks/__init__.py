@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grid.errors import unknown_name
+from trainables.errors import unknown_name
 from trainables.tasks import agentic, analysis, classification, code, extraction, math, qa, rag, synthesis
 from trainables.tasks.base import Splits, Task
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import dspy
 from simpleeval import SimpleEval
 
-from trainables.tasks.analysis import as_yes_no
+from trainables.tasks.analysis import as_yes_no, yes_no_feedback
 from trainables.tasks.base import HubData, Splits, Task, versioned
 from trainables.tasks.retrieval import Bm25Index
 
@@ -74,6 +74,13 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return float(as_yes_no(getattr(pred, "answer", None)) == example.answer)
 
 
+def feedback(
+    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    """`metric`, with the gold yes/no."""
+    return yes_no_feedback(example, pred, metric(example, pred))
+
+
 def _facts(row: dict[str, Any]) -> list[str]:
     facts = row.get("facts") or []
     facts = [facts] if isinstance(facts, str) else list(facts)
@@ -97,4 +104,7 @@ def program(splits: Splits) -> dspy.Module:
     return Agent(splits.corpus)
 
 
-TASK = Task(name="agentic", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,))
+TASK = Task(
+    name="agentic", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
+    feedback=feedback,
+)  # fmt: skip

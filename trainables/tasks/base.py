@@ -10,11 +10,14 @@ from typing import Any
 
 import dspy
 
-from grid.errors import ArbError
+from trainables.errors import ArbError
 
 DATA_DIR = Path(__file__).with_name("data")
 
 Metric = Callable[..., float]
+FeedbackMetric = Callable[..., dspy.Prediction]
+"""`feedback(example, pred, trace=None, pred_name=None, pred_trace=None) -> dspy.Prediction(score=, feedback=)`:
+the signature dspy.GEPA calls its metric with (dspy 3.4.1 checks for five parameters)."""
 CorpusMetric = Callable[[list[tuple[dspy.Example, Any]]], float]
 
 
@@ -47,6 +50,22 @@ class Task:
     -> float in [0, 1]` gives the reported score; `metric` stays the per-example signal for optimizers."""
     data: tuple[HubData, ...] = ()
     """The hub datasets it reads (what `arb check` inspects before a grid runs)."""
+    feedback: FeedbackMetric | None = None
+    """`metric` with a sentence a reflection model can act on (GEPA): the same score, plus what was wrong (the gold
+    answer, what was parsed, which output field was malformed)."""
+
+
+def scored(score: float, feedback: str) -> dspy.Prediction:
+    """A feedback metric's result, in the shape dspy.GEPA reads (`score`, `feedback`)."""
+    return dspy.Prediction(score=score, feedback=feedback)
+
+
+def output_of(pred: Any, field: str) -> tuple[Any, str | None]:
+    """The value of an output field, and the problem to report if the reply left it missing or empty."""
+    value = getattr(pred, field, None) if pred is not None else None
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return value, f"The `{field}` output field is missing or empty; the reply must fill it."
+    return value, None
 
 
 def versioned(version: str, *data: HubData) -> str:

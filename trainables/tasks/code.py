@@ -23,9 +23,9 @@ from typing import Any
 
 import dspy
 
-from grid.errors import ArbError
 from trainables import sandbox
-from trainables.tasks.base import HubData, Splits, Task, seeded_splits, versioned
+from trainables.errors import ArbError
+from trainables.tasks.base import HubData, Splits, Task, output_of, scored, seeded_splits, versioned
 
 VERSION = "2"
 MBPP = HubData(
@@ -72,21 +72,44 @@ def check_program(code: str, example: dspy.Example) -> str:
 
 
 def passes(code: str | None, example: dspy.Example) -> bool:
-    """Whether `code` passes the example's tests in the sandbox.
+    """Whether `code` passes the example's tests in the sandbox."""
+    return run_tests(code, example)[0]
+
+
+def run_tests(code: str | None, example: dspy.Example) -> tuple[bool, str]:
+    """(passed, why not): `code` run against the example's tests in the sandbox; the reason is the last line of
+    the error (the failing assertion, the exception) or the sandbox's verdict (timeout, early exit).
 
     Exit code 0 is not enough: code that calls `sys.exit(0)` would skip the tests. The script prints a fresh random
     marker after the tests, and only a run that prints it passes.
     """
     code = extract_code(code)
     if not code.strip():
-        return False
+        return False, "no code"
     marker = secrets.token_hex(16)
     outcome = sandbox.run_python(f"{check_program(code, example)}\nprint({marker!r})\n")
-    return outcome.passed and outcome.stdout.rstrip().endswith(marker)
+    if outcome.passed and outcome.stdout.rstrip().endswith(marker):
+        return True, ""
+    if outcome.passed:
+        return False, "the program exited before the tests ran (sys.exit or os._exit)"
+    return False, outcome.reason
 
 
 def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return float(passes(getattr(pred, "code", None), example))
+
+
+def feedback(
+    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    """`metric` (one sandbox run, not two), with the failing assertion or the sandbox's error."""
+    code, missing = output_of(pred, "code")
+    if missing:
+        return scored(0.0, f"{missing} It must hold the Python function's source.")
+    ok, why = run_tests(code, example)
+    if ok:
+        return scored(1.0, "Correct: the tests pass.")
+    return scored(0.0, f"The tests fail: {why}. The tests are:\n{example.tests[:600]}")
 
 
 def mbpp_example(row: dict[str, Any], split: str) -> dspy.Example:
@@ -131,4 +154,7 @@ def program(splits: Splits) -> dspy.Module:
     return dspy.Predict(WriteFunction)
 
 
-TASK = Task(name="code", version=versioned(VERSION, MBPP), load=load, program=program, metric=metric, data=(MBPP,))
+TASK = Task(
+    name="code", version=versioned(VERSION, MBPP), load=load, program=program, metric=metric, data=(MBPP,),
+    feedback=feedback,
+)  # fmt: skip

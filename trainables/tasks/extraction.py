@@ -24,7 +24,7 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel
 
-from trainables.tasks.base import HubData, Splits, Task, versioned
+from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
 
 VERSION = "2"
 # The dataset's `ner_tags` ClassLabel names in id order.
@@ -106,6 +106,34 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return f1(*counts(_gold(example), _predicted(pred)))
 
 
+def feedback(
+    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    """`metric`, with the entities missed and the spurious ones, each with its type."""
+    score = metric(example, pred)
+    gold, predicted = Counter(_gold(example)), Counter(_predicted(pred))
+    entities, missing = output_of(pred, "entities")
+    if missing and entities is None:
+        return scored(
+            score,
+            f"{missing} It must be a list of {{type, text}} objects; the gold entities are {_listed(gold) or 'none'}.",
+        )
+    missed, spurious = _listed(gold - predicted), _listed(predicted - gold)
+    if not missed and not spurious:
+        return scored(score, f"Correct: every entity found ({_listed(gold) or 'there are none'}).")
+    parts = [f"Entity F1 {score:.2f}."]
+    if missed:
+        parts.append(f"Missed: {missed}.")
+    if spurious:
+        parts.append(f"Spurious (not gold entities, or wrong type or span): {spurious}.")
+    parts.append("Types are PER, ORG, LOC, MISC; the text is the exact span from the sentence.")
+    return scored(score, " ".join(parts))
+
+
+def _listed(entities: Counter[tuple[str, str]]) -> str:
+    return ", ".join(f"{kind} {text!r}" for (kind, text), n in sorted(entities.items()) for _ in range(n))
+
+
 def corpus_metric(pairs: list[tuple[dspy.Example, Any]]) -> float:
     """Entity-level micro F1 over all sentences (None predictions count every gold entity as missed)."""
     tp = fp = fn = 0
@@ -142,4 +170,5 @@ TASK = Task(
     metric=metric,
     corpus_metric=corpus_metric,
     data=(DATA,),
+    feedback=feedback,
 )

@@ -14,7 +14,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, versioned
+from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
 from trainables.tasks.text import exact_match
 
 VERSION = "2"
@@ -41,6 +41,23 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return exact_match(getattr(pred, "answer", None), example.answer)
 
 
+def feedback(
+    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    """`metric`, with the gold answer (exact match after SQuAD normalization: a longer answer is wrong)."""
+    answer, missing = output_of(pred, "answer")
+    score = metric(example, pred)
+    if missing:
+        return scored(score, f"{missing} The correct answer is {example.answer!r}.")
+    if score:
+        return scored(score, f"Correct: {example.answer!r}.")
+    return scored(
+        score,
+        f"The answer {str(answer)[:120]!r} does not match the correct answer {example.answer!r} "
+        "(scored by exact match: give only the answer's words, nothing around them).",
+    )
+
+
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
     return dspy.Example(id=f"{split}-{row['id']}", question=row["question"], answer=row["answer"]).with_inputs(
         "question"
@@ -56,4 +73,7 @@ def program(splits: Splits) -> dspy.Module:
     return dspy.ChainOfThought(AnswerQuestion)
 
 
-TASK = Task(name="qa", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,))
+TASK = Task(
+    name="qa", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
+    feedback=feedback,
+)  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, versioned
+from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
 from trainables.tasks.retrieval import Bm25Index
 from trainables.tasks.text import normalize_answer
 
@@ -77,6 +77,27 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return faithfulness(getattr(pred, "answer", None), list(getattr(pred, "passages", None) or []))
 
 
+def feedback(
+    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+) -> dspy.Prediction:
+    """`metric`, with which words of the answer the retrieved passages do not contain, and the gold answer."""
+    answer, missing = output_of(pred, "answer")
+    score = metric(example, pred)
+    if missing:
+        return scored(score, f"{missing} A supported answer would be {example.answer!r}.")
+    if score == 1.0:
+        return scored(score, "Faithful: the answer appears in the retrieved passages.")
+    passages = list(getattr(pred, "passages", None) or [])
+    seen = {w for p in passages for w in normalize_answer(p).split()}
+    unsupported = [t for t in normalize_answer(answer).split() if t not in seen]
+    return scored(
+        score,
+        f"Faithfulness {score:.2f}: the answer is not a span of the retrieved passages"
+        + (f"; unsupported words: {', '.join(unsupported[:8])}" if unsupported else "")
+        + f". The reference answer is {example.answer!r}; answer with words from the passages.",
+    )
+
+
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
     return dspy.Example(
         id=f"{split}-{row['id']}", question=row["question"], answer=row["answers"]["text"][0]
@@ -101,4 +122,7 @@ def program(splits: Splits) -> dspy.Module:
     return RetrieveThenAnswer(splits.corpus)
 
 
-TASK = Task(name="rag", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,))
+TASK = Task(
+    name="rag", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
+    feedback=feedback,
+)  # fmt: skip

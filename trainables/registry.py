@@ -12,9 +12,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from grid.errors import ArbError, one_line, unknown_name, validation_summary
+from trainables.errors import ArbError, one_line, unknown_name, validation_summary
 
-DEFAULT_REGISTRY = Path(__file__).with_name("models.yaml")
+DEFAULT_REGISTRY = Path(__file__).parents[1] / "grid" / "models.yaml"
+"""The shipped registry: configuration that grid files name models from (data, not code: read, never imported)."""
 DEFAULT_OLLAMA = "http://127.0.0.1:11434"
 DEFAULT_OPENAI = "https://api.openai.com/v1"
 
