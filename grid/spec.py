@@ -301,6 +301,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             lm_cache=spec.lm_cache,
             traces=spec.traces,
             trace_sample=spec.trace_sample,
+            share_baseline=len(spec.optimizer) > 1,
         )
         for model in spec.models
         for task in spec.tasks

@@ -28,8 +28,10 @@ def _reflective(all_answers: dict[str, str], few_answers: dict[str, str]) -> Any
     def respond(model: str, messages: list[dict[str, Any]]) -> str:
         last = str(messages[-1].get("content")) if messages else ""
         if "new_instruction" in last:  # dspy.GEPA's reflection signature (dspy 3.4.1), in either adapter's format
-            return json.dumps({"new_instruction": REVISED}) if "JSON object" in last else chat_adapter_reply(
-                {"new_instruction": REVISED}
+            return (
+                json.dumps({"new_instruction": REVISED})
+                if "JSON object" in last
+                else chat_adapter_reply({"new_instruction": REVISED})
             )
         system = " ".join(str(m.get("content")) for m in messages if m.get("role") == "system")
         return (better if REVISED in system else base)(model, messages)
@@ -126,3 +128,38 @@ def test_a_gepa_trial_killed_mid_compile_resumes_its_state_into_the_same_run(
     [run] = tracking.find_runs(client, exp, trial.key)  # one run per key, the same one
     assert run.info.run_id == errored.info.run_id and run.data.tags["arb.status"] == "finished"
     assert metrics["optimized_score"] == 100.0
+
+
+def test_a_point_with_several_optimizers_pays_its_baseline_once(reflective: StubServer, tracking_uri: str) -> None:
+    first, second = _trials(["bootstrap", "gepa"], {"gepa": GEPA}, grid="shared")
+    assert first.share_baseline and second.share_baseline
+    a = execute_trial(_config(first, tracking_uri, reflective.url))
+    calls = reflective.state.calls.total()
+    b = execute_trial(_config(second, tracking_uri, reflective.url))
+    assert (a["baseline_shared"], b["baseline_shared"]) == (0.0, 1.0)
+    assert a["baseline_score"] == b["baseline_score"] == 25.0
+    assert b["eval_lm_calls"] == a["eval_lm_calls"] - 8  # the 8 baseline examples were not asked again
+    assert reflective.state.calls.total() - calls == b["lm_calls"] - b["cache_hits"]
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name("shared").experiment_id
+    [run_a] = tracking.find_runs(client, exp, first.key)
+    [run_b] = tracking.find_runs(client, exp, second.key)
+    kept = run_b.data.tags["arb.baseline_run"]
+    assert (
+        client.get_run(kept).data.tags["arb.kind"] == "baseline"
+        and "arb.trial_key" not in client.get_run(kept).data.tags
+    )  # not a trial: nothing that counts trials sees it
+    # each trial's record still carries the baseline's per-example results, the same ones
+    rows = [
+        json.loads(Path(client.download_artifacts(r.info.run_id, "examples.json")).read_text()) for r in (run_a, run_b)
+    ]
+    base = [_baseline_rows(r) for r in rows]
+    assert base[0] == base[1] and len(base[0]) == 8
+    assert tracking.finished_statuses(tracking_uri, "shared") == {first.key: "finished", second.key: "finished"}
+
+
+def _baseline_rows(table: dict[str, Any]) -> list[tuple[str, float]]:
+    """(example id, score) of the baseline rows of an MLflow table artifact."""
+    at = {name: i for i, name in enumerate(table["columns"])}
+    rows = [r for r in table["data"] if r[at["condition"]] == "baseline"]
+    return sorted((r[at["example_id"]], r[at["score"]]) for r in rows)

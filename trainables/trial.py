@@ -21,7 +21,18 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainables import ablation, adapters, lm_cache, ollama_node, publish, sandbox, slots, tracing, tracking
+from trainables import (
+    ablation,
+    adapters,
+    baselines,
+    lm_cache,
+    ollama_node,
+    publish,
+    sandbox,
+    slots,
+    tracing,
+    tracking,
+)
 from trainables.errors import ArbError
 from trainables.evaluate import EvalResult, evaluate
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
@@ -230,9 +241,18 @@ def _steps(
 
     meter.stage = "baseline"
     traced = _trace_sample(trial)
+
+    def evaluate_baseline() -> EvalResult:
+        return evaluate(program, splits.test, task, lm=student, condition="baseline", trace_sample=traced,
+                        concurrency=pace.limit)  # fmt: skip
+
+    shared_from = None
     with pace.phases.phase("eval"):
-        baseline = evaluate(program, splits.test, task, lm=student, condition="baseline", trace_sample=traced,
-                            concurrency=pace.limit)  # fmt: skip
+        if trial.share_baseline:
+            client = MlflowClient(runtime.tracking_uri)
+            baseline, shared_from = baselines.shared(client, runtime.experiment_id, trial, evaluate_baseline)
+        else:
+            baseline = evaluate_baseline()
     eval_seconds = pace.phases.seconds["eval"]
 
     if trial.optimizer == "demo_ablation":
@@ -285,12 +305,15 @@ def _steps(
                    eval_in_flight=(baseline.mean_in_flight + optimized.mean_in_flight) / 2)  # fmt: skip
     if candidates:
         metrics["candidates"] = float(len(candidates))
+    metrics["baseline_shared"] = float(shared_from is not None)
     artifacts = {
         "program.json": _program_state(compiled),
         "instruction.txt": _instructions(compiled),
         "examples.csv": pd.DataFrame(baseline.rows() + optimized.rows()).to_csv(index=False),
     }
     tags = {"arb.compile_error": compile_error} if compile_error else {}
+    if shared_from is not None:
+        tags["arb.baseline_run"] = shared_from
     tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], trial.n_eval)
     tags.update(context_tags(metrics))
     if trial.task == "code":

@@ -52,6 +52,9 @@ class Trial(BaseModel):
     traces: TraceMode = "eval"
     """What is traced (see `GridSpec`; not part of the key: it changes what is recorded, not the score)."""
     trace_sample: float = 1.0
+    share_baseline: bool = False
+    """Read the baseline from an earlier trial of the same point if one kept it (`trainables.baselines`); set when
+    the grid has several optimizers. Not part of the key: the baseline is the same work either way."""
 
     @property
     def key(self) -> str:
