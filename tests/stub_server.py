@@ -91,6 +91,14 @@ def table_responder(answers: dict[str, str], default: str = "0", think: str | No
     return respond
 
 
+def cut_to(text: str, cap: int) -> tuple[str, str]:
+    """(what a server generating at most `cap` tokens returns, its finish reason): the first `cap` words."""
+    words = list(re.finditer(r"\S+", text))
+    if len(words) <= cap:
+        return text, "stop"
+    return text[: words[cap - 1].end()] if cap > 0 else "", "length"
+
+
 MESSAGE_OVERHEAD = 4
 """Template tokens per chat message in the stub's count (role markers and separators)."""
 
@@ -370,6 +378,12 @@ class _Handler(BaseHTTPRequestHandler):
                 state.schemas.append(schema)
             values = dict(_REPLY_FIELD.findall(text))
             text = json.dumps({name: values.get(name, f"stub {name}") for name in schema.get("properties", {})})
+        # A real server stops generating at the request's cap and says so: Ollama `options.num_predict` (what
+        # LiteLLM sends for max_tokens) with done_reason "length" (Ollama's API docs: stop, length, load); OpenAI and
+        # llama.cpp `max_tokens` / `max_completion_tokens` with finish_reason "length". The stub counts words.
+        options = body.get("options") or {}
+        cap = options.get("num_predict") or body.get("max_tokens") or body.get("max_completion_tokens")
+        text, reason = cut_to(text, int(cap)) if cap else (text, "stop")
         completion_tokens = len(text.split())
         if self.path == "/api/chat":
             final = {
@@ -377,7 +391,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "message": {"role": "assistant", "content": text},
                 "done": True,
-                "done_reason": "stop",
+                "done_reason": reason,
                 "prompt_eval_count": prompt_tokens,
                 "eval_count": completion_tokens,
             }
@@ -397,7 +411,7 @@ class _Handler(BaseHTTPRequestHandler):
                         {
                             "index": 0,
                             "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
+                            "finish_reason": reason,
                         }
                     ],
                     "usage": {

@@ -20,7 +20,7 @@ REVISED = "REVISED: give the final number only."
 """The instruction the stub's reflection proposes; a program that carries it answers every known question."""
 
 
-def _reflective(all_answers: dict[str, str], few_answers: dict[str, str]) -> Any:
+def _reflective(all_answers: dict[str, str], few_answers: dict[str, str], proposal: str = REVISED) -> Any:
     """A student that knows only `few_answers` until its instruction is GEPA's revised one, and a reflection model
     that proposes that instruction: a planted effect that only a working reflection loop can find."""
     base, better = table_responder(few_answers), table_responder(all_answers)
@@ -29,9 +29,9 @@ def _reflective(all_answers: dict[str, str], few_answers: dict[str, str]) -> Any
         last = str(messages[-1].get("content")) if messages else ""
         if "new_instruction" in last:  # dspy.GEPA's reflection signature (dspy 3.4.1), in either adapter's format
             return (
-                json.dumps({"new_instruction": REVISED})
+                json.dumps({"new_instruction": proposal})
                 if "JSON object" in last
-                else chat_adapter_reply({"new_instruction": REVISED})
+                else chat_adapter_reply({"new_instruction": proposal})
             )
         system = " ".join(str(m.get("content")) for m in messages if m.get("role") == "system")
         return (better if REVISED in system else base)(model, messages)
@@ -163,3 +163,16 @@ def _baseline_rows(table: dict[str, Any]) -> list[tuple[str, float]]:
     at = {name: i for i, name in enumerate(table["columns"])}
     rows = [r for r in table["data"] if r[at["condition"]] == "baseline"]
     return sorted((r[at["example_id"]], r[at["score"]]) for r in rows)
+
+
+def test_a_reflection_cut_at_max_tokens_is_not_adopted(math_splits: Any, tracking_uri: str) -> None:
+    """The reflection model's proposal runs past max_tokens (1024, the registry default): the stub cuts it and says
+    "length", as Ollama does; GEPA must not adopt the fragment as an instruction (its users saw that happen)."""
+    every = {ex.question: ex.answer for ex in math_splits.train + math_splits.val + math_splits.test}
+    few = {ex.question: ex.answer for ex in math_splits.test[:2]}
+    rambling = REVISED + " " + "and furthermore " * 600
+    with StubServer(["llama3.2"], _reflective(every, few, proposal=rambling)) as server:
+        [trial] = _trials(["gepa"], GEPA, grid="cut")
+        metrics = execute_trial(_config(trial, tracking_uri, server.url))
+    assert metrics["proposals_cut"] >= 1
+    assert metrics["candidates"] == 1 and metrics["optimized_score"] == metrics["baseline_score"] == 25.0

@@ -196,6 +196,10 @@ def strip_thinking(text: str) -> tuple[str, str]:
     return answer.strip(), "".join(thinking)
 
 
+class OutputCut(RuntimeError):
+    """A reply the server cut at `max_tokens`, refused where a partial text would be taken for a whole one."""
+
+
 class MeteredLM(dspy.LM):
     """A `dspy.LM` that reports each call's usage to a named `Meter`.
 
@@ -218,8 +222,14 @@ class MeteredLM(dspy.LM):
         self.reasoning = reasoning
         self.arb_provider = provider
         """Which server answers (registry provider): how structured outputs are asked for (`trainables.adapters`)."""
+        self.refuse_cut = False
+        """Raise `OutputCut` for a reply that stopped at `max_tokens` (`refusing_cut_replies`)."""
+        self.cut_refused = 0
 
     def _process_completion(self, response: Any, merged_kwargs: dict[str, Any]) -> list[Any]:
+        if self.refuse_cut and any(getattr(c, "finish_reason", None) == "length" for c in response.choices):
+            self.cut_refused += 1
+            raise OutputCut(f"{self.model}: the reply stopped at max_tokens={merged_kwargs.get('max_tokens')}")
         outputs = super()._process_completion(response, merged_kwargs)
         if not self.reasoning:
             return outputs
@@ -248,6 +258,22 @@ class MeteredLM(dspy.LM):
             meter.record(self.role, entry.get("usage") or {}, cache_hit, messages=entry.get("messages"),
                          window=self.context)  # fmt: skip
         super().update_history(entry)
+
+
+@contextmanager
+def refusing_cut_replies(lm: dspy.LM) -> Iterator[None]:
+    """While inside, a reply of `lm` that the server cut at `max_tokens` raises `OutputCut` instead of being parsed:
+    for an optimizer that adopts what a model writes as a new instruction (GEPA's reflection), where a truncated
+    proposal would silently become a candidate (reported by GEPA users). The optimizer then counts the proposal
+    as failed and goes on."""
+    if not isinstance(lm, MeteredLM):
+        yield
+        return
+    before, lm.refuse_cut = lm.refuse_cut, True
+    try:
+        yield
+    finally:
+        lm.refuse_cut = before
 
 
 def litellm_model(entry: ModelEntry) -> str:

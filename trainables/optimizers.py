@@ -17,6 +17,7 @@ from typing import Any
 import dspy
 
 from trainables.errors import ArbError
+from trainables.lm import refusing_cut_replies
 from trainables.tasks.base import FeedbackMetric, Metric
 from trainables.vocabulary import GEPA_BUDGETS, GEPA_MINIBATCH, MIPRO_COMPILE_KEYS, SIMBA_BSIZE
 
@@ -113,7 +114,8 @@ def _gepa(req: CompileRequest) -> dspy.Module:
         seed=req.seed,
         **budget,
     )
-    return optimizer.compile(req.program.deepcopy(), trainset=req.trainset, valset=req.valset or None)
+    with refusing_cut_replies(req.teacher):
+        return optimizer.compile(req.program.deepcopy(), trainset=req.trainset, valset=req.valset or None)
 
 
 def _simba(req: CompileRequest) -> dspy.Module:

@@ -306,6 +306,8 @@ def _steps(
     if candidates:
         metrics["candidates"] = float(len(candidates))
     metrics["baseline_shared"] = float(shared_from is not None)
+    if trial.optimizer == "gepa":
+        metrics["proposals_cut"] = float(getattr(teacher, "cut_refused", 0))  # reflections refused as truncated
     artifacts = {
         "program.json": _program_state(compiled),
         "instruction.txt": _instructions(compiled),
