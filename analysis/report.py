@@ -148,9 +148,11 @@ def _markdown(table: pd.DataFrame, csv_name: str) -> str:
     if table.empty:
         return "_no runs for this table yet_"
     shown = table.head(MAX_MARKDOWN_ROWS)
+    if isinstance(shown.index, pd.MultiIndex):  # (optimizer, model): one column each, not a tuple per row
+        shown = shown.reset_index()
     # object dtype keeps integer columns (counts) from being printed as floats
     # A plain row number is not information; a named index (e.g. the model in table 1) is.
-    text = shown.astype(object).to_markdown(floatfmt=".2f", index=not isinstance(table.index, pd.RangeIndex))
+    text = shown.astype(object).to_markdown(floatfmt=".2f", index=not isinstance(shown.index, pd.RangeIndex))
     if len(table) > len(shown):
         text += f"\n\n_{len(table) - len(shown)} more rows in `{csv_name}`._"
     return text

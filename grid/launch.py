@@ -377,6 +377,11 @@ def _fit(
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
     # Workers inherit the driver's environment; nothing secret is put in the config itself.
     address = os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        # Tune runs each trial in its own working directory: a relative ARB_HOME (the default `./arb-results`)
+        # would put the node's LM cache and optimizer state in there, fresh for every trial and lost on retry.
+        # Cluster nodes set their own ARB_HOME (cluster.yaml).
+        os.environ["ARB_HOME"] = str(Path(home).resolve())
     ray.init(
         # Without RAY_ADDRESS, a fresh local instance: ray.init() alone would try to join whatever cluster
         # /tmp/ray/ray_current_cluster last named, even a dead one. On a cluster head, set RAY_ADDRESS=auto.

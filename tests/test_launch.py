@@ -39,6 +39,8 @@ def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: Stub
     assert calls > 0
     assert tune_state(tmp_path / "home", "raygrid") == "2 terminated"  # what `arb status` shows next to MLflow's
     assert tune_state(tmp_path / "home", "never-ran") == "-"
+    # the node's LM cache is in the sweep's home, not in a trial's working directory (Tune chdirs into one)
+    assert any((tmp_path / "home" / "cache" / "lm").iterdir())
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("raygrid")

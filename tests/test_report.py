@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -55,6 +56,11 @@ def test_report_files(report_dir: Path) -> None:
     for page in ("index.html", "deltas.html", "phases.html"):
         html = (report_dir / "dashboard" / page).read_text()
         assert "cdn" not in html.lower() and '<script src="plotly.min.js">' in html
+        for head in re.findall(r"<thead>(.*?)</thead>", html, re.DOTALL):
+            assert head.count("<tr") == 1  # a named index used to print a second, empty header row
+    # deltas are drawn with their paired 95% CI: the overview's per-model bars and every delta
+    assert '"error_y"' in (report_dir / "dashboard" / "index.html").read_text()
+    assert (report_dir / "dashboard" / "deltas.html").read_text().count('"error_y"') >= 1
 
 
 def test_write_report_reads_mlflow_and_logs_the_report(tmp_path: Path, tracking_uri: str) -> None:
