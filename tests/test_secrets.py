@@ -62,7 +62,7 @@ def test_planted_key_never_reaches_results(
     assert list((home / "artifacts").rglob("model.pkl"))  # the program as an MLflow model (pickled DSPy settings)
     needle = CANARY.encode()
     assert _files_containing(home, needle) == []  # MLflow db (traces included) + artifacts, Ray results, logs
-    lm_cache = arb_home / "cache" / "lm"  # where the trial workers keep LM responses ($ARB_HOME)
+    lm_cache = home / "cache" / "lm"  # where the trial workers keep LM responses (the sweep's home)
     assert any(p.is_file() for p in lm_cache.rglob("*")) and _files_containing(lm_cache, needle) == []
     ray_logs = Path("/tmp/ray/session_latest/logs")
     if ray_logs.exists():

@@ -168,7 +168,7 @@ def test_sweep_with_the_credentials_works_and_leaves_no_secret(
         dump = subprocess.run([*secured.pg_dump, db], capture_output=True, check=True, timeout=120)
         (dumps / f"{db}.sql").write_bytes(dump.stdout)
         assert b"arb.trial_key" in dump.stdout or db != "mlflow"  # the dump is not vacuous
-    places = [home, arb_home, dumps, secured.server.artifacts, secured.server.log]
+    places = [home, dumps, secured.server.artifacts, secured.server.log]  # home: the LM cache too
     ray_logs = Path("/tmp/ray/session_latest/logs")
     if ray_logs.exists():
         places.append(ray_logs)
