@@ -90,6 +90,11 @@ def test_simba_compiles_with_the_grids_demo_cap(reflective: StubServer, tracking
     [run] = tracking.find_runs(client, client.get_experiment_by_name("newopt").experiment_id, trial.key)
     assert run.data.tags["arb.status"] == "finished", run.data.tags.get("arb.compile_error")
     assert metrics["optimize_lm_calls"] > 0 and metrics["n_demos_chosen"] <= trial.demos
+    # its candidates, best first, in the run (not pickled into the logged program)
+    history = client.get_metric_history(run.info.run_id, "candidate_train_score")
+    assert len(history) == metrics["candidates"] >= 1
+    assert [m.value for m in history] == sorted((m.value for m in history), reverse=True)
+    assert "instruction" in Path(client.download_artifacts(run.info.run_id, "candidates.json")).read_text()
 
 
 class Killed(BaseException):

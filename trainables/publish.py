@@ -76,35 +76,56 @@ def log_examples_table(run_id: str, rows: list[dict[str, Any]]) -> None:
 def take_candidates(program: dspy.Module) -> list[dict[str, Any]]:
     """The candidates an optimizer left on the compiled program, as table rows, removed from the program (it would
     otherwise pickle every candidate into the logged model). dspy.GEPA with `track_stats` keeps them as
-    `detailed_results` (dspy 3.4.1 `DspyGEPAResult`); other optimizers' candidates are child runs already."""
-    result = program.__dict__.pop("detailed_results", None)
-    if result is None:
-        return []
-    rows = []
-    for i, candidate in enumerate(result.candidates):
-        parents = [str(p) for p in (result.parents[i] or []) if p is not None]
-        rows.append(
+    `detailed_results` (dspy 3.4.1 `DspyGEPAResult`: lineage and validation scores); dspy.SIMBA as
+    `candidate_programs` (score on the trainset, best first) and `trial_logs`. MIPROv2's and random search's
+    candidates are child runs already (`mlflow.dspy.autolog`)."""
+    state = program.__dict__
+    gepa, simba = state.pop("detailed_results", None), state.pop("candidate_programs", None)
+    state.pop("trial_logs", None)
+    if gepa is not None:
+        return [
             {
                 "candidate": i,
-                "parents": ",".join(parents) or "seed",
-                "val_score": 100 * float(result.val_aggregate_scores[i]),
-                "discovered_after_calls": int(result.discovery_eval_counts[i]),
-                "best": i == result.best_idx,
-                "instruction": tracking.redact(
-                    "\n".join(p.signature.instructions for _, p in candidate.named_predictors())
-                ),
+                "parents": ",".join(str(p) for p in (gepa.parents[i] or []) if p is not None) or "seed",
+                "val_score": 100 * float(gepa.val_aggregate_scores[i]),
+                "discovered_after_calls": int(gepa.discovery_eval_counts[i]),
+                "best": i == gepa.best_idx,
+                "demos": _demos(candidate),
+                "instruction": _instruction(candidate),
             }
-        )
-    return rows
+            for i, candidate in enumerate(gepa.candidates)
+        ]
+    if simba:
+        return [
+            {
+                "candidate": i,
+                "train_score": 100 * float(entry["score"]),
+                "best": i == 0,
+                "demos": _demos(entry["program"]),
+                "instruction": _instruction(entry["program"]),
+            }
+            for i, entry in enumerate(simba)
+        ]
+    return []
+
+
+def _instruction(program: dspy.Module) -> str:
+    return tracking.redact("\n".join(p.signature.instructions for _, p in program.named_predictors()))
+
+
+def _demos(program: dspy.Module) -> int:
+    return sum(len(p.demos) for p in program.predictors())
 
 
 def log_candidates(run_id: str, rows: list[dict[str, Any]]) -> None:
-    """GEPA's candidates in the run: a table (`candidates.json`: lineage, validation score, instruction) and the
-    metric `candidate_val_score` with one step per candidate, so the UI charts the search."""
+    """GEPA's or SIMBA's candidates in the run: a table (`candidates.json`: score, demos, instruction, and GEPA's
+    lineage) and the metric `candidate_val_score` (GEPA, validation set) or `candidate_train_score` (SIMBA,
+    trainset) with one step per candidate, so the UI charts the search."""
     client = mlflow.MlflowClient()
     client.log_table(run_id, data=pd.DataFrame(rows), artifact_file="candidates.json")
     now = int(time.time() * 1000)
-    scores = [Metric("candidate_val_score", row["val_score"], now, row["candidate"]) for row in rows]
+    key = "val_score" if "val_score" in rows[0] else "train_score"
+    scores = [Metric(f"candidate_{key}", row[key], now, row["candidate"]) for row in rows]
     client.log_batch(run_id, metrics=scores, synchronous=True)
 
 
