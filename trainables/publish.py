@@ -73,16 +73,14 @@ def log_examples_table(run_id: str, rows: list[dict[str, Any]]) -> None:
     mlflow.MlflowClient().log_table(run_id, data=frame, artifact_file="examples.json")
 
 
-def take_candidates(program: dspy.Module) -> list[dict[str, Any]]:
+def take_candidates(program: dspy.Module, optimizer: str) -> list[dict[str, Any]]:
     """The candidates an optimizer left on the compiled program, as table rows, removed from the program (it would
     otherwise pickle every candidate into the logged model). dspy.GEPA with `track_stats` keeps them as
     `detailed_results` (dspy 3.4.1 `DspyGEPAResult`: lineage and validation scores); dspy.SIMBA as
     `candidate_programs` (score on the trainset, best first) and `trial_logs`. MIPROv2's and random search's
-    candidates are child runs already (`mlflow.dspy.autolog`)."""
+    candidates are child runs already (`mlflow.dspy.autolog`), and what they leave on the program stays."""
     state = program.__dict__
-    gepa, simba = state.pop("detailed_results", None), state.pop("candidate_programs", None)
-    state.pop("trial_logs", None)
-    if gepa is not None:
+    if optimizer == "gepa" and (gepa := state.pop("detailed_results", None)) is not None:
         return [
             {
                 "candidate": i,
@@ -95,7 +93,8 @@ def take_candidates(program: dspy.Module) -> list[dict[str, Any]]:
             }
             for i, candidate in enumerate(gepa.candidates)
         ]
-    if simba:
+    if optimizer == "simba" and (simba := state.pop("candidate_programs", None)):
+        state.pop("trial_logs", None)
         return [
             {
                 "candidate": i,

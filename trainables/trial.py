@@ -287,7 +287,7 @@ def _steps(
             compile_error = f"{type(exc).__name__}: {tracking.redact(str(exc))}"[:2000]
             log.warning("compile failed for %s: %s", trial.run_name, compile_error)
     optimize_seconds = pace.phases.seconds.get("optimize", 0.0)
-    candidates = publish.take_candidates(compiled)
+    candidates = publish.take_candidates(compiled, trial.optimizer)
     if candidates:
         pace.later(lambda: publish.log_candidates(run_id, candidates))
 
