@@ -18,8 +18,8 @@ from typing import Any, Literal
 import dspy
 from simpleeval import SimpleEval
 
-from trainables.tasks.analysis import as_yes_no, yes_no_feedback
-from trainables.tasks.base import HubData, Splits, Task, versioned
+from trainables.tasks.analysis import as_yes_no, explain_yes_no
+from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
 from trainables.tasks.retrieval import Bm25Index
 
 VERSION = "2"
@@ -74,11 +74,7 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return float(as_yes_no(getattr(pred, "answer", None)) == example.answer)
 
 
-def feedback(
-    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
-) -> dspy.Prediction:
-    """`metric`, with the gold yes/no."""
-    return yes_no_feedback(example, pred, metric(example, pred))
+feedback = feedback_metric(metric, "answer", explain_yes_no, lambda ex: f"The correct answer is {ex.answer}.")
 
 
 def _facts(row: dict[str, Any]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
+from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
 from trainables.tasks.text import normalize_answer
 
 VERSION = "2"
@@ -51,26 +51,21 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return float(as_yes_no(getattr(pred, "answer", None)) == example.answer)
 
 
-def yes_no_feedback(example: dspy.Example, pred: Any, score: float) -> dspy.Prediction:
+def explain_yes_no(example: dspy.Example, pred: Any, answer: Any, score: float) -> str:
     """Feedback for a yes/no answer (BoolQ here, StrategyQA in `agentic`): the gold answer, and whether the reply
     was a yes or a no at all."""
-    answer, missing = output_of(pred, "answer")
-    if missing:
-        return scored(score, f"{missing} The correct answer is {example.answer}.")
     said = as_yes_no(answer)
     if said is None:
-        return scored(score, f"The `answer` field ({str(answer)[:80]!r}) is neither yes nor no; the correct answer "
-                             f"is {example.answer}. Start the answer with yes or no.")  # fmt: skip
+        return (
+            f"The `answer` field ({str(answer)[:80]!r}) is neither yes nor no; the correct answer "
+            f"is {example.answer}. Start the answer with yes or no."
+        )
     if score:
-        return scored(score, f"Correct: {example.answer}.")
-    return scored(score, f"Answered {said}, but the correct answer is {example.answer}.")
+        return f"Correct: {example.answer}."
+    return f"Answered {said}, but the correct answer is {example.answer}."
 
 
-def feedback(
-    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
-) -> dspy.Prediction:
-    """`metric`, with the gold yes/no."""
-    return yes_no_feedback(example, pred, metric(example, pred))
+feedback = feedback_metric(metric, "answer", explain_yes_no, lambda ex: f"The correct answer is {ex.answer}.")
 
 
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:

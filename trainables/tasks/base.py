@@ -60,6 +60,29 @@ def scored(score: float, feedback: str) -> dspy.Prediction:
     return dspy.Prediction(score=score, feedback=feedback)
 
 
+Explain = Callable[[dspy.Example, Any, Any, float], str]
+"""`explain(example, pred, value, score)`: the feedback sentence for a reply that filled its output field `value`."""
+
+
+def feedback_metric(
+    metric: Metric, field: str, explain: Explain, when_missing: Callable[[dspy.Example], str]
+) -> FeedbackMetric:
+    """`metric` with feedback, in the signature dspy.GEPA calls: a reply that left `field` missing or empty is told
+    so (then `when_missing(example)`: the gold answer), any other gets `explain`'s sentence. The score is always
+    `metric`'s."""
+
+    def feedback(
+        example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+    ) -> dspy.Prediction:
+        score = metric(example, pred)
+        value, missing = output_of(pred, field)
+        if missing:
+            return scored(score, f"{missing} {when_missing(example)}")
+        return scored(score, explain(example, pred, value, score))
+
+    return feedback
+
+
 def output_of(pred: Any, field: str) -> tuple[Any, str | None]:
     """The value of an output field, and the problem to report if the reply left it missing or empty."""
     value = getattr(pred, field, None) if pred is not None else None

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
+from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
 
 VERSION = "2"
 
@@ -80,24 +80,20 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return float(canonical_label(getattr(pred, "label", None)) == example.label)
 
 
-def feedback(
-    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
-) -> dspy.Prediction:
-    """`metric`, with the gold intent and whether the reply named a known label at all."""
-    label, missing = output_of(pred, "label")
-    score = metric(example, pred)
-    if missing:
-        return scored(score, f"{missing} The correct intent is {example.label}.")
+def _explain(example: dspy.Example, pred: Any, label: Any, score: float) -> str:
+    """The gold intent, and whether the reply named a known label at all."""
     named = canonical_label(label)
     if named is None:
-        return scored(
-            score,
+        return (
             f"The `label` field ({str(label)[:80]!r}) is not one of the {len(LABELS)} intent labels; "
-            f"the correct intent is {example.label}. Answer with one label exactly as listed.",
+            f"the correct intent is {example.label}. Answer with one label exactly as listed."
         )
     if score:
-        return scored(score, f"Correct intent: {example.label}.")
-    return scored(score, f"Predicted intent {named}, but the correct intent is {example.label}.")
+        return f"Correct intent: {example.label}."
+    return f"Predicted intent {named}, but the correct intent is {example.label}."
+
+
+feedback = feedback_metric(metric, "label", _explain, lambda ex: f"The correct intent is {ex.label}.")
 
 
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:

@@ -15,7 +15,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
+from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
 
 VERSION = "2"
 DATA = HubData(
@@ -66,24 +66,22 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return float(predicted is not None and predicted == example.answer)
 
 
-def feedback(
-    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
-) -> dspy.Prediction:
-    """`metric`, with the gold number and the number parsed from the reply."""
-    answer, missing = output_of(pred, "answer")
-    score = metric(example, pred)
-    if missing:
-        return scored(score, f"{missing} It should end with the final number; the correct answer is {example.answer}.")
+def _explain(example: dspy.Example, pred: Any, answer: Any, score: float) -> str:
+    """The gold number and the number parsed from the reply."""
     predicted = normalize_number(answer)
     if predicted is None:
-        return scored(
-            score,
+        return (
             f"The `answer` field ({str(answer)[:80]!r}) holds no number; the correct answer is "
-            f"{example.answer}. Put the final number in it.",
+            f"{example.answer}. Put the final number in it."
         )
     if score:
-        return scored(score, f"Correct: the final number {predicted} is the answer.")
-    return scored(score, f"The last number in the answer is {predicted}, but the correct answer is {example.answer}.")
+        return f"Correct: the final number {predicted} is the answer."
+    return f"The last number in the answer is {predicted}, but the correct answer is {example.answer}."
+
+
+feedback = feedback_metric(
+    metric, "answer", _explain, lambda ex: f"It should end with the final number; the correct answer is {ex.answer}."
+)
 
 
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:

@@ -14,7 +14,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
+from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
 from trainables.tasks.text import exact_match
 
 VERSION = "2"
@@ -41,21 +41,17 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return exact_match(getattr(pred, "answer", None), example.answer)
 
 
-def feedback(
-    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
-) -> dspy.Prediction:
-    """`metric`, with the gold answer (exact match after SQuAD normalization: a longer answer is wrong)."""
-    answer, missing = output_of(pred, "answer")
-    score = metric(example, pred)
-    if missing:
-        return scored(score, f"{missing} The correct answer is {example.answer!r}.")
+def _explain(example: dspy.Example, pred: Any, answer: Any, score: float) -> str:
+    """The gold answer (exact match after SQuAD normalization: a longer answer is wrong)."""
     if score:
-        return scored(score, f"Correct: {example.answer!r}.")
-    return scored(
-        score,
+        return f"Correct: {example.answer!r}."
+    return (
         f"The answer {str(answer)[:120]!r} does not match the correct answer {example.answer!r} "
-        "(scored by exact match: give only the answer's words, nothing around them).",
+        "(scored by exact match: give only the answer's words, nothing around them)."
     )
+
+
+feedback = feedback_metric(metric, "answer", _explain, lambda ex: f"The correct answer is {ex.answer!r}.")
 
 
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:

@@ -22,7 +22,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
+from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
 from trainables.tasks.retrieval import Bm25Index
 from trainables.tasks.text import normalize_answer
 
@@ -77,25 +77,21 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return faithfulness(getattr(pred, "answer", None), list(getattr(pred, "passages", None) or []))
 
 
-def feedback(
-    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
-) -> dspy.Prediction:
-    """`metric`, with which words of the answer the retrieved passages do not contain, and the gold answer."""
-    answer, missing = output_of(pred, "answer")
-    score = metric(example, pred)
-    if missing:
-        return scored(score, f"{missing} A supported answer would be {example.answer!r}.")
+def _explain(example: dspy.Example, pred: Any, answer: Any, score: float) -> str:
+    """Which words of the answer the retrieved passages do not contain, and the gold answer."""
     if score == 1.0:
-        return scored(score, "Faithful: the answer appears in the retrieved passages.")
+        return "Faithful: the answer appears in the retrieved passages."
     passages = list(getattr(pred, "passages", None) or [])
     seen = {w for p in passages for w in normalize_answer(p).split()}
     unsupported = [t for t in normalize_answer(answer).split() if t not in seen]
-    return scored(
-        score,
+    return (
         f"Faithfulness {score:.2f}: the answer is not a span of the retrieved passages"
         + (f"; unsupported words: {', '.join(unsupported[:8])}" if unsupported else "")
-        + f". The reference answer is {example.answer!r}; answer with words from the passages.",
+        + f". The reference answer is {example.answer!r}; answer with words from the passages."
     )
+
+
+feedback = feedback_metric(metric, "answer", _explain, lambda ex: f"A supported answer would be {ex.answer!r}.")
 
 
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:

@@ -18,7 +18,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, output_of, scored, versioned
+from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
 from trainables.tasks.text import normalize_answer, token_f1
 
 VERSION = "2"
@@ -63,21 +63,17 @@ def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     return score_summary(getattr(pred, "summary", None), example.summary, example.document)
 
 
-def feedback(
-    example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
-) -> dspy.Prediction:
-    """`metric`, with its two parts: token F1 against the reference and the share copied from the document."""
-    summary, missing = output_of(pred, "summary")
-    score = metric(example, pred)
-    if missing:
-        return scored(score, f"{missing} The reference summary is {example.summary!r}.")
+def _explain(example: dspy.Example, pred: Any, summary: Any, score: float) -> str:
+    """The metric's two parts: token F1 against the reference and the share copied from the document."""
     f1, copied = token_f1(summary, example.summary), copy_ratio(summary, example.document)
-    return scored(
-        score,
+    return (
         f"Score {score:.2f} = token F1 {f1:.2f} against the reference × (1 − copied {copied:.2f}): "
         f"{copied:.0%} of the summary repeats runs of {COPY_NGRAM}+ words from the document. "
-        f"The reference summary is {example.summary!r}.",
+        f"The reference summary is {example.summary!r}."
     )
+
+
+feedback = feedback_metric(metric, "summary", _explain, lambda ex: f"The reference summary is {ex.summary!r}.")
 
 
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
