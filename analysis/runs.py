@@ -21,13 +21,15 @@ from mlflow.tracking import MlflowClient
 from trainables.registry import load_registry
 
 TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase": "phase", "arb.grid": "grid",
-               "arb.task_version": "task_version", "arb.truncated": "truncated"}  # fmt: skip
+               "arb.task_version": "task_version", "arb.truncated": "truncated",
+               "arb.stop_reason": "stop_reason"}  # fmt: skip
 PARAM_COLUMNS = {"model": "string", "task": "string", "optimizer": "string", "teacher": "string",
                  "provider": "string", "demos": "Int64", "n_labeled": "Int64", "seed": "Int64",
-                 "n_eval": "Int64", "structured": "string"}  # fmt: skip
+                 "n_eval": "Int64", "structured": "string", "stopping": "string"}  # fmt: skip
 METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "n_demos_chosen", "latency_ms_p50",
                   "latency_ms_p95", "prompt_tokens", "completion_tokens", "cost_usd", "optimize_seconds",
                   "eval_seconds", "lm_calls", "optimize_lm_calls", "truncated_calls", "context_errors",
+                  "n_evaluated", "seq_ci_low", "seq_ci_high", "seq_p_value", "eval_calls_saved",
                   *(f"score_k{k}" for k in range(6)))  # fmt: skip
 RUN_COLUMNS = ["run_id", "experiment", *TAG_COLUMNS.values(), *PARAM_COLUMNS, *METRIC_COLUMNS]
 EXAMPLE_COLUMNS = ["run_id", "example_id", "condition", "score", "latency_ms", "prompt_tokens", "completion_tokens"]
@@ -66,6 +68,7 @@ def typed_runs(rows: list[dict[str, Any]]) -> pd.DataFrame:
     # Runs logged before the provider param existed: fill it from the shipped registry.
     known = {name: e.provider for name, e in load_registry().models.items()}
     frame["provider"] = frame["provider"].fillna(frame["model"].map(known)).fillna("unknown").astype("string")
+    frame["stopping"] = frame["stopping"].fillna("fixed")  # runs logged before the setting existed scored all n_eval
     return frame
 
 

@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainables.stats import PairedDelta, delta_verdict, gap_verdict, noise_floor_pp, outcome_label, paired_delta
+from trainables.stats import (
+    CONFIDENCE_SEQUENCE,
+    SIGN_FLIP,
+    PairedDelta,
+    delta_verdict,
+    gap_verdict,
+    noise_floor_pp,
+    outcome_label,
+    paired_delta,
+)
 
 DONE = ("finished", "compile_failed")
 TIER_NAMES = ("task-driven", "weakly task-driven", "model-dependent")
@@ -34,8 +43,8 @@ def _optimized(runs: pd.DataFrame) -> pd.DataFrame:
 def per_model_summary(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex | None = None) -> pd.DataFrame:
     """Table 1: per optimizer and model, average baseline and optimized score over tasks, average delta, tasks
     improved. Per optimizer: an average over MIPROv2 and GEPA runs would describe neither. With `examples`, the
-    paired 95% CI of the average delta (`ci_low`, `ci_high`: the per-example differences of all its trials pooled,
-    which weighs the tasks equally when their n_eval is equal)."""
+    paired 95% CI of the average delta (`ci_low`, `ci_high`: the sign-flip test on the per-example differences of
+    all its trials pooled, which weighs the tasks equally when their n_eval is equal; `ci_test` says so)."""
     done = _optimized(runs)
     grouped = done.groupby(["optimizer", "model"], observed=True)
     table = pd.DataFrame(
@@ -52,10 +61,13 @@ def per_model_summary(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex | 
         return table
     if examples is not None:
         index = ScoreIndex.of(examples)
+        tests = {}
         for key, group in grouped:
             pairs = [index.pairs(r, "baseline", r, "optimized") for r in group["run_id"]]
             d = paired_delta(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
             table.loc[key, ["ci_low", "ci_high"]] = [d.ci_low, d.ci_high]
+            tests[key] = pair_test(*group.itertuples())
+        table["ci_test"] = pd.Series(tests)
     order = table.reset_index().sort_values(["optimizer", "delta_pp"], ascending=[True, False], kind="stable")
     return table.loc[list(zip(order["optimizer"], order["model"], strict=True))]
 
@@ -113,13 +125,44 @@ class ScoreIndex:
         return a[ia], b[ib]
 
 
+STOP_VERDICTS = {"decided_improved": "improved", "decided_hurt": "worse", "equivalent": "equivalent",
+                 "futile": "no significant change", "max_reached": "no significant change"}  # fmt: skip
+"""A sequential trial's verdict, from how its confidence sequence stopped (`trainables.sequential`)."""
+
+
+def _sequential(run: object) -> bool:
+    return getattr(run, "stopping", "fixed") == "sequential" and pd.notna(getattr(run, "seq_ci_low", np.nan))
+
+
+def trial_delta(run: object, index: ScoreIndex) -> PairedDelta:
+    """A trial's own comparison of its two conditions: the paired sign-flip test on its examples, or for a trial
+    that stopped sequentially the confidence sequence it stopped on (a fixed-n test on an adaptively stopped
+    sample would not hold its level)."""
+    a, b = index.pairs(run.run_id, "baseline", run.run_id, "optimized")  # type: ignore[attr-defined]
+    if not _sequential(run):
+        return paired_delta(a, b)
+    diff = b - a
+    return PairedDelta(len(diff), 100 * float(diff.mean()) if len(diff) else float("nan"),
+                       float(run.seq_ci_low), float(run.seq_ci_high), float(run.seq_p_value),  # type: ignore[attr-defined]
+                       int((diff > 0).sum()), int((diff < 0).sum()), test=CONFIDENCE_SEQUENCE)  # fmt: skip
+
+
+def pair_test(*runs: object) -> str:
+    """Which test a comparison across trials used: the sign-flip test over their common examples, marked when one
+    of them stopped sequentially (the common examples are then the ones it chose to stop at: indicative only)."""
+    return f"{SIGN_FLIP} (a sequential stop: indicative)" if any(map(_sequential, runs)) else SIGN_FLIP
+
+
 def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
-    """Every optimization delta with its paired 95% CI, exact p-value and verdict."""
+    """Every optimization delta with its 95% interval, p-value and verdict, all three from one test (`test`): the
+    paired sign-flip test for trials that scored a fixed number of examples, the confidence sequence for trials
+    that stopped sequentially (`stopped`: why)."""
     rows = []
     index = ScoreIndex.of(examples)
     for run in _optimized(runs).itertuples():
-        a, b = index.pairs(run.run_id, "baseline", run.run_id, "optimized")
-        d = paired_delta(a, b)
+        d = trial_delta(run, index)
+        sequential = _sequential(run)
+        verdict = STOP_VERDICTS.get(str(run.stop_reason), "no data") if sequential else delta_verdict(d)
         rows.append(
             {
                 "task": run.task,
@@ -132,7 +175,9 @@ def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) 
                 "ci_high": d.ci_high,
                 "p_value": d.p_value,
                 "noise_floor_pp": noise_floor_pp(d.n),
-                "verdict": delta_verdict(d),
+                "test": d.test,
+                "stopped": str(run.stop_reason) if sequential else "",
+                "verdict": verdict,
             }
         )
     if not rows:
@@ -168,6 +213,7 @@ def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -
                 "ci_low": d.ci_low,
                 "ci_high": d.ci_high,
                 "p_value": d.p_value,
+                "test": pair_test(best_api, best_local),
                 "verdict": gap_verdict(d),
             }
         )
@@ -292,6 +338,7 @@ def optimizer_pairs(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> 
                         "ci_low": d.ci_low,
                         "ci_high": d.ci_high,
                         "p_value": d.p_value,
+                        "test": pair_test(a, b),
                         "calls_a": calls_a,
                         "calls_b": calls_b,
                         "cost_a_usd": a.cost_usd,
@@ -321,3 +368,17 @@ def pair_verdict(a: str, b: str, d: PairedDelta, calls_a: float, calls_b: float)
     if d.significant:
         return f"{b if d.delta_pp > 0 else a} better; {cost}"
     return f"no significant difference; {cost}"
+
+
+def discordance_by_task(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
+    """Per task, how often baseline and optimized disagree on an example (the mean squared per-example difference:
+    for 0/1 scores, the share of examples that moved), over every done optimization trial of the task: what the
+    power of a paired test on that task depends on (`arb plan`)."""
+    index = ScoreIndex.of(examples)
+    rows = []
+    for task, group in _optimized(runs).groupby("task"):
+        diffs = [b - a for a, b in (index.pairs(r, "baseline", r, "optimized") for r in group["run_id"])]
+        d = np.concatenate(diffs) if diffs else np.array([])
+        if len(d):
+            rows.append({"task": task, "discordance": float(np.mean(d**2)), "runs": len(group), "examples": len(d)})
+    return pd.DataFrame(rows, columns=["task", "discordance", "runs", "examples"]).set_index("task")

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -195,8 +195,10 @@ def resume(
 def plan(
     gridfile: Annotated[str, typer.Argument(help="Grid YAML file, or the name of a shipped grid.")],
     models: ModelsFile = None,
+    tracking_uri: TrackingUri = None,
 ) -> None:
-    """Print the trials a grid (and its `then:` grids) expands to, and their count, without running anything."""
+    """Print the trials a grid (and its `then:` grids) expands to, and their count, without running anything; and
+    per task the smallest effect its n_eval detects (from earlier runs of the task in the store, if any)."""
     from rich.table import Table
 
     from grid.spec import expand, load_grid, stages
@@ -220,8 +222,62 @@ def plan(
             table.add_row(str(i), *map(str, row))
         _console().print(table)
         typer.echo(f"{spec.name}: {len(trials)} trials")
+        _console().print(_power_table(spec, _measured_discordance(tracking_uri)))
     if len(counts) > 1:
         typer.echo(f"{sum(counts)} trials in {len(counts)} grids")
+
+
+def _measured_discordance(tracking_uri: str | None) -> Any:
+    """Per task, how often earlier runs' conditions disagreed (`analysis.tables.discordance_by_task`); empty when
+    the store does not exist yet (planning must not create one) or holds no runs."""
+    import pandas as pd
+
+    from trainables.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri()
+    empty = pd.DataFrame(columns=["discordance", "runs", "examples"])
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return empty
+    from analysis.runs import load_study
+    from analysis.tables import discordance_by_task
+
+    try:
+        runs, examples = load_study(uri)
+    except Exception as exc:  # an unreachable server: plan still works, on the assumption
+        typer.echo(f"(no earlier runs read from {uri}: {type(exc).__name__}; power below is assumed)", err=True)
+        return empty
+    return discordance_by_task(runs, examples) if not runs.empty else empty
+
+
+def _power_table(spec: Any, measured: Any) -> Any:
+    """Per task: the smallest paired effect the grid's n_eval detects with 80% power at α = 0.05 (the report's
+    fixed-n test, and the sequence if the grid stops sequentially), from measured or assumed discordance."""
+    from rich.table import Table
+
+    from trainables import sequential, stats
+
+    title = f"smallest effect {spec.name} detects (80% power, α = 0.05, n_eval {spec.n_eval})"
+    table = Table(title=title)
+    for col in ("task", "examples that differ", "from", "fixed n_eval: detects ≥"):
+        table.add_column(col)
+    if spec.stopping == "sequential":
+        table.add_column("sequential: decides by n_eval ≥")
+    for task in spec.tasks:
+        if task in measured.index:
+            row = measured.loc[task]
+            rate, source = float(row["discordance"]), f"{int(row['runs'])} runs, {int(row['examples'])} examples"
+        else:
+            rate = stats.prior_discordance()
+            source = f"assumed: 0/1 at {stats.PRIOR_RATE:.0%}, ρ = {stats.PRIOR_RHO}"
+        cells = [task, f"{rate:.0%}", source, _pp(stats.detectable_effect_pp(spec.n_eval, rate))]
+        if spec.stopping == "sequential":
+            cells.append(_pp(sequential.detectable_effect_pp(spec.n_eval, rate)))
+        table.add_row(*cells)
+    return table
+
+
+def _pp(value: float) -> str:
+    return "none up to 100 pp" if value != value else f"{value:.0f} pp"
 
 
 @app.command()

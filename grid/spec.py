@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trainables.errors import ArbError, one_line, unknown_name, validation_summary
 from trainables.registry import ModelRegistry
-from trainables.vocabulary import OPTIMIZER_SETTINGS, DataSource, Sizes, TraceMode, Trial, trial_key
+from trainables.vocabulary import OPTIMIZER_SETTINGS, DataSource, Sizes, StoppingRule, TraceMode, Trial, trial_key
 
 PHASES_DIR = Path(__file__).with_name("phases")
 _MAX_GRID_BYTES = 256 * 1024  # grid files are hand-written; anything larger is a mistake or an attack
@@ -64,7 +64,21 @@ class GridSpec(BaseModel):
     n_val: int = Field(default=20, ge=1)
     """Validation examples the optimizer scores candidates on (separate from train and test)."""
     n_eval: int = Field(default=50, ge=1)
-    """Test examples per condition (baseline and optimized)."""
+    """Test examples per condition (baseline and optimized); with `stopping: sequential`, the most it scores."""
+    stopping: StoppingRule = "fixed"
+    """`fixed` (default): every trial scores both conditions on all `n_eval` test examples. `sequential`: both
+    conditions on the same examples, `check_every` at a time, stopping once an anytime-valid 95% confidence sequence
+    for the paired difference excludes 0 (improved / hurt) or lies within ±`equivalence_pp` (no effect that large),
+    after at least `n_min` examples (`trainables.sequential`). Part of the trial key only when sequential."""
+    n_min: int = Field(default=10, ge=1)
+    """Sequential: examples per condition before the first stop is allowed."""
+    equivalence_pp: float = Field(default=10.0, gt=0, le=100)
+    """Sequential: stop as `equivalent` once the whole sequence lies within ±this many percentage points."""
+    check_every: int = Field(default=5, ge=1)
+    """Sequential: examples per condition between two looks at the sequence (a batch runs in parallel)."""
+    futility: float = Field(default=0.0, ge=0, lt=1)
+    """Sequential, opt-in: stop as `futile` when, resampling the differences seen so far, fewer than this share of
+    continuations to `n_eval` would decide (e.g. 0.1). Never adds a false "improved"; 0 (default) turns it off."""
     seeds: list[int] = Field(default_factory=lambda: [0])
     """Seeds for data splits and optimizer; each seed is its own trial."""
     structured: list[bool] = Field(default_factory=lambda: [False])
@@ -136,6 +150,20 @@ class GridSpec(BaseModel):
             for name, params in self.optimizer_params.items():
                 if params is not None and not isinstance(params, dict):
                     raise ValueError(f"`optimizer_params.{name}` must be a mapping of settings")
+        return self
+
+    @model_validator(mode="after")
+    def _stopping(self) -> GridSpec:
+        if self.stopping == "fixed":
+            return self
+        if self.n_min > self.n_eval:
+            raise ValueError(f"`n_min` {self.n_min} is above `n_eval` {self.n_eval}: lower n_min or raise n_eval")
+        alone = sorted(set(self.optimizer) & {"none", "demo_ablation"})
+        if alone:
+            raise ValueError(
+                f"`stopping: sequential` compares baseline and optimized, which optimizer {', '.join(alone)} does "
+                "not: use `stopping: fixed` for it"
+            )
         return self
 
     @field_validator("data")
@@ -301,7 +329,13 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             lm_cache=spec.lm_cache,
             traces=spec.traces,
             trace_sample=spec.trace_sample,
-            share_baseline=len(spec.optimizer) > 1,
+            # a sequential trial scores its baseline beside its optimized program, as far as it needs to
+            share_baseline=len(spec.optimizer) > 1 and spec.stopping == "fixed",
+            stopping=spec.stopping,
+            n_min=spec.n_min,
+            equivalence_pp=spec.equivalence_pp,
+            check_every=spec.check_every,
+            futility=spec.futility,
         )
         for model in spec.models
         for task in spec.tasks

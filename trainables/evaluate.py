@@ -52,6 +52,8 @@ class EvalResult:
     """The task's corpus-level score in [0, 1], for tasks whose metric is not a mean over examples."""
     mean_in_flight: float = 1.0
     """Examples in flight, averaged over the evaluation's wall time."""
+    predictions: list[tuple[dspy.Example, Any]] = field(default_factory=list, repr=False)
+    """(example, prediction) per record, kept so that batches can be joined under one corpus metric (`joined`)."""
 
     @property
     def score(self) -> float:
@@ -165,10 +167,24 @@ def evaluate(
                 truncated_calls=attempt.usage.truncated_calls,
             )
         )
+    result.predictions = [(ex, a.pred) for ex, a in zip(examples, attempts, strict=True)]
     if task.corpus_metric is not None:
-        result.corpus_score = float(
-            task.corpus_metric([(ex, a.pred) for ex, a in zip(examples, attempts, strict=True)])
-        )
+        result.corpus_score = float(task.corpus_metric(result.predictions))
+    return result
+
+
+def joined(parts: Sequence[EvalResult], task: Task) -> EvalResult:
+    """Batches of one condition as one result: records in order, the corpus metric over all of them (extraction's
+    micro F1 is not a mean of the batches' scores), examples in flight weighted by each batch's size."""
+    if not parts:
+        raise ValueError("nothing evaluated")
+    records = [r for part in parts for r in part.records]
+    predictions = [p for part in parts for p in part.predictions]
+    weights = [max(1, len(part.records)) for part in parts]
+    mean = float(np.average([part.mean_in_flight for part in parts], weights=weights))
+    result = EvalResult(parts[0].condition, records, mean_in_flight=mean, predictions=predictions)
+    if task.corpus_metric is not None:
+        result.corpus_score = float(task.corpus_metric(predictions))
     return result
 
 

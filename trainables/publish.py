@@ -164,8 +164,11 @@ def register_instruction(
     return uri
 
 
-def description(trial: Any, status: str, metrics: dict[str, float], delta: Any, compile_error: str) -> str:
-    """The run's description (markdown, shown on its page): what ran, the result with its paired CI, the cost."""
+def description(
+    trial: Any, status: str, metrics: dict[str, float], delta: Any, compile_error: str, decision: Any = None
+) -> str:
+    """The run's description (markdown, shown on its page): what ran, the result with its paired interval (and the
+    test it comes from), how a sequential trial stopped, the cost."""
     lines = [
         f"**{trial.model}** on **{trial.task}**, optimizer **{trial.optimizer}** (demos {trial.demos}, "
         f"n_labeled {trial.n_labeled}, seed {trial.seed}, data {trial.data}"
@@ -179,9 +182,15 @@ def description(trial: Any, status: str, metrics: dict[str, float], delta: Any, 
     ]
     if delta is not None and delta.n:
         lines.append(
-            f"| delta | {metrics['delta_pp']:+.1f} pp, paired 95% CI [{delta.ci_low:+.1f}, {delta.ci_high:+.1f}], "
-            f"sign test p = {delta.p_value:.2f}, n = {delta.n} |"
+            f"| delta | {metrics['delta_pp']:+.1f} pp, paired 95% interval [{delta.ci_low:+.1f}, "
+            f"{delta.ci_high:+.1f}] and p = {delta.p_value:.3g} from the {delta.test}, n = {delta.n} |"
         )
+    if decision is not None:
+        lines += [
+            "",
+            f"Sequential evaluation stopped after **{decision.n}** of {decision.n_max} examples per condition: "
+            f"**{decision.reason}**; about {metrics.get('eval_calls_saved', 0):.0f} evaluation calls saved.",
+        ]
     lines += [
         "",
         f"{int(metrics.get('lm_calls', 0))} LM calls ({int(metrics.get('eval_lm_calls', 0))} evaluating, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,11 +35,12 @@ from trainables import (
     tracking,
 )
 from trainables.errors import ArbError
-from trainables.evaluate import EvalResult, evaluate
+from trainables.evaluate import EvalResult, evaluate, joined
 from trainables.lm import Meter, build_lm, drop_meter, new_meter
 from trainables.optimizers import COMPILERS, CompileRequest
 from trainables.registry import ModelEntry, ModelRegistry, load_registry
-from trainables.stats import outcome_label, paired_delta
+from trainables.sequential import Decision, StopRule, check
+from trainables.stats import PairedDelta, outcome_label, paired_delta
 from trainables.tasks import Splits, Task, get_task
 from trainables.timing import Phases
 from trainables.vocabulary import Trial
@@ -158,6 +160,17 @@ def _params(trial: Trial) -> dict[str, Any]:
         "structured": trial.structured,
         "task_version": trial.task_version,
         "optimizer_params": trial.optimizer_params,
+        "stopping": trial.stopping,
+        **(
+            {
+                "n_min": trial.n_min,
+                "equivalence_pp": trial.equivalence_pp,
+                "check_every": trial.check_every,
+                "futility": trial.futility,
+            }
+            if trial.stopping == "sequential"
+            else {}
+        ),
     }
 
 
@@ -247,13 +260,14 @@ def _steps(
                         concurrency=pace.limit)  # fmt: skip
 
     shared_from = None
-    with pace.phases.phase("eval"):
-        if trial.share_baseline:
-            client = MlflowClient(runtime.tracking_uri)
-            baseline, shared_from = baselines.shared(client, runtime.experiment_id, trial, evaluate_baseline)
-        else:
-            baseline = evaluate_baseline()
-    eval_seconds = pace.phases.seconds["eval"]
+    sequential = trial.stopping == "sequential"
+    if not sequential:  # a sequential trial scores its baseline beside the optimized program, after the compile
+        with pace.phases.phase("eval"):
+            if trial.share_baseline:
+                client = MlflowClient(runtime.tracking_uri)
+                baseline, shared_from = baselines.shared(client, runtime.experiment_id, trial, evaluate_baseline)
+            else:
+                baseline = evaluate_baseline()
 
     if trial.optimizer == "demo_ablation":
         client = MlflowClient(runtime.tracking_uri)
@@ -291,18 +305,29 @@ def _steps(
     if candidates:
         pace.later(lambda: publish.log_candidates(run_id, candidates))
 
-    meter.stage = "optimized"
-    if compiled is program:
-        optimized = baseline.relabel("optimized")
+    decision = None
+    if sequential:
+        baseline, optimized, decision = _evaluate_sequentially(trial, task, splits, (program, compiled), student,
+                                                               meter, pace)  # fmt: skip
     else:
-        with pace.phases.phase("eval"):
-            optimized = evaluate(compiled, splits.test, task, lm=student, condition="optimized",
-                                 trace_sample=traced, concurrency=pace.limit)  # fmt: skip
-    eval_seconds = pace.phases.seconds["eval"]
+        meter.stage = "optimized"
+        if compiled is program:
+            optimized = baseline.relabel("optimized")
+        else:
+            with pace.phases.phase("eval"):
+                optimized = evaluate(compiled, splits.test, task, lm=student, condition="optimized",
+                                     trace_sample=traced, concurrency=pace.limit)  # fmt: skip
+    eval_seconds = pace.phases.seconds.get("eval", 0.0)
 
     metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
     metrics.update(optimize_seconds=optimize_seconds, eval_seconds=eval_seconds,
                    eval_in_flight=(baseline.mean_in_flight + optimized.mean_in_flight) / 2)  # fmt: skip
+    delta = _delta(baseline, optimized, decision)
+    tags: dict[str, str] = {}
+    if decision is not None:
+        metrics.update(_stop_metrics(decision, metrics, len(splits.test)))
+        tags["arb.stop_reason"] = decision.reason
+        pace.later(lambda: _log_sequence(runtime.tracking_uri, run_id, decision))
     if candidates:
         metrics["candidates"] = float(len(candidates))
     metrics["baseline_shared"] = float(shared_from is not None)
@@ -313,18 +338,88 @@ def _steps(
         "instruction.txt": _instructions(compiled),
         "examples.csv": pd.DataFrame(baseline.rows() + optimized.rows()).to_csv(index=False),
     }
-    tags = {"arb.compile_error": compile_error} if compile_error else {}
+    if compile_error:
+        tags["arb.compile_error"] = compile_error
     if shared_from is not None:
         tags["arb.baseline_run"] = shared_from
-    tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], trial.n_eval)
+    tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], int(metrics["n_evaluated"]))
     tags.update(context_tags(metrics))
     if trial.task == "code":
         tags["arb.sandbox"] = trial.sandbox
     rows = baseline.rows() + optimized.rows()
     with pace.phases.phase("publish"):
-        tags.update(_publish(trial, run_id, status, splits, compiled, student, (baseline, optimized), metrics,
-                             compile_error, rows, pace))  # fmt: skip
+        tags.update(_publish(trial, run_id, status, splits, compiled, student, metrics,
+                             (compile_error, delta, decision), rows, pace))  # fmt: skip
     return status, metrics, artifacts, tags
+
+
+def _evaluate_sequentially(
+    trial: Trial, task: Task, splits: Splits, programs: tuple[dspy.Module, dspy.Module], student: dspy.LM,
+    meter: Meter, pace: Pace,
+) -> tuple[EvalResult, EvalResult, Decision]:  # fmt: skip
+    """Baseline and optimized on the same test examples, a batch at a time in the seeded test order, until the
+    stopping rule decides (`trainables.sequential`); the unevaluated examples cost nothing."""
+    baseline_program, compiled = programs
+    n_max = len(splits.test)
+    rule = StopRule(n_max=n_max, n_min=min(trial.n_min, n_max), equivalence_pp=trial.equivalence_pp,
+                    check_every=trial.check_every, futility=trial.futility, seed=trial.seed)  # fmt: skip
+    traced = _trace_sample(trial)
+    parts: tuple[list[EvalResult], list[EvalResult]] = ([], [])
+    done = 0
+    for look in rule.looks():
+        batch = splits.test[done:look]
+        with pace.phases.phase("eval"):
+            meter.stage = "baseline"
+            base = evaluate(baseline_program, batch, task, lm=student, condition="baseline", trace_sample=traced,
+                            concurrency=pace.limit)  # fmt: skip
+            meter.stage = "optimized"
+            if compiled is baseline_program:  # nothing changed: the same answers, no calls
+                opt = base.relabel("optimized")
+            else:
+                opt = evaluate(compiled, batch, task, lm=student, condition="optimized", trace_sample=traced,
+                               concurrency=pace.limit)  # fmt: skip
+        parts[0].append(base)
+        parts[1].append(opt)
+        done = look
+        a, b = _aligned(joined(parts[0], task), joined(parts[1], task))
+        decision = check(rule, b - a)
+        if decision is not None:
+            log.info("%s: stopped after %d of %d examples: %s", trial.run_name, decision.n, n_max, decision.reason)
+            return joined(parts[0], task), joined(parts[1], task), decision
+    raise AssertionError("a stopping rule always decides at its last look")
+
+
+def _delta(baseline: EvalResult, optimized: EvalResult, decision: Decision | None) -> PairedDelta:
+    """The trial's own comparison: the sequence's interval if it stopped sequentially, else the paired test."""
+    a, b = _aligned(baseline, optimized)
+    return decision.paired(b - a) if decision is not None else paired_delta(a, b)
+
+
+def _stop_metrics(decision: Decision, metrics: dict[str, float], n_max: int) -> dict[str, float]:
+    """How a sequential trial stopped; the calls saved are its evaluation calls per example times the examples it
+    did not need."""
+    per_example = metrics["eval_lm_calls"] / max(decision.n, 1)
+    return {
+        "seq_ci_low": decision.look.ci_low,
+        "seq_ci_high": decision.look.ci_high,
+        "seq_p_value": decision.look.p_value,
+        "eval_calls_saved": per_example * (n_max - decision.n),
+    }
+
+
+def _log_sequence(tracking_uri: str, run_id: str, decision: Decision) -> None:
+    """The sequence at every look, as metric history (step = examples per condition: the UI charts it narrowing)
+    and as `sequence.csv`."""
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking_uri)
+    now = int(time.time() * 1000)
+    history = [Metric(name, value, now, look.n) for look in decision.path
+               for name, value in (("seq_ci_low", look.ci_low), ("seq_ci_high", look.ci_high),
+                                   ("seq_p_value", look.p_value))]  # fmt: skip
+    client.log_batch(run_id, metrics=history)
+    table = pd.DataFrame([vars(look) for look in decision.path]).to_csv(index=False)
+    client.log_text(run_id, table, "sequence.csv")
 
 
 def _trace_sample(trial: Trial) -> float | None:
@@ -333,13 +428,13 @@ def _trace_sample(trial: Trial) -> float | None:
 
 def _publish(
     trial: Trial, run_id: str, status: str, splits: Splits, program: dspy.Module, student: dspy.LM,
-    results: tuple[EvalResult, EvalResult], metrics: dict[str, float], compile_error: str,
-    rows: list[dict[str, Any]], pace: Pace,
+    metrics: dict[str, float], outcome: tuple[str, PairedDelta, Decision | None], rows: list[dict[str, Any]],
+    pace: Pace,
 ) -> dict[str, str]:  # fmt: skip
     """Datasets, the per-example table, the program as a model and its instruction as a prompt version, and the
     run's description; returns the tags that point to them (the table and the prompt are written in the background:
-    the prompt's tag comes with `pace.settle()`)."""
-    baseline, final = results
+    the prompt's tag comes with `pace.settle()`). `outcome`: the compile error, the comparison, how it stopped."""
+    compile_error, delta, decision = outcome
     pace.later(lambda: publish.log_examples_table(run_id, rows))
     instruction = _instructions(program)
     if status == tracking.FINISHED and trial.optimizer not in ("none", "demo_ablation"):
@@ -350,8 +445,7 @@ def _publish(
     # these two use MLflow's active run, which is this thread's
     publish.log_datasets(splits, trial.task, trial.data)
     tags = {"arb.model_uri": publish.log_program(program, student)}
-    pairs = paired_delta(*_aligned(baseline, final))
-    tags["mlflow.note.content"] = publish.description(trial, status, metrics, pairs, compile_error)
+    tags["mlflow.note.content"] = publish.description(trial, status, metrics, delta, compile_error, decision)
     return tags
 
 
@@ -413,8 +507,9 @@ def _ablate(
     }
     tags = {"arb.source_run": source.info.run_id, **context_tags(metrics)}
     with pace.phases.phase("publish"):
-        tags.update(_publish(trial, meter.name, tracking.FINISHED, splits, full, student, (baseline, results[-1]),
-                             metrics, "", rows, pace))  # fmt: skip
+        delta = _delta(baseline, results[-1], None)
+        tags.update(_publish(trial, meter.name, tracking.FINISHED, splits, full, student, metrics, ("", delta, None),
+                             rows, pace))  # fmt: skip
     return tracking.FINISHED, metrics, artifacts, tags
 
 
@@ -439,6 +534,7 @@ def _metrics(
         "baseline_score": baseline.score,
         "optimized_score": optimized.score,
         "delta_pp": optimized.score - baseline.score,
+        "n_evaluated": float(len(optimized.records)),
         "n_demos_chosen": float(sum(len(p.demos) for p in compiled.predictors())),
         "latency_ms_p50": optimized.latency_ms(50),
         "latency_ms_p95": optimized.latency_ms(95),

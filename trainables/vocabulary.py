@@ -22,6 +22,7 @@ from trainables.errors import ArbError, validation_summary
 DataSource = str
 """`hub`, `sample`, or an absolute path to a directory laid out like the shipped samples (see `GridSpec.data`)."""
 TraceMode = Literal["eval", "all", "none"]
+StoppingRule = Literal["fixed", "sequential"]
 
 
 class Trial(BaseModel):
@@ -55,12 +56,28 @@ class Trial(BaseModel):
     share_baseline: bool = False
     """Read the baseline from an earlier trial of the same point if one kept it (`trainables.baselines`); set when
     the grid has several optimizers. Not part of the key: the baseline is the same work either way."""
+    stopping: StoppingRule = "fixed"
+    """`fixed`: both conditions on all `n_eval` test examples; `sequential`: stop when the paired difference is
+    decided (`trainables.sequential`), with the four settings below. Part of the key only when sequential."""
+    n_min: int = 10
+    equivalence_pp: float = 10.0
+    check_every: int = 5
+    futility: float = 0.0
+
+    def stopping_key(self) -> dict[str, Any]:
+        """What the stopping rule adds to the key: nothing for `fixed`, so every key made before it stays valid."""
+        if self.stopping == "fixed":
+            return {}
+        rule = {"rule": self.stopping, "n_min": self.n_min, "equivalence_pp": self.equivalence_pp,
+                "check_every": self.check_every, "futility": self.futility}  # fmt: skip
+        return {"stopping": rule}
 
     @property
     def key(self) -> str:
         """Stable hash of exactly the fields that define the work (SPEC "Grid axes"): same key, same work.
         `structured` counts only when set, so that the keys of trials run before it existed stay valid."""
         fields: dict[str, Any] = {"structured": True} if self.structured else {}
+        fields.update(self.stopping_key())
         return trial_key(
             model=self.model,
             task=self.task,
@@ -75,9 +92,11 @@ class Trial(BaseModel):
 
     @property
     def run_name(self) -> str:
-        """How the trial reads in the MLflow UI: `model · task · optimizer · dK · nN` (then `· json` if structured)."""
+        """How the trial reads in the MLflow UI: `model · task · optimizer · dK · nN` (then `· json` if structured,
+        `· seq` if it stops sequentially)."""
         name = f"{self.model} · {self.task} · {self.optimizer} · d{self.demos} · n{self.n_labeled}"
-        return f"{name} · json" if self.structured else name
+        name = f"{name} · json" if self.structured else name
+        return f"{name} · seq" if self.stopping == "sequential" else name
 
 
 def trial_key(**fields: Any) -> str:
