@@ -91,8 +91,8 @@ def write_dashboard(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
         names = [f"{r.model} · {r.task} · n{r.n_labeled}: {r.b} − {r.a}" for r in pairs.itertuples()]
         deltas.append(_chart(_delta_bars(names, pairs, "b_minus_a_pp", "Optimizer against optimizer (pp), paired "
                                          "95% CI"), "optimizers"))  # fmt: skip
-    deltas += [_table(sig, "Every delta with its paired 95% CI"), _table(pairs, "Optimizers compared"),
-               _table(tables["tiers"], "Tiers")]  # fmt: skip
+    deltas += [_table(sig, "Every delta with its 95% interval from one test (column test)"),
+               _table(pairs, "Optimizers compared"), _table(tables["tiers"], "Tiers")]  # fmt: skip
 
     phases = [_demo_curves(tables["ablation"]), _low_data(tables["low_data"]), _cost_vs_score(tables["cost"])]
     phases += [_table(tables["reasoning"], "Reasoning models")]

@@ -32,8 +32,8 @@ TITLES = {
     "ablation": "7. Instruction and demo effects: demo ablation runs (phase 3)",
     "reasoning": "8. Reasoning models, unoptimized (phase 4)",
     "low_data": "9. Low-data tipping point: runs that differ only in n labeled (phase 5)",
-    "significance": "Every delta with its paired 95% CI and exact test",
-    "optimizers": "Optimizers compared on the same test examples (b − a, paired 95% CI)",
+    "significance": "Every delta with its 95% interval, p-value and verdict, all three from the test named in `test`",
+    "optimizers": "Optimizers compared on the same test examples (b − a, paired 95% interval of the sign-flip test)",
     "routing": "Routing advice",
 }
 

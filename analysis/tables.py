@@ -290,7 +290,9 @@ def low_data_table(runs: pd.DataFrame) -> pd.DataFrame:
     sizes = ran.groupby(LOW_DATA_SERIES, dropna=False)["n_labeled"].transform("nunique")
     rows = []
     for run in ran[sizes >= 2].itertuples():
-        outcome = outcome_label(run.status, run.delta_pp, int(run.n_eval) if pd.notna(run.n_eval) else 0)
+        scored = getattr(run, "n_evaluated", np.nan)  # a sequential trial may have stopped before n_eval
+        scored = run.n_eval if pd.isna(scored) else scored
+        outcome = outcome_label(run.status, run.delta_pp, int(scored) if pd.notna(scored) else 0)
         rows.append(
             {
                 "model": run.model,
@@ -312,8 +314,8 @@ PAIR_POINT = ["model", "task", "n_labeled", "seed", "demos", "structured"]
 
 def optimizer_pairs(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
     """Optimizers side by side on the same point (model, task, n_labeled, seed, demos): each one's delta, the
-    difference of their optimized scores with its paired 95% CI and exact test over the same test examples, what
-    each optimization cost (LM calls, USD) and which is better at what cost."""
+    difference of their optimized scores with its paired 95% interval and p-value (sign-flip test) over the same
+    test examples, what each optimization cost (LM calls, USD) and which is better at what cost."""
     done = _optimized(runs)
     index = ScoreIndex.of(examples)
     rows = []

@@ -213,6 +213,9 @@ def test_a_sequential_sweep_stops_early_on_a_planted_effect_and_runs_on_a_null(
                            stream=io.StringIO())  # fmt: skip
         assert outcome.failed == [] and len(outcome.statuses) == 2
         calls = {m: stub.state.calls[m] for m in ("llama3.2", "qwen3:4b")}
+        # a re-run (or `arb resume`) reuses both stopped trials: their keys hold the stopping rule
+        again = run_grid(spec, registry, tracking_uri, tmp_path / "home", stream=io.StringIO())
+        assert again.reused == 2 and {m: stub.state.calls[m] for m in calls} == calls
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("seqgrid")
