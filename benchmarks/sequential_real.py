@@ -1,6 +1,6 @@
 """One real sequential trial on the embedded model, and its record (issue: decide with fewer calls).
 
-Run: .venv/bin/python benchmarks/sequential_real.py [--n-eval 40]
+Run: .venv/bin/python benchmarks/sequential_real.py [--n-eval 40] [--futility 0.1]
 Appends the trial's record, with the machine, the date and this command, to BENCHMARKS.md.
 
 The shipped sample files have 8 test sentences per task: too few for a stopping rule to show anything. This writes
@@ -89,15 +89,18 @@ def write_data(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-eval", type=int, default=40)
+    parser.add_argument("--futility", type=float, default=0.0, help="the grid's `futility` (0: off)")
     args = parser.parse_args()
+    name = "sequential-demo" + (f"-futility-{args.futility:g}" if args.futility else "")
     home = default_home()
     data = write_data(home / "data" / "sequential-demo", n_train=12, n_test=args.n_eval)
-    grid = home / "data" / "sequential-demo.yaml"
+    grid = home / "data" / f"{name}.yaml"
     grid.write_text(
         f"include: {ROOT / 'grid' / 'phases' / 'smoke' / 'base.yaml'}\n"
-        "name: sequential-demo\ndescription: BootstrapFewShot on extraction, stopping when the difference is decided.\n"
+        f"name: {name}\ndescription: BootstrapFewShot on extraction, stopping when the difference is decided.\n"
         f"tasks: [extraction]\noptimizer: bootstrap\ndemos: [2]\nn_labeled: [4]\ndata: {data}\n"
         f"n_eval: {args.n_eval}\nstopping: sequential\nn_min: 10\ncheck_every: 5\nequivalence_pp: 10\n"
+        f"futility: {args.futility}\n"
     )
     t0 = time.perf_counter()
     subprocess.run([str(Path(sys.executable).with_name("arb")), "run", str(grid)], check=True)
@@ -106,14 +109,15 @@ def main() -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(default_tracking_uri())
-    exp = client.get_experiment_by_name("sequential-demo")
+    exp = client.get_experiment_by_name(name)
     [run] = client.search_runs([exp.experiment_id], "tags.`arb.trial_key` != ''", max_results=1)
     m, tags = run.data.metrics, run.data.tags
     sequence = pd.read_csv(io.StringIO(Path(client.download_artifacts(run.info.run_id, "sequence.csv")).read_text()))
     lines = [
         *record.heading(),
-        f"Trial `{run.info.run_name}` (run {run.info.run_id}), `arb run` wall time {wall:.0f} s (nothing else "
-        "running).",
+        f"Trial `{run.info.run_name}` (run {run.info.run_id}, futility {args.futility:g}), `arb run` wall time "
+        f"{wall:.0f} s (nothing else running); {int(m.get('cache_hits', 0))} of its LM calls were answered from the "
+        "node's LM cache (an earlier run's answers to the same prompts).",
         "",
         f"- stopped after **{int(m['n_evaluated'])} of {args.n_eval}** examples per condition: "
         f"**{tags['arb.stop_reason']}**",
