@@ -135,7 +135,7 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
             pages = {
                 "runs": (scores_view_url(ui, exp.experiment_id),
                          ["baseline_score", "optimized_score", "delta_pp", run.info.run_name or ""]),
-                "run": (base, ["Description", "paired 95% CI", "baseline_score"]),
+                "run": (base, ["Description", "paired 95% interval", "baseline_score"]),
                 "traces": (f"{base}/traces", ["Trace ID", f"{traces} of {traces}"]),
                 "examples": (f"{base}/artifacts/examples.json", ["example_id", "condition", "prediction"]),
             }  # fmt: skip
