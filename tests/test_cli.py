@@ -40,6 +40,15 @@ def test_plan_smoke_prints_the_trials(tmp_path: Path) -> None:
     assert "11 trials in 5 grids" in proc.stdout and "json schema" in proc.stdout
 
 
+def test_plan_prints_what_each_task_can_detect_without_creating_a_store(tmp_path: Path) -> None:
+    proc = arb("plan", "phase1-sequential", home=tmp_path)
+    assert proc.returncode == 0 and "54 trials" in proc.stdout
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("│ math ")]
+    assert len(lines) == 1 and "assumed" in lines[0]
+    assert [cell.strip() for cell in lines[0].split("│")[4:6]] == ["20 pp", "23 pp"]  # fixed, sequential at n = 50
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_missing_grid_file(tmp_path: Path) -> None:
     assert_one_line_error(arb("run", "nope.yaml", home=tmp_path), "not found", "smoke")
 

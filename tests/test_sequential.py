@@ -4,7 +4,10 @@ real sweep (planted effect: stops early; null: runs to n_eval), its record, and 
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ from scipy.stats import binom
 from stub_server import StubServer, _text, chat_adapter_reply, requested_output_fields
 
 from analysis.runs import load_study
-from analysis.tables import delta_significance
+from analysis.tables import delta_significance, discordance_by_task
 from grid.launch import run_grid
 from grid.spec import GridSpec, expand, load_grid
 from trainables import tracking
@@ -253,3 +256,12 @@ def test_a_sequential_sweep_stops_early_on_a_planted_effect_and_runs_on_a_null(
     assert sig.loc["llama3.2", "ci_low"] == pytest.approx(planted.data.metrics["seq_ci_low"])
     assert sig.loc["qwen3:4b", "verdict"] == "no significant change" and sig.loc["qwen3:4b", "stopped"] == "max_reached"
     assert tracking.find_runs(client, exp.experiment_id, planted.data.tags["arb.trial_key"])  # one run per key
+
+    # `arb plan` reads how often these runs' examples moved: 8 of 8 (planted) and 0 of 30 (null) differ
+    measured = discordance_by_task(loaded, examples)
+    assert measured.loc["math", "runs"] == 2 and measured.loc["math", "examples"] == n + N_TEST
+    assert measured.loc["math", "discordance"] == pytest.approx(n / (n + N_TEST))
+    command = [sys.executable, "-m", "grid.cli", "plan", str(grid_file), "--tracking-uri", tracking_uri]
+    env = {**os.environ, "ARB_HOME": str(tmp_path)}
+    plan = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert plan.returncode == 0 and f"2 runs, {n + N_TEST} examples" in plan.stdout, plan.stderr
