@@ -31,26 +31,15 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 
 import record  # noqa: E402
+from synthetic import BASELINE_AVG, DELTAS, MODELS  # noqa: E402  (SPEC.md's phase-1 numbers, held once)
 
 from trainables.sequential import STOP_REASONS, StopRule, run  # noqa: E402
 from trainables.stats import delta_verdict, paired_delta  # noqa: E402
 
-MODELS = ["llama3.2", "mistral", "phi4", "qwen2.5:7b", "gpt-4o", "gpt-5.2"]
-DELTAS = {  # SPEC.md: optimization delta (pp), task × model, n = 50
-    "agentic": [12, 28, -8, 6, 4, -4],
-    "analysis": [10, 5, -4, 6, 11, 0],
-    "classification": [3, 44, -2, 20, -10, -2],
-    "code": [0, 0, 0, 0, 0, -2],
-    "extraction": [16, -2, 32, 42, 28, 50],
-    "math": [26, 30, 36, 36, 28, 8],
-    "qa": [20, 18, 22, 12, 20, 20],
-    "rag": [8, -3, 2, 6, -2, 4],
-    "synthesis": [-0.3, 2.4, 1.4, 0.1, -7.6, 8.3],
-}
-BASELINES = {"llama3.2": 49.7, "mistral": 42.1, "phi4": 56.1, "qwen2.5:7b": 51.7, "gpt-4o": 63.3, "gpt-5.2": 68.0}
+BASELINES = BASELINE_AVG
 """SPEC.md: per-model average baseline over the nine tasks (%), used for every task of the model."""
 N = 50
 RULES = {

@@ -381,11 +381,12 @@ def _evaluate_sequentially(
         parts[0].append(base)
         parts[1].append(opt)
         done = look
-        a, b = _aligned(joined(parts[0], task), joined(parts[1], task))
+        baseline, optimized = joined(parts[0], task), joined(parts[1], task)
+        a, b = _aligned(baseline, optimized)
         decision = check(rule, b - a)
         if decision is not None:
             log.info("%s: stopped after %d of %d examples: %s", trial.run_name, decision.n, n_max, decision.reason)
-            return joined(parts[0], task), joined(parts[1], task), decision
+            return baseline, optimized, decision
     raise AssertionError("a stopping rule always decides at its last look")
 
 
