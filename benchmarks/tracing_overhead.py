@@ -45,14 +45,14 @@ def main() -> None:
         exp = client.create_experiment("tracing-overhead")
         run = client.create_run(exp).info.run_id
         new_meter(run)
-        with tracing.recording(uri, exp, run, "eval"):
-            evaluate(program, splits.test, task, lm=lm, condition="warmup", trace_sample=1.0)
+        with tracing.recording(uri, exp, (run, "tracing-overhead"), "eval", 1.0):
+            evaluate(program, splits.test, task, lm=lm, condition="warmup", traced=tracing.Traced(1.0))
             mlflow.flush_trace_async_logging()
             for i in range(args.repeats):
                 for mode in ("off", "on") if i % 2 == 0 else ("on", "off"):
                     t0 = time.perf_counter()
-                    sample = 1.0 if mode == "on" else None
-                    evaluate(program, splits.test, task, lm=lm, condition=mode, trace_sample=sample)
+                    traced = tracing.Traced(1.0) if mode == "on" else None
+                    evaluate(program, splits.test, task, lm=lm, condition=mode, traced=traced)
                     per_example[mode].append((time.perf_counter() - t0) / len(splits.test))
                     if mode == "on":
                         # the export runs in the background while a real trial waits on its LM; here it is timed

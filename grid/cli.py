@@ -331,7 +331,13 @@ def _score_views(uri: str, ui: str) -> list[str]:
     if not grids:
         return []
     width = max(len(e.name) for e in grids)
-    return ["scores of each grid:"] + [f"  {e.name:<{width}}  {scores_view_url(ui, e.experiment_id)}" for e in grids]
+    links = [f"  {e.name:<{width}}  {scores_view_url(ui, e.experiment_id)}" for e in grids]
+    return [
+        "scores of each grid:", *links,
+        "(MLflow 3.17 opens every experiment on the page of the workflow chosen at its top left, GenAI: Overview, "
+        "Model training: Runs; no saved view can be an experiment's first page. These links, and the first line of "
+        "each grid's description, open the scores.)",
+    ]  # fmt: skip
 
 
 @app.command()

@@ -276,7 +276,7 @@ def _remember_spec(tracking_uri: str, experiment_id: str, spec: GridSpec, regist
     client = MlflowClient(tracking_uri)
     client.set_experiment_tag(experiment_id, SPEC_TAG, spec.model_dump_json())
     client.set_experiment_tag(experiment_id, REGISTRY_TAG, registry_path or "")
-    client.set_experiment_tag(experiment_id, "mlflow.note.content", experiment_description(spec))
+    client.set_experiment_tag(experiment_id, "mlflow.note.content", experiment_description(spec, experiment_id))
     client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{SCORES_VIEW}", json.dumps(SCORES_VIEW_STATE))
 
 
@@ -302,11 +302,18 @@ SCORES_VIEW_STATE = {
 
 def scores_view_url(ui: str, experiment_id: str) -> str:
     """The runs table of an experiment in the MLflow UI at `ui`, with the scores as columns."""
-    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={SCORES_VIEW}"
+    return f"{ui.rstrip('/')}/{scores_view_link(experiment_id)}"
 
 
-def experiment_description(spec: GridSpec) -> str:
-    """The experiment's description in the MLflow UI: the grid's own words, its axes, and how to act on it."""
+def scores_view_link(experiment_id: str) -> str:
+    """`scores_view_url` relative to the page it is on (a link in a description)."""
+    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={SCORES_VIEW}"
+
+
+def experiment_description(spec: GridSpec, experiment_id: str) -> str:
+    """The experiment's description in the MLflow UI: a link to the scores view first (the UI shows the first line
+    on top of every page of the experiment, and MLflow 3.17 opens an experiment on the Overview or the Runs page by
+    the workflow chosen in the UI, never on a saved view), then the grid's own words, its axes, and how to act."""
     axes = [
         f"models: {', '.join(spec.models)}",
         f"tasks: {', '.join(spec.tasks)}",
@@ -314,12 +321,18 @@ def experiment_description(spec: GridSpec) -> str:
         f"demos: {spec.demos}; n_labeled: {spec.n_labeled}; seeds: {spec.seeds}; n_val {spec.n_val}; "
         f"n_eval {spec.n_eval}; data: {spec.data}",
     ]
-    lines = [spec.description.strip() or f"Grid `{spec.name}`.", "", f"**{spec.size} trials**, phase {spec.phase}:"]
+    scores = (
+        f"**[Scores of every trial]({scores_view_link(experiment_id)})**: the runs table with the scores as columns."
+    )
+    lines = [scores, "", spec.description.strip() or f"Grid `{spec.name}`.", "",
+             f"**{spec.size} trials**, phase {spec.phase}:"]  # fmt: skip
     lines += [f"- {axis}" for axis in axes]
     lines += [
         "",
         "Each run is one trial: `baseline_score`, `optimized_score` and `delta_pp` are its result; its description, "
-        "Traces tab, `examples.json` table and child runs (the optimizer's candidates) tell the rest.",
+        "Traces tab, `examples.json` table and child runs (the optimizer's candidates) tell the rest. Each condition "
+        "of a trial (baseline, optimized) is also an evaluation run (Evaluation runs page), which holds its traces "
+        "with the gold answers and scores as assessments; select two and *Compare* to see them example by example.",
         f"`arb resume {spec.name}` finishes unfinished trials; `arb report {spec.name}` writes the study's tables.",
     ]
     return "\n".join(lines)

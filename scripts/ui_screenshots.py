@@ -3,13 +3,17 @@
     .venv/bin/python scripts/ui_screenshots.py sqlite:///arb-results/mlflow.db docs/ui --grid smoke
 
 Serves the store with `mlflow ui` on 127.0.0.1, opens the grid's runs table with the scores as columns (the view
-`arb ui` links to), one trial's run (description), its Traces tab and its `examples.json` table, and saves one PNG
-each. `tests/test_mlflow_ui.py` runs the same pages on a stub grid. Needs Debian's chromium and chromium-driver.
+`arb ui` links to), one trial's run (description, registered prompt), its Traces tab (each example's gold answer
+and score as assessments, the score's distribution), its `examples.json` table (inputs, gold, prediction, score),
+and its optimized condition compared to its baseline example by example on MLflow's Evaluation runs page, and
+saves one PNG each. `tests/test_mlflow_ui.py` runs the same pages on a stub grid. Needs Debian's chromium and
+chromium-driver.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -106,8 +110,12 @@ def _close_assistant(driver: Any) -> None:
 
 
 def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
-    """Visit the four pages for `grid`'s first finished trial run, check them, and save a screenshot of each."""
+    """Visit the five pages for `grid`'s first finished trial that registered a prompt, check them, and save a
+    screenshot of each."""
     from mlflow.tracking import MlflowClient
+
+    from trainables.tasks import get_task
+    from trainables.tracing import TAG_TRIAL_RUN
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(grid)
@@ -115,16 +123,26 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
         raise SystemExit(f"no grid {grid!r} in {tracking_uri}")
     runs = client.search_runs([exp.experiment_id], filter_string="tags.`arb.status` = 'finished'",
                               order_by=["attributes.start_time ASC"])  # fmt: skip
+    runs = [r for r in runs if "arb.prompt_uri" in r.data.tags]
     if not runs:
-        raise SystemExit(f"grid {grid!r} has no finished run")
+        raise SystemExit(f"grid {grid!r} has no finished run with an optimized prompt")
     run = runs[0]
     ensure_scores_view(client, exp)
+    conditions = {
+        r.data.tags["arb.condition"]: r
+        for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_TRIAL_RUN}` = '{run.info.run_id}'")
+    }
+    if set(conditions) != {"baseline", "optimized"}:
+        raise SystemExit(f"run {run.info.run_id} of grid {grid!r} has no evaluation runs (was it run with "
+                         "`traces: none`, or before they existed?)")  # fmt: skip
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     traces = len(mlflow.search_traces(locations=[exp.experiment_id], run_id=run.info.run_id, return_type="list"))
-    if not traces:
-        raise SystemExit(f"run {run.info.run_id} of grid {grid!r} has no traces (was it run with `traces: none`?)")
+    metric = get_task(run.data.params["task"]).metric_name
+    pair = _one_example_in_both(exp.experiment_id, conditions["baseline"].info.run_id,
+                                conditions["optimized"].info.run_id)  # fmt: skip
+    prompt = run.data.tags["arb.prompt_uri"].removeprefix("prompts:/").rsplit("/", 1)
     out.mkdir(parents=True, exist_ok=True)
     shots: dict[str, Path] = {}
     log = Path(tempfile.gettempdir()) / f"arb-mlflow-ui-{os.getpid()}.log"
@@ -132,16 +150,28 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
         driver = chromium(out / ".chromium-profile")
         try:
             base = f"{ui}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}"
+            optimized, baseline = (conditions[c] for c in ("optimized", "baseline"))
+            compare = (f"{ui}/#/experiments/{exp.experiment_id}/evaluation-runs?selectedRunUuid="
+                       f"{optimized.info.run_id}&compareToRunUuid={baseline.info.run_id}")  # fmt: skip
             pages = {
                 "runs": (scores_view_url(ui, exp.experiment_id),
                          ["baseline_score", "optimized_score", "delta_pp", run.info.run_name or ""]),
-                "run": (base, ["Description", "paired 95% interval", "baseline_score"]),
-                "traces": (f"{base}/traces", ["Trace ID", f"{traces} of {traces}"]),
-                "examples": (f"{base}/artifacts/examples.json", ["example_id", "condition", "prediction"]),
+                # the prompt version under "Registered prompts", not "—"
+                "run": (base, ["Description", "paired 95% interval", "baseline_score", f"{prompt[0]} (v{prompt[1]})"]),
+                # the assessment column: the metric's name over its average and distribution; the gold answers
+                "traces": (f"{base}/traces", ["Trace ID", f"{traces} of {traces}", "Assessments", metric, "AVG",
+                                              "Expectations"]),
+                "examples": (f"{base}/artifacts/examples.json", ["example_id", "condition", "inputs", "gold",
+                                                                  "prediction", "score"]),
+                # one example's two conditions side by side, paired by request
+                "compare": (compare, ["Comparing", optimized.info.run_name or "", baseline.info.run_name or "",
+                                      metric, *pair]),
             }  # fmt: skip
             for name, (url, needles) in pages.items():
                 driver.get(url)
-                wait_for_text(driver, *needles)
+                text = wait_for_text(driver, *needles)
+                if name == "compare" and text.count(pair[0]) != 1:  # one row for the example's two traces
+                    raise AssertionError(f"{url}: {pair[0]!r} is shown {text.count(pair[0])} times, not paired once")
                 _close_assistant(driver)
                 time.sleep(1.0)  # let charts and icons settle before the picture
                 shots[name] = out / f"{name}.png"
@@ -150,6 +180,21 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
             driver.quit()
     shutil.rmtree(out / ".chromium-profile", ignore_errors=True)
     return shots
+
+
+def _one_example_in_both(experiment_id: str, baseline_run: str, optimized_run: str) -> tuple[str, str, str]:
+    """(request, baseline trace id, optimized trace id) of an example traced in both conditions."""
+    import mlflow
+
+    def by_request(run_id: str) -> dict[str, str]:
+        found = mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list")
+        return {t.info.request_preview: t.info.trace_id for t in found}
+
+    before, after = by_request(baseline_run), by_request(optimized_run)
+    request = min(set(before) & set(after))
+    # the page shows the request's first field value, as JSON text
+    shown = next(iter(json.loads(request).values()), request) if request.startswith("{") else request
+    return str(shown)[:60], before[request], after[request]
 
 
 def main() -> None:

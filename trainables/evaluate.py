@@ -18,7 +18,7 @@ import dspy
 import numpy as np
 from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
 
-from trainables import lm_cache, slots, tracing
+from trainables import fields, lm_cache, slots, tracing
 from trainables.lm import Usage, example_usage
 from trainables.tasks.base import Task
 
@@ -40,6 +40,8 @@ class ExampleRecord:
     """Examples of this trial being evaluated when this one started (itself included)."""
     truncated_calls: int = 0
     """This example's LM calls whose prompt reached the context window (`trainables.lm.ContextCheck`)."""
+    trace_id: str = ""
+    """The example's MLflow trace, if it was traced."""
 
 
 @dataclass
@@ -97,9 +99,19 @@ class Attempt:
     """The program call only, not the metric (the code task's metric runs the code)."""
     usage: Usage
     """The LM calls this example made (its own, even when other examples ran at the same time)."""
+    rationale: str = ""
+    """Why it scored what it did, for a reviewer (traced examples only: the task's feedback sentence)."""
+    trace_id: str = ""
 
 
-def _attempt(program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.LM) -> Attempt:
+FAILED_BECAUSE = {
+    "parse": "The reply did not fill the output fields in the format the adapter asked for (DSPy could not parse "
+    "it), so it scores 0.",
+    "context_window": "The prompt was longer than the model's context window and the server refused it; scores 0.",
+}
+
+
+def _attempt(program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.LM, explain: bool = False) -> Attempt:
     start = time.perf_counter()
     pred, error = None, ""
     with example_usage() as usage:
@@ -114,15 +126,14 @@ def _attempt(program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.L
         except ContextWindowExceededError:
             error = "context_window"
     latency_ms = 1000.0 * (time.perf_counter() - start)
-    score = float(task.metric(example, pred)) if pred is not None else 0.0
-    return Attempt(pred, score, error, latency_ms, usage)
-
-
-def _prediction_text(pred: Any) -> str:
     if pred is None:
-        return ""
-    fields = {k: v for k, v in pred.items() if k != "reasoning"} if hasattr(pred, "items") else {"value": pred}
-    return "; ".join(f"{k}={v}" for k, v in fields.items())[:2000]
+        return Attempt(pred, 0.0, error, latency_ms, usage, rationale=FAILED_BECAUSE.get(error, ""))
+    if explain and task.feedback is not None:
+        # the same score as `metric` (a task's feedback is its metric plus a sentence), in one run of the metric:
+        # the code task's runs the program in the sandbox
+        judged = task.feedback(example, pred)
+        return Attempt(pred, float(judged.score), error, latency_ms, usage, rationale=str(judged.feedback))
+    return Attempt(pred, float(task.metric(example, pred)), error, latency_ms, usage)
 
 
 def evaluate(
@@ -132,18 +143,19 @@ def evaluate(
     *,
     lm: dspy.LM,
     condition: str,
-    trace_sample: float | None = None,
+    traced: tracing.Traced | None = None,
     concurrency: int | Callable[[], int] = 1,
 ) -> EvalResult:
     """Run `program` on each example with `lm`, scoring it with the task's metric (and corpus metric, if any).
 
-    With `trace_sample`, that fraction of the examples is traced in MLflow, one trace each (`trainables.tracing`);
-    None leaves tracing to whatever is configured (nothing, outside a trial). `concurrency` examples are evaluated
+    With `traced`, its fraction of the examples is traced in MLflow, one trace each with the example's gold answer
+    and score as assessments (`trainables.tracing`); None leaves tracing to whatever is configured (nothing,
+    outside a trial). `concurrency` examples are evaluated
     at once — a number, or a function asked before each start (the trial's current share of its server's slots,
     `trainables.slots`) — in threads, each in a copy of the caller's context (DSPy's settings, the example's own
     accounting). The trial holds that many slots, so an example's latency does not include waiting for one; each
     record also says how many examples were in flight when it started. Records stay in example order."""
-    work = [partial(_one, program, example, task, lm, condition, trace_sample) for example in examples]
+    work = [partial(_one, program, example, task, lm, condition, traced) for example in examples]
     if callable(concurrency):
         attempts, in_flight, mean = _run(work, concurrency)
     elif concurrency > 1:
@@ -156,7 +168,7 @@ def evaluate(
             ExampleRecord(
                 example_id=str(example.get("id", "")),
                 condition=condition,
-                prediction=_prediction_text(attempt.pred),
+                prediction=fields.text(fields.outputs(attempt.pred)),
                 score=attempt.score,
                 latency_ms=attempt.latency_ms,
                 prompt_tokens=attempt.usage.prompt_tokens,
@@ -165,6 +177,7 @@ def evaluate(
                 error=attempt.error,
                 in_flight=started_with,
                 truncated_calls=attempt.usage.truncated_calls,
+                trace_id=attempt.trace_id,
             )
         )
     result.predictions = [(ex, a.pred) for ex, a in zip(examples, attempts, strict=True)]
@@ -222,14 +235,15 @@ def _run(work: Sequence[Callable[[], Attempt]], limit: Callable[[], int]) -> tup
 
 
 def _one(
-    program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.LM, condition: str, trace_sample: float | None
+    program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.LM, condition: str, traced: tracing.Traced | None
 ) -> Attempt:
-    """One example, traced if it is among the sampled ones."""
-    work = partial(_attempt, program, example, task, lm)
-    if trace_sample is None:
-        return work()
+    """One example, traced (with the task's feedback sentence as the score's rationale) if it is sampled."""
+    if traced is None:
+        return _attempt(program, example, task, lm)
     example_id = str(example.get("id", ""))
-    on = tracing.chosen(example_id, trace_sample)
+    on = tracing.chosen(example_id, traced.sample)
+    review = tracing.Review(fields.inputs(example), fields.gold(example, task.expected), task.metric_name)
     return tracing.traced_example(
-        work, example_id=example_id, condition=condition, on=on, inputs=dict(example.inputs())
-    )
+        partial(_attempt, program, example, task, lm, explain=on),
+        example_id=example_id, condition=condition, on=on, traced=traced, review=review,
+    )  # fmt: skip

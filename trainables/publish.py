@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from trainables import tracking
+from trainables import fields, tracking
 
 T = TypeVar("T")
 
@@ -65,11 +65,29 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
-def log_examples_table(run_id: str, rows: list[dict[str, Any]]) -> None:
-    """Per-example predictions as an MLflow table: the UI shows it and compares it across runs."""
-    frame = pd.DataFrame(rows)
+REVIEW_COLUMNS = ("example_id", "condition", "inputs", "gold", "prediction", "score", "error")
+"""What a reviewer reads first, in this order; the costs (latency, tokens, calls) follow."""
+
+
+def log_examples_table(
+    run_id: str, rows: list[dict[str, Any]], examples: list[dspy.Example], expected: tuple[str, ...]
+) -> None:
+    """Per-example predictions as an MLflow table, beside each example's inputs and gold answer (as JSON): the UI
+    shows it and compares it across runs."""
+    about = {
+        str(ex.get("id", "")): {
+            "inputs": fields.text(fields.inputs(ex)),
+            "gold": fields.text(fields.gold(ex, expected)),
+        }
+        for ex in examples
+    }
+    frame = pd.DataFrame([{**row, **about.get(row["example_id"], {})} for row in rows])
     if "prediction" in frame:
         frame["prediction"] = frame["prediction"].map(lambda t: tracking.redact(str(t)))
+    if "latency_ms" in frame:
+        frame["latency_ms"] = frame["latency_ms"].round(1)  # the table is read, not computed on (examples.csv is)
+    first = [c for c in REVIEW_COLUMNS if c in frame]
+    frame = frame[first + [c for c in frame.columns if c not in first]]
     mlflow.MlflowClient().log_table(run_id, data=frame, artifact_file="examples.json")
 
 
@@ -165,10 +183,12 @@ def register_instruction(
 
 
 def description(
-    trial: Any, status: str, metrics: dict[str, float], delta: Any, compile_error: str, decision: Any = None
-) -> str:
+    trial: Any, status: str, metrics: dict[str, float], delta: Any, compile_error: str, decision: Any = None,
+    evaluations: tuple[str, dict[str, str]] | None = None,
+) -> str:  # fmt: skip
     """The run's description (markdown, shown on its page): what ran, the result with its paired interval (and the
-    test it comes from), how a sequential trial stopped, the cost."""
+    test it comes from), how a sequential trial stopped, the cost, and where to review it example by example
+    (`evaluations`: the experiment id and each condition's evaluation run). Numbers have one decimal."""
     lines = [
         f"**{trial.model}** on **{trial.task}**, optimizer **{trial.optimizer}** (demos {trial.demos}, "
         f"n_labeled {trial.n_labeled}, seed {trial.seed}, data {trial.data}"
@@ -183,7 +203,7 @@ def description(
     if delta is not None and delta.n:
         lines.append(
             f"| delta | {metrics['delta_pp']:+.1f} pp, paired 95% interval [{delta.ci_low:+.1f}, "
-            f"{delta.ci_high:+.1f}] and p = {delta.p_value:.3g} from the {delta.test}, n = {delta.n} |"
+            f"{delta.ci_high:+.1f}] and p = {_p(delta.p_value)} from the {delta.test}, n = {delta.n} |"
         )
     if decision is not None:
         lines += [
@@ -195,11 +215,13 @@ def description(
         "",
         f"{int(metrics.get('lm_calls', 0))} LM calls ({int(metrics.get('eval_lm_calls', 0))} evaluating, "
         f"{int(metrics.get('optimize_lm_calls', 0))} optimizing); {metrics.get('optimize_seconds', 0):.0f} s "
-        f"optimizing, {metrics.get('eval_seconds', 0):.0f} s evaluating; ${metrics.get('cost_usd', 0):.4f}.",
+        f"optimizing, {metrics.get('eval_seconds', 0):.0f} s evaluating; {_money(metrics.get('cost_usd', 0))}.",
         "",
-        "Per-example predictions: the `examples.json` table (Artifacts) and the Traces tab; the optimizer's "
-        "candidates: the child runs `eval_N` and the metric `eval`.",
+        "Per example: the Traces tab (each trace's gold answer and score are its assessments) and the "
+        "`examples.json` table (Artifacts); the optimizer's candidates: the child runs `eval_N` and the metric `eval`.",
     ]
+    if evaluations:
+        lines += ["", _review_line(*evaluations)]
     cut = {k: int(metrics.get(f"truncated_calls_{k}", 0)) for k in ("baseline", "optimize", "optimized")}
     refused = int(metrics.get("context_errors", 0))
     if any(cut.values()) or refused:
@@ -214,3 +236,28 @@ def description(
     if compile_error:
         lines += ["", f"Compile error (the baseline program was kept): `{compile_error[:500]}`"]
     return "\n".join(lines)
+
+
+def _money(usd: float) -> str:
+    """A cost with one decimal: in cents below a dollar (an API model's trial often costs a fraction of a cent)."""
+    return "$0" if usd == 0 else f"{100 * usd:.1f}¢" if usd < 1 else f"${usd:.1f}"
+
+
+def _p(value: float) -> str:
+    """A p-value to one decimal, or as an upper bound when it rounds to 0.0."""
+    return f"{value:.1f}" if value >= 0.05 else "< 0.05" if value >= 0.001 else "< 0.001"
+
+
+def _review_line(experiment_id: str, runs: dict[str, str]) -> str:
+    """Links to each condition's evaluation run on MLflow's Evaluation runs page, the last one compared to the
+    first (a demo ablation: k = demos against the baseline)."""
+    page = f"#/experiments/{experiment_id}/evaluation-runs"
+    first = next(iter(runs.values()))
+    links = [
+        f"[{condition}]({page}?selectedRunUuid={run_id}" + (f"&compareToRunUuid={first})" if run_id != first else ")")
+        for condition, run_id in runs.items()
+    ]
+    return (
+        f"Compare the conditions example by example: evaluation runs {', '.join(links)} (the Evaluation runs page, "
+        "where *compare to* pairs each example's traces)."
+    )

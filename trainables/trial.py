@@ -121,8 +121,9 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
     pace = Pace(concurrency, phases, slots.allowance(config.get("slot_id"), concurrency))
     try:
         # the trace export is awaited with the other background writes, not before them
-        with tracing.recording(runtime.tracking_uri, runtime.experiment_id, run_id, trial.traces, pace.later):
-            status, metrics, artifacts, tags = _work(trial, runtime, registry, run_id, pace)
+        with tracing.recording(runtime.tracking_uri, runtime.experiment_id, (run_id, trial.run_name), trial.traces,
+                               trial.trace_sample, pace.later) as evals:  # fmt: skip
+            status, metrics, artifacts, tags = _work(trial, runtime, registry, evals, pace)
     except BaseException as exc:
         pace.close()
         tracking.mark_errored(client, run_id, exc)
@@ -216,9 +217,10 @@ class Pace:
 
 
 def _work(
-    trial: Trial, runtime: Runtime, registry: ModelRegistry, run_id: str, pace: Pace
+    trial: Trial, runtime: Runtime, registry: ModelRegistry, evals: tracing.EvaluationRuns, pace: Pace
 ) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:
     """The named steps of a trial; returns (status, metrics, artifacts, extra tags)."""
+    run_id = evals.parent
     task = get_task(trial.task)
     student_entry = registry.get(trial.model)
     teacher_name = trial.teacher or trial.model
@@ -230,17 +232,20 @@ def _work(
     meter = new_meter(run_id)
     try:
         with dspy.context(adapter=adapters.adapter(trial.structured)):
-            return _steps(trial, runtime, task, splits, student_entry, (teacher_name, teacher_entry), meter, pace)
+            return _steps(trial, runtime, task, splits, student_entry, (teacher_name, teacher_entry), meter,
+                          (evals, pace))  # fmt: skip
     finally:
         drop_meter(run_id)
 
 
 def _steps(
     trial: Trial, runtime: Runtime, task: Task, splits: Splits, student_entry: ModelEntry,
-    teacher: tuple[str, ModelEntry], meter: Meter, pace: Pace,
+    teacher: tuple[str, ModelEntry], meter: Meter, where: tuple[tracing.EvaluationRuns, Pace],
 ) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:  # fmt: skip
-    """Baseline, compile, evaluate (or the demo ablation), with the trial's LMs and adapter in place."""
+    """Baseline, compile, evaluate (or the demo ablation), with the trial's LMs and adapter in place; `where`: the
+    trial's evaluation runs (one per condition) and its pace."""
     run_id = meter.name
+    evals, pace = where
     teacher_name, teacher_entry = teacher
     with pace.phases.phase("gate"):
         slots.wait_turn(pace.allowance)  # placed ahead of its node's model switch: no request before it
@@ -253,10 +258,9 @@ def _steps(
         program = task.program(splits)
 
     meter.stage = "baseline"
-    traced = _trace_sample(trial)
 
     def evaluate_baseline() -> EvalResult:
-        return evaluate(program, splits.test, task, lm=student, condition="baseline", trace_sample=traced,
+        return evaluate(program, splits.test, task, lm=student, condition="baseline", traced=evals.traced("baseline"),
                         concurrency=pace.limit)  # fmt: skip
 
     shared_from = None
@@ -271,7 +275,8 @@ def _steps(
 
     if trial.optimizer == "demo_ablation":
         client = MlflowClient(runtime.tracking_uri)
-        return _ablate(trial, task, splits, student, meter, baseline, client, (student_entry, teacher_entry), pace)
+        return _ablate(trial, task, splits, student, meter, (baseline, shared_from), client,
+                       (student_entry, teacher_entry), where)  # fmt: skip
 
     meter.stage = "optimize"
     status, compiled, compile_error = tracking.FINISHED, program, ""
@@ -308,7 +313,7 @@ def _steps(
     decision = None
     if sequential:
         baseline, optimized, decision = _evaluate_sequentially(trial, task, splits, (program, compiled), student,
-                                                               meter, pace)  # fmt: skip
+                                                               meter, where)  # fmt: skip
     else:
         meter.stage = "optimized"
         if compiled is program:
@@ -316,7 +321,7 @@ def _steps(
         else:
             with pace.phases.phase("eval"):
                 optimized = evaluate(compiled, splits.test, task, lm=student, condition="optimized",
-                                     trace_sample=traced, concurrency=pace.limit)  # fmt: skip
+                                     traced=evals.traced("optimized"), concurrency=pace.limit)  # fmt: skip
     eval_seconds = pace.phases.seconds.get("eval", 0.0)
 
     metrics = _metrics(baseline, optimized, meter, student_entry, teacher_entry, compiled)
@@ -347,37 +352,38 @@ def _steps(
     if trial.task == "code":
         tags["arb.sandbox"] = trial.sandbox
     rows = baseline.rows() + optimized.rows()
+    evals.done([_outcome(baseline, shared_from is not None), _outcome(optimized, compiled is program)])
     with pace.phases.phase("publish"):
-        tags.update(_publish(trial, run_id, status, splits, compiled, student, metrics,
+        tags.update(_publish(trial, evals, status, splits, compiled, student, metrics,
                              (compile_error, delta, decision), rows, pace))  # fmt: skip
     return status, metrics, artifacts, tags
 
 
 def _evaluate_sequentially(
     trial: Trial, task: Task, splits: Splits, programs: tuple[dspy.Module, dspy.Module], student: dspy.LM,
-    meter: Meter, pace: Pace,
+    meter: Meter, where: tuple[tracing.EvaluationRuns, Pace],
 ) -> tuple[EvalResult, EvalResult, Decision]:  # fmt: skip
     """Baseline and optimized on the same test examples, a batch at a time in the seeded test order, until the
     stopping rule decides (`trainables.sequential`); the unevaluated examples cost nothing."""
     baseline_program, compiled = programs
+    evals, pace = where
     n_max = len(splits.test)
     rule = StopRule(n_max=n_max, n_min=min(trial.n_min, n_max), equivalence_pp=trial.equivalence_pp,
                     check_every=trial.check_every, futility=trial.futility, seed=trial.seed)  # fmt: skip
-    traced = _trace_sample(trial)
     parts: tuple[list[EvalResult], list[EvalResult]] = ([], [])
     done = 0
     for look in rule.looks():
         batch = splits.test[done:look]
         with pace.phases.phase("eval"):
             meter.stage = "baseline"
-            base = evaluate(baseline_program, batch, task, lm=student, condition="baseline", trace_sample=traced,
-                            concurrency=pace.limit)  # fmt: skip
+            base = evaluate(baseline_program, batch, task, lm=student, condition="baseline",
+                            traced=evals.traced("baseline"), concurrency=pace.limit)  # fmt: skip
             meter.stage = "optimized"
             if compiled is baseline_program:  # nothing changed: the same answers, no calls
                 opt = base.relabel("optimized")
             else:
-                opt = evaluate(compiled, batch, task, lm=student, condition="optimized", trace_sample=traced,
-                               concurrency=pace.limit)  # fmt: skip
+                opt = evaluate(compiled, batch, task, lm=student, condition="optimized",
+                               traced=evals.traced("optimized"), concurrency=pace.limit)  # fmt: skip
         parts[0].append(base)
         parts[1].append(opt)
         done = look
@@ -423,20 +429,25 @@ def _log_sequence(tracking_uri: str, run_id: str, decision: Decision) -> None:
     client.log_text(run_id, table, "sequence.csv")
 
 
-def _trace_sample(trial: Trial) -> float | None:
-    return None if trial.traces == "none" else trial.trace_sample
+def _outcome(result: EvalResult, borrowed: bool = False) -> tracing.Outcome:
+    """A condition's result for its evaluation run; `borrowed`: its traces are another condition's or trial's (an
+    unchanged program relabelled, a shared baseline)."""
+    traces = [r.trace_id for r in result.records if r.trace_id]
+    return tracing.Outcome(result.condition, result.score, len(result.records), traces, borrowed)
 
 
 def _publish(
-    trial: Trial, run_id: str, status: str, splits: Splits, program: dspy.Module, student: dspy.LM,
-    metrics: dict[str, float], outcome: tuple[str, PairedDelta, Decision | None], rows: list[dict[str, Any]],
-    pace: Pace,
+    trial: Trial, evals: tracing.EvaluationRuns, status: str, splits: Splits, program: dspy.Module,
+    student: dspy.LM, metrics: dict[str, float], outcome: tuple[str, PairedDelta, Decision | None],
+    rows: list[dict[str, Any]], pace: Pace,
 ) -> dict[str, str]:  # fmt: skip
     """Datasets, the per-example table, the program as a model and its instruction as a prompt version, and the
     run's description; returns the tags that point to them (the table and the prompt are written in the background:
     the prompt's tag comes with `pace.settle()`). `outcome`: the compile error, the comparison, how it stopped."""
     compile_error, delta, decision = outcome
-    pace.later(lambda: publish.log_examples_table(run_id, rows))
+    run_id = evals.parent
+    expected = get_task(trial.task).expected
+    pace.later(lambda: publish.log_examples_table(run_id, rows, splits.test, expected))
     instruction = _instructions(program)
     if status == tracking.FINISHED and trial.optimizer not in ("none", "demo_ablation"):
         message = f"{trial.grid}: {trial.run_name}: {metrics['baseline_score']:.1f} → {metrics['optimized_score']:.1f}"
@@ -446,7 +457,9 @@ def _publish(
     # these two use MLflow's active run, which is this thread's
     publish.log_datasets(splits, trial.task, trial.data)
     tags = {"arb.model_uri": publish.log_program(program, student)}
-    tags["mlflow.note.content"] = publish.description(trial, status, metrics, delta, compile_error, decision)
+    runs = evals.links()
+    tags["mlflow.note.content"] = publish.description(trial, status, metrics, delta, compile_error, decision,
+                                                      (evals.experiment_id, runs) if runs else None)  # fmt: skip
     return tags
 
 
@@ -470,10 +483,13 @@ def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, Any]:
 
 
 def _ablate(
-    trial: Trial, task: Task, splits: Splits, student: dspy.LM, meter: Meter, baseline: EvalResult,
-    client: MlflowClient, entries: tuple[Any, Any], pace: Pace,
+    trial: Trial, task: Task, splits: Splits, student: dspy.LM, meter: Meter, base: tuple[EvalResult, str | None],
+    client: MlflowClient, entries: tuple[Any, Any], where: tuple[tracing.EvaluationRuns, Pace],
 ) -> tuple[str, dict[str, float], dict[str, str], dict[str, str]]:  # fmt: skip
-    """Phase 3: the source program with its instruction and its first k demos, k = 0..demos (see ablation.py)."""
+    """Phase 3: the source program with its instruction and its first k demos, k = 0..demos (see ablation.py).
+    `base`: the baseline and the run it was shared from, if any."""
+    baseline, shared_from = base
+    evals, pace = where
     source = ablation.find_source(client, trial)
     program = ablation.load_program(client, source, task.program(splits))
     have = max(ablation.demo_counts(program), default=0)
@@ -488,7 +504,7 @@ def _ablate(
         with pace.phases.phase("eval"):
             results.append(
                 evaluate(variant, splits.test, task, lm=student, condition=f"k{k}",
-                         trace_sample=_trace_sample(trial), concurrency=pace.limit)
+                         traced=evals.traced(f"k{k}"), concurrency=pace.limit)
             )  # fmt: skip
     full = ablation.with_first_demos(program, trial.demos)
     metrics = _metrics(baseline, results[-1], meter, *entries, full)
@@ -501,6 +517,7 @@ def _ablate(
         eval_in_flight=sum(r.mean_in_flight for r in [baseline, *results]) / (len(results) + 1),
     )
     rows = baseline.rows() + [row for r in results for row in r.rows()]
+    evals.done([_outcome(baseline, borrowed=shared_from is not None), *map(_outcome, results)])
     artifacts = {
         "program.json": _program_state(full),
         "instruction.txt": _instructions(full),
@@ -509,7 +526,7 @@ def _ablate(
     tags = {"arb.source_run": source.info.run_id, **context_tags(metrics)}
     with pace.phases.phase("publish"):
         delta = _delta(baseline, results[-1], None)
-        tags.update(_publish(trial, meter.name, tracking.FINISHED, splits, full, student, metrics, ("", delta, None),
+        tags.update(_publish(trial, evals, tracking.FINISHED, splits, full, student, metrics, ("", delta, None),
                              rows, pace))  # fmt: skip
     return tracking.FINISHED, metrics, artifacts, tags
 

@@ -86,4 +86,6 @@ def program(splits: Splits) -> dspy.Module:
 TASK = Task(
     name="analysis", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
+    metric_name="accuracy",
+    expected=("answer",),
 )  # fmt: skip

@@ -53,6 +53,12 @@ class Task:
     feedback: FeedbackMetric | None = None
     """`metric` with a sentence a reflection model can act on (GEPA): the same score, plus what was wrong (the gold
     answer, what was parsed, which output field was malformed)."""
+    metric_name: str = "score"
+    """What `metric` measures, in SPEC.md's words (`accuracy`, `exact_match` …): the name of the score that each
+    traced example carries as MLflow feedback."""
+    expected: tuple[str, ...] = ()
+    """The label fields that hold the gold answer (a trace's expectations, the examples table's `gold`); empty:
+    every label but the example id."""
 
 
 def scored(score: float, feedback: str) -> dspy.Prediction:

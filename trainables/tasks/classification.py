@@ -112,4 +112,6 @@ def program(splits: Splits) -> dspy.Module:
 TASK = Task(
     name="classification", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
+    metric_name="accuracy",
+    expected=("label",),
 )  # fmt: skip

@@ -157,4 +157,6 @@ def program(splits: Splits) -> dspy.Module:
 TASK = Task(
     name="code", version=versioned(VERSION, MBPP), load=load, program=program, metric=metric, data=(MBPP,),
     feedback=feedback,
+    metric_name="pass_at_1",
+    expected=("code", "tests"),
 )  # fmt: skip

@@ -171,4 +171,6 @@ TASK = Task(
     corpus_metric=corpus_metric,
     data=(DATA,),
     feedback=feedback,
+    metric_name="entity_micro_f1",
+    expected=("entities",),
 )

@@ -72,4 +72,6 @@ def program(splits: Splits) -> dspy.Module:
 TASK = Task(
     name="qa", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
+    metric_name="exact_match",
+    expected=("answer",),
 )  # fmt: skip

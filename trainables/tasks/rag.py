@@ -121,4 +121,6 @@ def program(splits: Splits) -> dspy.Module:
 TASK = Task(
     name="rag", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
+    metric_name="faithfulness",
+    expected=("answer",),
 )  # fmt: skip

@@ -94,4 +94,6 @@ def program(splits: Splits) -> dspy.Module:
 TASK = Task(
     name="synthesis", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
+    metric_name="copy_penalized_token_f1",
+    expected=("summary",),
 )  # fmt: skip
