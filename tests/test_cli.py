@@ -145,6 +145,19 @@ def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
     ]
     tag = client.get_experiment(exp).tags[f"mlflow.sharedViewState.{SCORES_VIEW}"]
     assert json.loads(tag) == SCORES_VIEW_STATE and "metrics.`delta_pp`" in SCORES_VIEW_STATE["selectedColumns"]
+    assert "no saved view can be an experiment's first page" in lines[-1]  # and says how to get there instead
+
+
+def test_a_grids_description_opens_with_the_link_to_its_scores() -> None:
+    """MLflow 3.17 shows an experiment's description on top of every one of its pages, first line first."""
+    from grid.launch import SCORES_VIEW, experiment_description
+    from grid.spec import GridSpec
+
+    text = experiment_description(GridSpec(name="g", models=["llama3.2"], tasks=["math"]), "7")
+    assert text.splitlines()[0] == (
+        f"**[Scores of every trial](#/experiments/7/runs?viewStateShareKey={SCORES_VIEW})**: the runs table with "
+        "the scores as columns."
+    )
 
 
 def test_report_on_an_unknown_grid_is_one_line(tmp_path: Path) -> None:

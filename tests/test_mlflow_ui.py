@@ -1,6 +1,9 @@
 """The MLflow UI on a finished stub grid, in headless Chromium: the runs table shows the scores (the view `arb ui`
-links to), a trial's run has its description, its traces and its per-example table. Screenshots are saved (the
-README's come from `scripts/ui_screenshots.py` on a smoke run, the same code)."""
+links to); a trial's run has its description and registered prompt, its Traces tab the score of each example in
+the assessment column (the task's metric, its average and distribution) and the gold answers, its per-example table
+the inputs, gold, prediction and score, and its two conditions compare example by example on MLflow's Evaluation
+runs page. Screenshots are saved (the README's come from `scripts/ui_screenshots.py` on a smoke run, the same
+code)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_mlflow_ui_shows_scores_description_traces_and_table(stub: StubServer, tmp_path: Path) -> None:
+def test_mlflow_ui_shows_scores_assessments_table_and_comparison(stub: StubServer, tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     registry = tmp_path / "models.yaml"
@@ -43,6 +46,6 @@ def test_mlflow_ui_shows_scores_description_traces_and_table(stub: StubServer, t
 
     # each page is checked for what it must show before its picture is taken (AssertionError names what is missing)
     shots = capture(uri, "ui", tmp_path / "shots")
-    assert set(shots) == {"runs", "run", "traces", "examples"}
+    assert set(shots) == {"runs", "run", "traces", "examples", "compare"}
     for path in shots.values():
         assert path.stat().st_size > 10_000  # a rendered page, not a blank one

@@ -152,3 +152,18 @@ def test_a_shared_baseline_is_reviewed_in_every_trial_that_uses_it(stub: StubSer
     # and the second trial's run lists them beside its own optimized traces
     both = mlflow.search_traces(locations=[exp_id], run_id=second.info.run_id, return_type="list")
     assert sorted(t.info.tags["arb.condition"] for t in both) == ["baseline"] * 8 + ["optimized"] * 8
+
+
+def test_a_description_rounds_every_number_to_one_decimal() -> None:
+    from types import SimpleNamespace
+
+    from trainables import publish
+
+    trial = SimpleNamespace(model="m", task="extraction", optimizer="mipro", demos=2, n_labeled=6, seed=0,
+                            data="sample", structured=False)  # fmt: skip
+    delta = SimpleNamespace(n=8, ci_low=-3.333333, ci_high=56.6666667, p_value=0.03125, test="sign-flip test")
+    metrics = {"baseline_score": 43.47826086956522, "optimized_score": 70.0, "delta_pp": 26.52173913043478,
+               "cost_usd": 0.0012345, "optimize_seconds": 12.3456, "eval_seconds": 7.89, "lm_calls": 82.0}  # fmt: skip
+    note = publish.description(trial, "finished", metrics, delta, "")
+    assert not re.findall(r"\d\.\d{2,}", note), note
+    assert "| baseline | 43.5 |" in note and "[-3.3, +56.7]" in note and "p = 3.1%" in note and "0.1¢" in note

@@ -203,7 +203,7 @@ def description(
     if delta is not None and delta.n:
         lines.append(
             f"| delta | {metrics['delta_pp']:+.1f} pp, paired 95% interval [{delta.ci_low:+.1f}, "
-            f"{delta.ci_high:+.1f}] and p = {_p(delta.p_value)} from the {delta.test}, n = {delta.n} |"
+            f"{delta.ci_high:+.1f}] and {_p(delta.p_value)} from the {delta.test}, n = {delta.n} |"
         )
     if decision is not None:
         lines += [
@@ -244,8 +244,8 @@ def _money(usd: float) -> str:
 
 
 def _p(value: float) -> str:
-    """A p-value to one decimal, or as an upper bound when it rounds to 0.0."""
-    return f"{value:.1f}" if value >= 0.05 else "< 0.05" if value >= 0.001 else "< 0.001"
+    """A p-value in percent with one decimal (3.1%, not 0.03125), as a bound when it rounds to 0."""
+    return f"p = {100 * value:.1f}%" if value >= 0.0005 else "p < 0.1%"
 
 
 def _review_line(experiment_id: str, runs: dict[str, str]) -> str:
