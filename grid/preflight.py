@@ -91,7 +91,7 @@ def check_data(trials: Iterable[Trial], cache_dir: Path | None) -> list[Problem]
             + ", ".join(f"{task} ({data.hub_id})" for task, data in hub),
             "give this machine (and the nodes) access to the hub (HF_ENDPOINT, proxy), or copy the pinned revisions "
             "into a directory (`hf download <repo> --repo-type dataset --revision <commit> --local-dir "
-            "<dir>/<repo>`, commits in README 'The nine tasks') and set `data: <dir>`, or use `data: sample`",
+            "<dir>/<repo>`, commits in docs/tasks.md) and set `data: <dir>`, or use `data: sample`",
         ))  # fmt: skip
     for task, data, source in todo:
         tasks.add((task, source))
