@@ -110,7 +110,8 @@ class Outcome:
     examples: int
     trace_ids: list[str]
     borrowed: bool = False
-    """Traced by another trial (a shared baseline): its traces belong to that trial's evaluation run."""
+    """Traced elsewhere (a shared baseline: by another trial; an unchanged program: as the baseline), so its traces
+    belong to another evaluation run and are linked to this one."""
 
 
 class EvaluationRuns:
@@ -122,8 +123,9 @@ class EvaluationRuns:
     They are not MLflow child runs of the trial: that page (mlflow 3.17) lists the runs without a logged model and
     nests child runs under their parent, so the children of a trial's run (which logs the program) would not show.
 
-    A condition's run is created when its first example is traced; a retried trial finds and reuses its earlier
-    ones. They carry no trial key, so nothing that counts, resumes or reports trials sees them."""
+    A condition's run is created when the condition is first evaluated (or, for a borrowed one, when the trial
+    reports its results); a retried trial finds and reuses its earlier ones. They carry no trial key, so nothing
+    that counts, resumes or reports trials sees them."""
 
     KIND = "evaluation"
 
