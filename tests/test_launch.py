@@ -44,7 +44,8 @@ def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: Stub
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("raygrid")
-    runs = client.search_runs([exp.experiment_id])
+    trials = "tags.`arb.trial_key` != ''"  # not their evaluation runs
+    runs = client.search_runs([exp.experiment_id], filter_string=trials)
     assert len(runs) == 2 and {r.data.tags["arb.status"] for r in runs} == {"finished"}
 
     # what `arb resume raygrid` does: read the spec back from MLflow and run again
@@ -53,7 +54,7 @@ def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: Stub
     outcome = run_grid(again_spec, registry, tracking_uri, tmp_path / "home", stream=io.StringIO())
     assert outcome.reused == 2
     assert stub.state.calls.total() == calls
-    assert len(client.search_runs([exp.experiment_id])) == 2
+    assert len(client.search_runs([exp.experiment_id], filter_string=trials)) == 2
     assert all(len(tracking.find_runs(client, exp.experiment_id, r.data.tags["arb.trial_key"])) == 1 for r in runs)
 
 
