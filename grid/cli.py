@@ -164,10 +164,10 @@ def check(
 def _check_cluster_nodes(spec: GridSpec, trials: list, registry: object) -> None:
     import ray
 
-    from grid.launch import check_nodes
+    from grid.launch import check_nodes, connect_ray
     from grid.preflight import Problem, raise_if_any
 
-    ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, include_dashboard=False)
+    connect_ray(os.environ["RAY_ADDRESS"])
     try:
         lines = check_nodes(trials, registry, spec)  # type: ignore[arg-type]
     finally:

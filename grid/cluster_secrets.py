@@ -19,6 +19,10 @@ Nothing secret is written in cluster.yaml or the repository. `cluster.yaml` runs
   non-admin user `arb`. It is the only file copied to the workers (`cluster_synced_files`), where `ray start`
   runs with it in its environment, so trials get it the way MLflow's client looks for it, never through Ray's
   trial config, MLflow params or logs.
+- `cluster/ray_auth_token` and `cluster/ray.env`: the cluster's Ray authentication token (Ray's own format, 256
+  random bits in hex) and `RAY_AUTH_MODE=token` / `RAY_AUTH_TOKEN_PATH` pointing at it. Every node's `ray start`
+  and the head's shell run with ray.env in their environment, so Ray's ports (GCS, dashboard, jobs) refuse any
+  process that does not hold the token: Ray's security docs say that whoever reaches them can run code.
 """
 
 from __future__ import annotations
@@ -95,6 +99,20 @@ def init(directory: Path, *, head_ip: str, port: int = 5000, postgres: str = "lo
             f"MLFLOW_TRACKING_USERNAME={TRIALS_USER}\n"
             f"MLFLOW_TRACKING_PASSWORD={secrets.token_urlsafe(24)}\n",
         )
+    write_ray_token(cluster)
+
+
+def write_ray_token(directory: Path) -> Path:
+    """`ray_auth_token` and `ray.env` in `directory`, kept if they exist (running nodes hold the token); returns
+    the env file. The token file's path is absolute: Ray does not expand `~` in RAY_AUTH_TOKEN_PATH."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = directory / "ray_auth_token"
+    if not token.exists():
+        _write_private(token, secrets.token_hex(32))
+    env = directory / "ray.env"
+    if not env.exists():
+        _write_private(env, f"RAY_AUTH_MODE=token\nRAY_AUTH_TOKEN_PATH={token.resolve()}\n")
+    return env
 
 
 def pg_password(directory: Path) -> str:
@@ -154,10 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("postgres-sql", help="print the SQL that creates the role and databases (pipe it into psql)")
     p_user = sub.add_parser("add-user", help="create the trials' MLflow user (the server must be up)")
     p_user.add_argument("--tracking-uri", help="default: the URI in cluster/tracking.env")
+    p_ray = sub.add_parser("ray-token", help="only the Ray token and ray.env, into a directory of your choice")
+    p_ray.add_argument("target", type=Path, help="e.g. a private directory on the shared filesystem (SLURM)")
     args = parser.parse_args(argv)
     try:
         if args.command == "init":
             init(args.dir, head_ip=args.head_ip, port=args.port, postgres=args.postgres)
+        elif args.command == "ray-token":
+            print(write_ray_token(args.target))
         elif args.command == "postgres-sql":
             sys.stdout.write(postgres_sql(args.dir))
         else:

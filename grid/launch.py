@@ -395,12 +395,10 @@ def _fit(
         # would put the node's LM cache and optimizer state in there, fresh for every trial and lost on retry.
         # Cluster nodes set their own ARB_HOME (cluster.yaml).
         os.environ["ARB_HOME"] = str(Path(home).resolve())
-    ray.init(
+    connect_ray(
         # Without RAY_ADDRESS, a fresh local instance: ray.init() alone would try to join whatever cluster
         # /tmp/ray/ray_current_cluster last named, even a dead one. On a cluster head, set RAY_ADDRESS=auto.
-        address=address,
-        include_dashboard=False,
-        log_to_driver=False,
+        address,
         configure_logging=True,
         logging_level=logging.ERROR,
         # A local instance starts its worker processes with the trial's imports done (DSPy, LiteLLM, MLflow: seconds
@@ -453,6 +451,30 @@ def _fit(
         outcome.interrupted = len(outcome.statuses) < outcome.total
     finally:
         ray.shutdown()
+
+
+def connect_ray(address: str, **options: Any) -> None:
+    """`ray.init` for the driver; a cluster that refuses this client (Ray token authentication: no token, or not
+    the cluster's) or does not answer is one error line that says where the token lives, not a traceback."""
+    import ray
+    from ray.exceptions import AuthenticationError
+
+    token_fix = (
+        "a cluster started by cluster.yaml, deploy/slurm or deploy/kuberay requires Ray's token: set "
+        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file (on the cluster.yaml head: "
+        "`set -a; . ~/.arb/cluster/ray.env; set +a`), or RAY_AUTH_TOKEN to the token itself"
+    )
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **options)
+    except AuthenticationError as exc:
+        raise ArbError(f"the Ray cluster at {address} requires a token and this client has none: {exc}"[:300],
+                       token_fix) from None  # fmt: skip
+    except ConnectionError as exc:
+        if address == "local":
+            raise
+        # Ray says only "Failed to connect" both when the cluster is down and when it refused the token.
+        raise ArbError(f"could not connect to the Ray cluster at {address} ({exc}): it is not running here, or it "
+                       "refused this client's token", f"check `ray status` on the head; {token_fix}") from None  # fmt: skip
 
 
 def trial_dirname(trial: Any) -> str:

@@ -129,17 +129,17 @@ def mlflow_on_postgres(workdir: Path) -> Iterator[MlflowServer]:
 
 
 RAY = str(Path(sys.executable).with_name("ray"))
-# A throwaway cluster on loopback: Ray's token auth (on by default) would need the token file shared first.
+# A throwaway cluster on loopback without Ray's token auth; tests/test_cluster.py runs with a token, as clusters do.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
 
 
-def ray_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def ray_node(args: list[str], log: Path, ray_env: dict[str, str] = RAY_ENV) -> subprocess.Popen[bytes]:
     # `--block` keeps `ray start` in the foreground owning its node's processes, so the test can stop exactly
     # this node (never `ray stop`, which would stop every Ray on the machine).
     with log.open("ab") as out:
         return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
                                  *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **RAY_ENV})  # fmt: skip
+                                env={**os.environ, **ray_env})  # fmt: skip
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:
@@ -152,14 +152,16 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-def wait_for_nodes(address: str, count: int, timeout_s: float = 180.0) -> None:
+def wait_for_nodes(
+    address: str, count: int, timeout_s: float = 180.0, ray_env: dict[str, str] = RAY_ENV
+) -> None:
     probe = (
         "import ray; ray.init(address='%s', log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         out = subprocess.run([sys.executable, "-c", probe % address], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, **RAY_ENV})  # fmt: skip
+                             env={**os.environ, **ray_env})  # fmt: skip
         if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= count:
             return
         time.sleep(2)

@@ -1,6 +1,7 @@
 """A real multi-node Ray cluster on 127.0.0.1: a head and two GPU-less "GPU workers", each advertising Ollama
 slots and the port of its own stub Ollama server (node label `arb-ollama-port`), all logging to an MLflow server
-on PostgreSQL like cluster.yaml's head. The driver is `arb` itself, in its own process."""
+on PostgreSQL like cluster.yaml's head, with Ray's token authentication on and the token made the way cluster.yaml
+makes it (`grid.cluster_secrets`). The driver is `arb` itself, in its own process."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
-from servers import RAY_ENV, MlflowServer, free_port, mlflow_on_postgres, pg_bin, ray_node, stop, wait_for_nodes
+from servers import MlflowServer, free_port, mlflow_on_postgres, pg_bin, ray_node, stop, wait_for_nodes
 from stub_server import StubServer, table_responder
 
+from grid import cluster_secrets
 from trainables import tracking
 
 pytestmark = [
@@ -48,14 +50,16 @@ class Cluster:
     nodes: list[subprocess.Popen[bytes]]
     mlflow: MlflowServer
     home: Path
+    ray_env: dict[str, str]  # RAY_AUTH_MODE=token and the token file's path: what cluster.yaml's ray.env holds
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        return {**env, **RAY_ENV, "RAY_ADDRESS": self.address, "ARB_HOME": str(self.home)}
+    def env(self, ray_env: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI" and not k.startswith("RAY_AUTH")}
+        ray_env = self.ray_env if ray_env is None else ray_env
+        return {**env, **ray_env, "RAY_ADDRESS": self.address, "ARB_HOME": str(self.home)}
 
-    def arb(self, *args: str) -> subprocess.Popen[str]:
+    def arb(self, *args: str, ray_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen([sys.executable, "-m", "grid.cli", *args, "--tracking-uri", self.mlflow.uri],
-                                cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=ROOT, env=self.env(ray_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, start_new_session=True)  # fmt: skip
 
     def calls(self) -> int:
@@ -66,18 +70,21 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
     port = free_port()
+    ray_env = cluster_secrets.read_env(cluster_secrets.write_ray_token(tmp / "secrets"))
     with mlflow_on_postgres(tmp) as mlflow, StubServer(MODELS, _slow) as stub_a, StubServer(MODELS, _slow) as stub_b:
-        nodes = [ray_node(["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"], tmp / "head.log")]
+        head = ["--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false"]
+        nodes = [ray_node(head, tmp / "head.log", ray_env)]
         try:
             address = f"127.0.0.1:{port}"
-            wait_for_nodes(address, 1)
+            wait_for_nodes(address, 1, ray_env=ray_env)
             for i, stub in enumerate((stub_a, stub_b)):  # one at a time: two raylets registering at once time out
                 nodes.append(ray_node([f"--address={address}", "--num-cpus=2", '--resources={"ollama_slots": 2}',
-                                        f"--labels=arb-ollama-port={stub.port}"], tmp / f"worker{i}.log"))  # fmt: skip
-                wait_for_nodes(address, 2 + i)
+                                        f"--labels=arb-ollama-port={stub.port}"], tmp / f"worker{i}.log",
+                                       ray_env))  # fmt: skip
+                wait_for_nodes(address, 2 + i, ray_env=ray_env)
             grid = tmp / "cluster.yaml"
             grid.write_text(GRID)
-            yield Cluster(address, [stub_a, stub_b], nodes, mlflow, tmp)
+            yield Cluster(address, [stub_a, stub_b], nodes, mlflow, tmp, ray_env)
         finally:
             for node in reversed(nodes):
                 stop(node)
@@ -130,6 +137,26 @@ def test_sigkill_driver_then_resume_and_rerun(cluster: Cluster) -> None:
     after = {r.data.tags[tracking.TAG_KEY]: r.data.metrics["baseline_score"] for r in _runs(cluster)}
     assert after == before
     (cluster.home / "rerun-seconds.txt").write_text(f"{seconds:.1f}\n")
+
+
+def test_a_client_without_the_clusters_token_is_refused(cluster: Cluster) -> None:
+    """Ray's token auth on a real multi-node cluster: `arb run` with no token, or with another cluster's, gets one
+    error line naming the fix and exit 2; no trial starts. (The other tests here run with the token.)"""
+    grid = cluster.home / "refused.yaml"
+    grid.write_text(GRID.replace("name: cluster", "name: cluster-refused"))
+    calls = cluster.calls()
+    other = cluster_secrets.read_env(cluster_secrets.write_ray_token(cluster.home / "other-cluster"))
+    empty_home = cluster.home / "no-token-home"  # Ray also looks for ~/.ray/auth_token
+    empty_home.mkdir()
+    for ray_env in ({"RAY_AUTH_MODE": "token", "HOME": str(empty_home)}, other, {"RAY_AUTH_MODE": "disabled"}):
+        proc = cluster.arb("run", str(grid), ray_env=ray_env)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err
+        lines = [line for line in err.splitlines() if line.startswith("arb: error:")]
+        assert len(lines) == 1 and "Ray cluster at 127.0.0.1" in lines[0] and "RAY_AUTH_TOKEN_PATH" in lines[0], err
+    assert cluster.calls() == calls
+    exp = MlflowClient(cluster.mlflow.uri).get_experiment_by_name("cluster-refused")
+    assert exp is None or not MlflowClient(cluster.mlflow.uri).search_runs([exp.experiment_id])
 
 
 def test_each_node_loads_each_model_once(cluster: Cluster) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -93,7 +94,11 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 
 def test_generated_files_are_private_and_kept_on_a_rerun(secured: Secured) -> None:
     before = {p.name: p.read_text() for p in secured.secrets.rglob("*") if p.is_file()}
-    assert set(before) == {"pgpass", "basic_auth.ini", "server.env", "tracking.env"}
+    assert set(before) == {"pgpass", "basic_auth.ini", "server.env", "tracking.env", "ray_auth_token", "ray.env"}
+    ray_env = cluster_secrets.read_env(secured.secrets / "cluster" / "ray.env")
+    token = Path(ray_env["RAY_AUTH_TOKEN_PATH"])  # absolute: Ray does not expand `~`
+    assert ray_env["RAY_AUTH_MODE"] == "token" and token == secured.secrets.resolve() / "cluster" / "ray_auth_token"
+    assert re.fullmatch(r"[0-9a-f]{64}", token.read_text())  # Ray's own format (`ray get-auth-token --generate`)
     for path in [secured.secrets, *secured.secrets.rglob("*")]:
         assert path.stat().st_mode & 0o077 == 0, path  # nobody but the owner
     cluster_secrets.init(secured.secrets, head_ip="10.0.0.9")  # a second `ray up` must not change passwords
