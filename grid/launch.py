@@ -466,15 +466,15 @@ def connect_ray(address: str, **options: Any) -> None:
     )
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **options)
-    except AuthenticationError as exc:
-        raise ArbError(f"the Ray cluster at {address} requires a token and this client has none: {exc}"[:300],
-                       token_fix) from None  # fmt: skip
+    except AuthenticationError:
+        problem = f"the Ray cluster at {address} requires a token and this client has none"
+        raise ArbError(problem, token_fix) from None
     except ConnectionError as exc:
         if address == "local":
             raise
         # Ray says only "Failed to connect" both when the cluster is down and when it refused the token.
-        raise ArbError(f"could not connect to the Ray cluster at {address} ({exc}): it is not running here, or it "
-                       "refused this client's token", f"check `ray status` on the head; {token_fix}") from None  # fmt: skip
+        problem = f"could not connect to the Ray cluster at {address} ({exc}): it is not running, or it refused this "
+        raise ArbError(problem + "client's token", f"check `ray status` on the head; {token_fix}") from None
 
 
 def trial_dirname(trial: Any) -> str:

@@ -152,9 +152,7 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
-def wait_for_nodes(
-    address: str, count: int, timeout_s: float = 180.0, ray_env: dict[str, str] = RAY_ENV
-) -> None:
+def wait_for_nodes(address: str, count: int, timeout_s: float = 180.0, ray_env: dict[str, str] = RAY_ENV) -> None:
     probe = (
         "import ray; ray.init(address='%s', log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
     )
