@@ -196,6 +196,9 @@ def plan(
     gridfile: Annotated[str, typer.Argument(help="Grid YAML file, or the name of a shipped grid.")],
     models: ModelsFile = None,
     tracking_uri: TrackingUri = None,
+    ollama_tags: Annotated[
+        bool, typer.Option("--ollama-tags", help="Print only the Ollama tags the grid needs, one per line (to pull).")
+    ] = False,
 ) -> None:
     """Print the trials a grid (and its `then:` grids) expands to, and their count, without running anything; and
     per task the smallest effect its n_eval detects (from earlier runs of the task in the store, if any)."""
@@ -205,6 +208,12 @@ def plan(
     from trainables.registry import load_registry
 
     registry = load_registry(models)
+    if ollama_tags:  # what deploy/slurm/arb-node.sh pulls on every node before Ray starts
+        used = {m for spec in stages(load_grid(gridfile)) for t in expand(spec, registry) for m in (t.model, t.teacher)}
+        tags = {registry.models[m].id for m in used if m and registry.models[m].provider == "ollama"}
+        for tag in sorted(tags):
+            typer.echo(tag)
+        return
     counts = []
     for spec in stages(load_grid(gridfile)):
         trials = expand(spec, registry)
@@ -413,6 +422,9 @@ def main() -> None:
     # MLflow announces schema migrations at INFO on every new store; users need only warnings.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from grid.signals import stop_on_sigterm
+
+    stop_on_sigterm()
     try:
         app()
     except ArbError as exc:

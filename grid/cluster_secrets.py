@@ -62,9 +62,13 @@ def read_env(path: Path) -> dict[str, str]:
     return out
 
 
-def init(directory: Path, *, head_ip: str, port: int = 5000, postgres: str = "localhost:5432") -> None:
+def init(
+    directory: Path, *, head_ip: str, port: int = 5000, postgres: str = "localhost:5432", auth_db: str | None = None
+) -> None:
     """Generate the head's secrets into `directory`, keeping any that exist (a re-run of `ray up` must not change
-    passwords that PostgreSQL and MLflow already hold)."""
+    passwords that PostgreSQL and MLflow already hold). `auth_db`: the basic-auth user store's SQLAlchemy URI when
+    it is not the PostgreSQL database next to the tracking one (deploy/slurm keeps it in SQLite on the shared
+    filesystem)."""
     cluster = directory / "cluster"
     cluster.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -79,7 +83,7 @@ def init(directory: Path, *, head_ip: str, port: int = 5000, postgres: str = "lo
             "[mlflow]\n"
             "# Users other than the admin may read every experiment; write access follows from who created it.\n"
             "default_permission = READ\n"
-            f"database_uri = postgresql://{PG_ROLE}@{postgres}/{DATABASES[1]}\n"
+            f"database_uri = {auth_db or f'postgresql://{PG_ROLE}@{postgres}/{DATABASES[1]}'}\n"
             f"admin_username = {ADMIN_USER}\n",
         )
     server_env = directory / "server.env"
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p_init.add_argument("--head-ip", required=True, help="the head's private address, as workers reach it")
     p_init.add_argument("--port", type=int, default=5000, help="the tracking server's port")
     p_init.add_argument("--postgres", default="localhost:5432", help="HOST:PORT of PostgreSQL on the head")
+    p_init.add_argument("--auth-db", help="the basic-auth user store's URI (default: PostgreSQL's mlflow_auth)")
     sub.add_parser("postgres-sql", help="print the SQL that creates the role and databases (pipe it into psql)")
     p_user = sub.add_parser("add-user", help="create the trials' MLflow user (the server must be up)")
     p_user.add_argument("--tracking-uri", help="default: the URI in cluster/tracking.env")
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "init":
-            init(args.dir, head_ip=args.head_ip, port=args.port, postgres=args.postgres)
+            init(args.dir, head_ip=args.head_ip, port=args.port, postgres=args.postgres, auth_db=args.auth_db)
         elif args.command == "ray-token":
             print(write_ray_token(args.target))
         elif args.command == "postgres-sql":

@@ -18,6 +18,7 @@ from typing import Any
 
 from grid import placement
 from grid.embedded import DEFAULT_PORT, EmbeddedServers, check_embedded, serve_embedded
+from grid.signals import stop_on_sigterm
 from grid.spec import GridSpec, Trial, expand
 from trainables import ablation, sandbox, slots
 from trainables.errors import ArbError
@@ -466,6 +467,7 @@ def connect_ray(address: str, **options: Any) -> None:
     )
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, **options)
+        stop_on_sigterm()
     except AuthenticationError:
         problem = f"the Ray cluster at {address} requires a token and this client has none"
         raise ArbError(problem, token_fix) from None

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a target needs, only those missing. Usage: scripts/debian-packages.sh smoke|test
 #   smoke: compilers for llama.cpp, venv, bubblewrap + prlimit (the code task's sandbox)
-#   test:  the above, plus PostgreSQL (MLflow server tests), Chromium (dashboard tests), procps (pgrep)
+#   test:  the above, plus PostgreSQL (MLflow server tests), Chromium (dashboard tests), procps (pgrep),
+#          shellcheck (deploy/slurm)
 set -euo pipefail
 packages=(python3-venv build-essential cmake git bubblewrap util-linux)
 if [[ "${1:-smoke}" == "test" ]]; then
-  packages+=(procps postgresql chromium chromium-driver)
+  packages+=(procps postgresql chromium chromium-driver shellcheck)
 fi
 need=()
 for pkg in "${packages[@]}"; do
