@@ -119,6 +119,51 @@ def write_ray_token(directory: Path) -> Path:
     return env
 
 
+K8S_SECRETS = {  # Secret name → what it holds; deploy/kuberay reads them by these names, never their values
+    "arb-postgres": "POSTGRES_PASSWORD: the PostgreSQL superuser's password (the postgres image reads it)",
+    "arb-mlflow-server": "the tracking server's admin password, Flask secret key and database password",
+    "arb-tracking": "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD of the non-admin user trials log as",
+    "arb-ray-token": "auth_token: the Ray cluster's token (KubeRay's authOptions.secretName reads this key)",
+}
+
+
+def k8s_secrets(namespace: str) -> str:
+    """Kubernetes Secret manifests with freshly generated values, for `kubectl apply -f -` (deploy/kuberay): the
+    values go from this process's stdout to the API server and are never written to a file. Run once per
+    namespace; a second run would change passwords that PostgreSQL and MLflow already hold."""
+    import json
+
+    pg = secrets.token_urlsafe(24)
+    values = {
+        "arb-postgres": {"POSTGRES_PASSWORD": pg},
+        "arb-mlflow-server": {
+            "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(24),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
+            "PGPASSWORD": pg,  # libpq reads it: no password in a database URI
+        },
+        "arb-tracking": {
+            "MLFLOW_TRACKING_USERNAME": TRIALS_USER,
+            "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(24),
+        },
+        "arb-ray-token": {"auth_token": secrets.token_hex(32)},  # Ray's own format
+    }
+    docs = [
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "stringData": data,
+         "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "arb"}}}
+        for name, data in values.items()
+    ]  # fmt: skip
+    return "".join(f"---\n{json.dumps(doc, indent=2)}\n" for doc in docs)  # JSON is YAML: kubectl reads it
+
+
+def add_trials_user_from_env(tracking_uri: str) -> None:
+    """`add-user` inside Kubernetes: the admin's and the trials' credentials come from the environment (the Secrets
+    of `k8s-secrets`), not from files."""
+    trials_user = os.environ["MLFLOW_TRACKING_USERNAME"]
+    trials_password = os.environ["MLFLOW_TRACKING_PASSWORD"]
+    admin_password = os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    _create_or_reset(tracking_uri, admin_password, trials_user, trials_password)
+
+
 def pg_password(directory: Path) -> str:
     return (directory / "pgpass").read_text().strip().rsplit(":", 1)[1]
 
@@ -144,16 +189,19 @@ def postgres_sql(directory: Path) -> str:
 
 def add_trials_user(directory: Path, tracking_uri: str | None = None) -> None:
     """Create (or reset the password of) the non-admin user whose credentials are in `cluster/tracking.env`."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.client import AuthServiceClient
-
     trials = read_env(directory / "cluster" / "tracking.env")
     admin_password = read_env(directory / "server.env")["MLFLOW_AUTH_ADMIN_PASSWORD"]
     uri = tracking_uri or trials["MLFLOW_TRACKING_URI"]
+    _create_or_reset(uri, admin_password, trials["MLFLOW_TRACKING_USERNAME"], trials["MLFLOW_TRACKING_PASSWORD"])
+
+
+def _create_or_reset(uri: str, admin_password: str, user: str, password: str) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.client import AuthServiceClient
+
     # MLflow's auth client reads the caller's credentials from the environment only; this process is the admin.
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN_USER, admin_password
     client = AuthServiceClient(uri)
-    user, password = trials["MLFLOW_TRACKING_USERNAME"], trials["MLFLOW_TRACKING_PASSWORD"]
     try:
         client.create_user(user, password)
     except MlflowException as exc:
@@ -177,12 +225,24 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("postgres-sql", help="print the SQL that creates the role and databases (pipe it into psql)")
     p_user = sub.add_parser("add-user", help="create the trials' MLflow user (the server must be up)")
     p_user.add_argument("--tracking-uri", help="default: the URI in cluster/tracking.env")
+    p_k8s = sub.add_parser(
+        "k8s-secrets",
+        help="print generated Kubernetes Secrets (pipe into kubectl apply -f -): "
+        + "; ".join(f"{name}: {what}" for name, what in K8S_SECRETS.items()),
+    )
+    p_k8s.add_argument("--namespace", default="arb", help="the namespace of deploy/kuberay (default arb)")
+    p_env = sub.add_parser("add-user-from-env", help="add-user with credentials from the environment (Kubernetes)")
+    p_env.add_argument("--tracking-uri", required=True)
     p_ray = sub.add_parser("ray-token", help="only the Ray token and ray.env, into a directory of your choice")
     p_ray.add_argument("target", type=Path, help="e.g. a private directory on the shared filesystem (SLURM)")
     args = parser.parse_args(argv)
     try:
         if args.command == "init":
             init(args.dir, head_ip=args.head_ip, port=args.port, postgres=args.postgres, auth_db=args.auth_db)
+        elif args.command == "k8s-secrets":
+            sys.stdout.write(k8s_secrets(args.namespace))
+        elif args.command == "add-user-from-env":
+            add_trials_user_from_env(args.tracking_uri)
         elif args.command == "ray-token":
             print(write_ray_token(args.target))
         elif args.command == "postgres-sql":
