@@ -75,3 +75,24 @@ def test_ollama_serves_the_registrys_context() -> None:
     found = re.findall(r"OLLAMA_CONTEXT_LENGTH=(\d+)", setup)
     contexts = {e.context for e in load_registry().models.values() if e.provider == "ollama"}
     assert len(found) == 1 and contexts == {int(found[0])}
+
+
+def test_the_study_goes_to_the_bucket_and_up_refuses_without_one(tmp_path: Path) -> None:
+    """Artifacts and Ray Tune's state on S3, so `ray down` deletes neither; the bucket line, run as `ray up` runs
+    it, stops the setup while it still says CHANGE-ME and writes storage.env once edited."""
+    import subprocess
+
+    config = yaml.safe_load(CLUSTER.read_text())
+    (line,) = [c for c in config["head_setup_commands"] if "bucket=" in c]
+    home = tmp_path / "home"
+    (home / ".arb" / "cluster").mkdir(parents=True)
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+    refused = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "set bucket=" in refused.stderr
+    edited = line.replace("s3://CHANGE-ME/arb", "s3://team-bucket/arb")
+    subprocess.run(["bash", "-c", edited], env=env, check=True, timeout=30)
+    storage = (home / ".arb" / "cluster" / "storage.env").read_text().split()
+    assert storage == ["ARB_STORAGE_PATH=s3://team-bucket/arb/ray", "ARB_ARTIFACTS=s3://team-bucket/arb/mlartifacts"]
+    mlflow = next(c for c in config["head_start_ray_commands"] if "mlflow server" in c)
+    assert '--artifacts-destination "$ARB_ARTIFACTS"' in mlflow and "storage.env" in mlflow
+    assert "/mnt/arb" not in CLUSTER.read_text()  # no hand-made NFS mount
