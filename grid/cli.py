@@ -7,6 +7,7 @@ arb status                # finished / running / errored / pending trials per gr
 arb resume smoke          # finish an interrupted grid: only unfinished trials run
 arb ui                    # browse the runs in the MLflow UI
 arb report smoke --out report/
+arb export phase1         # the grid's runs, artifacts and tables in one .tar.gz; `arb import` loads it elsewhere
 """
 
 from __future__ import annotations
@@ -414,6 +415,45 @@ def report(
     path = write_report(uri, grid or None, out, cache=cache, include_truncated=include_truncated)
     typer.echo(path.read_text())
     typer.echo(f"report written to {out.resolve()}")
+
+
+@app.command(name="export")
+def export_(
+    grid: Annotated[list[str], typer.Argument(help="Grid names (their MLflow experiments).")],
+    out: Annotated[Path | None, typer.Option("--out", help="The archive (default: GRID.arb.tar.gz here).")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Write grids' runs, metric histories, artifacts and report tables into one .tar.gz that `arb import` loads
+    into any store (a laptop's, after the cluster is gone)."""
+    import tempfile
+
+    from analysis.archive import export_grids
+    from analysis.report import write_report
+
+    uri = _uri(tracking_uri)
+    out = out or Path(f"{grid[0]}.arb.tar.gz")
+    with tempfile.TemporaryDirectory(prefix="arb-report-") as tables:
+        write_report(uri, grid, Path(tables), log=False)  # exporting reads the store, never writes it
+        moved = export_grids(uri, grid, out, report=Path(tables))
+    for m in moved:
+        typer.echo(f"{m.grid}: {m.runs} runs, {m.artifacts} artifact files")
+    typer.echo(f"archive written to {out.resolve()} ({out.stat().st_size / 1e6:.1f} MB)")
+    typer.echo(f"open it elsewhere: {_me()} import {out.name}, then {_me()} ui / {_me()} report {' '.join(grid)}")
+
+
+@app.command(name="import")
+def import_(
+    archive: Annotated[Path, typer.Argument(help="A .tar.gz written by `arb export`.")],
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Load an `arb export` archive into a store (default: the local one in $ARB_HOME): the grids' runs, with new
+    run ids; report, ui, status and resume then work on them."""
+    from analysis.archive import import_archive
+
+    uri = _uri(tracking_uri)
+    for m in import_archive(archive, uri):
+        typer.echo(f"{m.grid}: {m.runs} runs, {m.artifacts} artifact files → {uri}")
+    typer.echo(f"browse: {_me()} ui" + ("" if tracking_uri is None else f" --tracking-uri {uri}"))
 
 
 def main() -> None:
