@@ -85,14 +85,23 @@ def test_the_study_goes_to_the_bucket_and_up_refuses_without_one(tmp_path: Path)
     config = yaml.safe_load(CLUSTER.read_text())
     (line,) = [c for c in config["head_setup_commands"] if "bucket=" in c]
     home = tmp_path / "home"
-    (home / ".arb" / "cluster").mkdir(parents=True)
+    home.mkdir()
     env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
     refused = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True, timeout=30)
     assert refused.returncode != 0 and "set bucket=" in refused.stderr
     edited = line.replace("s3://CHANGE-ME/arb", "s3://team-bucket/arb")
     subprocess.run(["bash", "-c", edited], env=env, check=True, timeout=30)
     storage = (home / ".arb" / "cluster" / "storage.env").read_text().split()
-    assert storage == ["ARB_STORAGE_PATH=s3://team-bucket/arb/ray", "ARB_ARTIFACTS=s3://team-bucket/arb/mlartifacts"]
+    assert storage == ["ARB_STORAGE_PATH=s3://team-bucket/arb/ray", "ARB_ARTIFACTS=s3://team-bucket/arb/mlartifacts",
+                       "ARB_POSTGRES=localhost:5432"]  # fmt: skip
+    assert (home / ".arb" / "cluster").stat().st_mode & 0o077 == 0
+    external = edited.replace("db=;", "db=arb-db.example.internal:5432;")
+    subprocess.run(["bash", "-c", external], env=env, check=True, timeout=30)
+    assert "ARB_POSTGRES=arb-db.example.internal:5432" in (home / ".arb" / "cluster" / "storage.env").read_text()
     mlflow = next(c for c in config["head_start_ray_commands"] if "mlflow server" in c)
     assert '--artifacts-destination "$ARB_ARTIFACTS"' in mlflow and "storage.env" in mlflow
+    assert '"postgresql://mlflow@$ARB_POSTGRES/mlflow"' in mlflow
+    init = next(c for c in config["head_setup_commands"] if "cluster_secrets init" in c)
+    assert '--postgres "$ARB_POSTGRES"' in init and init.startswith(". ~/.arb/cluster/storage.env")
+    assert config["head_setup_commands"].index(line) < config["head_setup_commands"].index(init)
     assert "/mnt/arb" not in CLUSTER.read_text()  # no hand-made NFS mount
