@@ -77,8 +77,11 @@ def test_sbatch_builds_the_cluster_runs_a_grid_and_a_second_job_resumes_it(tmp_p
     try:
         deadline = time.monotonic() + 600
         finished: list = []
+        out = tmp_path / "arb-1001.out"
         while time.monotonic() < deadline and first.poll() is None:
-            if (tmp_path / "shared" / "mlflow.db").exists():
+            # only once arb has reached the job's MLflow server: before that the server may still be creating the
+            # database's tables, and a second client migrating it at once breaks the migration
+            if out.exists() and "→ MLflow experiment" in out.read_text():
                 finished = [r for r in _trial_runs(store) if r.data.tags.get("arb.status") == "finished"]
                 if finished:
                     break
