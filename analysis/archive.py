@@ -20,9 +20,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from trainables import tracking
@@ -37,18 +36,6 @@ class Moved:
     grid: str
     runs: int
     artifacts: int  # files
-
-
-def _runs(client: MlflowClient, experiment_id: str) -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:  # bounded by the store: each page is a request, the last has no token
-        page = client.search_runs([experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000,
-                                  page_token=token)  # fmt: skip
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def export_grids(tracking_uri: str, names: list[str], out: Path, report: Path | None = None) -> list[Moved]:
@@ -67,7 +54,7 @@ def export_grids(tracking_uri: str, names: list[str], out: Path, report: Path | 
             folder.mkdir(parents=True)
             (folder / "experiment.json").write_text(json.dumps({"id": exp.experiment_id, "tags": exp.tags}))
             files = 0
-            runs = _runs(client, exp.experiment_id)
+            runs = tracking.search_all(client, exp.experiment_id)
             for run in runs:
                 rdir = folder / "runs" / run.info.run_id
                 rdir.mkdir(parents=True)
@@ -120,7 +107,7 @@ def import_archive(archive: Path, tracking_uri: str) -> list[Moved]:
 
 def _import_grid(client: MlflowClient, tracking_uri: str, name: str, folder: Path) -> Moved:
     existing = client.get_experiment_by_name(name)
-    if existing is not None and _runs(client, existing.experiment_id):
+    if existing is not None and tracking.search_all(client, existing.experiment_id):
         raise ArbError(f"grid {name!r} already has runs in {tracking.redact(tracking_uri)}",
                        "import into another store (--tracking-uri), or delete that experiment first")  # fmt: skip
     exp = json.loads((folder / "experiment.json").read_text())

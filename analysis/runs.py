@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from trainables.registry import load_registry
+from trainables.tracking import search_all
 
 TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase": "phase", "arb.grid": "grid",
                "arb.task_version": "task_version", "arb.truncated": "truncated",
@@ -84,14 +85,7 @@ def _row(run: Any, experiment: str) -> dict[str, Any]:
 def _search(client: MlflowClient, experiment_id: str, since_ms: int = 0) -> list[Any]:
     """Trial runs of one experiment (started at or after `since_ms`), every page."""
     where = "tags.`arb.trial_key` != ''" + (f" and attributes.start_time >= {since_ms}" if since_ms else "")
-    out: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string=where, max_results=50000, page_token=token)
-        out.extend(page)
-        token = page.token
-        if not token:
-            return out
+    return search_all(client, experiment_id, where, page_size=50000)
 
 
 class ReportCache:

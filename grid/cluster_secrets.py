@@ -16,9 +16,9 @@ Nothing secret is written in cluster.yaml or the repository. `cluster.yaml` runs
 - `pgpass`: the `mlflow` PostgreSQL role's password in libpq's format (psycopg reads it through PGPASSFILE), so no
   database URI carries a password.
 - `cluster/tracking.env`: MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD of the
-  non-admin user `arb`. It is the only file copied to the workers (`cluster_synced_files`), where `ray start`
-  runs with it in its environment, so trials get it the way MLflow's client looks for it, never through Ray's
-  trial config, MLflow params or logs.
+  non-admin user `arb`. It is copied to the workers with the rest of `cluster/` (`cluster_synced_files`),
+  where `ray start` runs with it in its environment, so trials get it the way MLflow's client looks for it,
+  never through Ray's trial config, MLflow params or logs.
 - `cluster/ray_auth_token` and `cluster/ray.env`: the cluster's Ray authentication token (Ray's own format, 256
   random bits in hex) and `RAY_AUTH_MODE=token` / `RAY_AUTH_TOKEN_PATH` pointing at it. Every node's `ray start`
   and the head's shell run with ray.env in their environment, so Ray's ports (GCS, dashboard, jobs) refuse any
@@ -106,13 +106,18 @@ def init(
     write_ray_token(cluster)
 
 
+def ray_token() -> str:
+    """A new Ray authentication token in Ray's own format (`ray get-auth-token --generate`: 256 random bits, hex)."""
+    return secrets.token_hex(32)
+
+
 def write_ray_token(directory: Path) -> Path:
     """`ray_auth_token` and `ray.env` in `directory`, kept if they exist (running nodes hold the token); returns
     the env file. The token file's path is absolute: Ray does not expand `~` in RAY_AUTH_TOKEN_PATH."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     token = directory / "ray_auth_token"
     if not token.exists():
-        _write_private(token, secrets.token_hex(32))
+        _write_private(token, ray_token())
     env = directory / "ray.env"
     if not env.exists():
         _write_private(env, f"RAY_AUTH_MODE=token\nRAY_AUTH_TOKEN_PATH={token.resolve()}\n")
@@ -145,7 +150,7 @@ def k8s_secrets(namespace: str) -> str:
             "MLFLOW_TRACKING_USERNAME": TRIALS_USER,
             "MLFLOW_TRACKING_PASSWORD": secrets.token_urlsafe(24),
         },
-        "arb-ray-token": {"auth_token": secrets.token_hex(32)},  # Ray's own format
+        "arb-ray-token": {"auth_token": ray_token()},
     }
     docs = [
         {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "stringData": data,

@@ -153,14 +153,13 @@ def stop(proc: subprocess.Popen[Any]) -> None:
 
 
 def wait_for_nodes(address: str, count: int, timeout_s: float = 180.0, ray_env: dict[str, str] = RAY_ENV) -> None:
-    probe = (
-        "import ray; ray.init(address='%s', log_to_driver=False); print(len([n for n in ray.nodes() if n['Alive']]))"
-    )
+    """Until `count` nodes are alive, with what deploy/slurm waits with (`python -m grid.wait_nodes`); tried again
+    while the head does not answer yet."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-c", probe % address], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, **ray_env})  # fmt: skip
-        if out.stdout.strip().isdigit() and int(out.stdout.strip()) >= count:
+    while (left := deadline - time.monotonic()) > 0:
+        wait = [sys.executable, "-m", "grid.wait_nodes", address, str(count), "--timeout", f"{left:.0f}"]
+        out = subprocess.run(wait, capture_output=True, text=True, timeout=left + 120, env={**os.environ, **ray_env})
+        if out.returncode == 0:
             return
         time.sleep(2)
     raise RuntimeError(f"the Ray cluster did not reach {count} nodes")

@@ -148,6 +148,18 @@ def finished_run(client: MlflowClient, experiment_id: str, key: str) -> Run | No
     return None
 
 
+def search_all(client: MlflowClient, experiment_id: str, where: str = "", page_size: int = 1000) -> list[Run]:
+    """Every run of an experiment matching `where`, page after page (a grid can hold more runs than one page)."""
+    out: list[Run] = []
+    token = None
+    while True:  # bounded by the store: the last page has no token
+        page = client.search_runs([experiment_id], filter_string=where, max_results=page_size, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
 def finished_statuses(tracking_uri: str, name: str) -> dict[str, str]:
     """Trial key -> status (finished / compile_failed) of every done trial run of grid `name` (none if new)."""
     client = MlflowClient(tracking_uri)
@@ -159,18 +171,9 @@ def finished_statuses(tracking_uri: str, name: str) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for status in DONE_STATUSES:  # one query per status: tracking servers reject IN on tags
-        token = None
-        while True:  # paged: a grid can hold more runs than one page
-            page = client.search_runs(
-                [exp.experiment_id], filter_string=f"tags.`{TAG_STATUS}` = '{status}'", max_results=1000,
-                page_token=token,
-            )  # fmt: skip
-            for run in page:
-                if key := run.data.tags.get(TAG_KEY):
-                    out[key] = status
-            token = page.token
-            if not token:
-                break
+        for run in search_all(client, exp.experiment_id, f"tags.`{TAG_STATUS}` = '{status}'"):
+            if key := run.data.tags.get(TAG_KEY):
+                out[key] = status
     return out
 
 
