@@ -62,7 +62,8 @@ def write_dashboard(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
             [label(i) for i in summary.index], summary, "delta_pp", "Average delta per optimizer · model (pp)"
         )
         overview.append(_chart(fig, "per-model"))
-    overview += [_table(routing, "Routing advice"), _table(summary, "Per model")]
+    margin = f" (non-inferiority margin δ = {routing['margin_pp'].iloc[0]:g} pp)" if len(routing) else ""
+    overview += [_table(routing, f"Routing advice{margin}"), _table(summary, "Per model")]
 
     matrix, sig = tables["delta_matrix"], tables["significance"]
     deltas = []

@@ -13,9 +13,10 @@ from mlflow.tracking import MlflowClient
 
 from analysis import plots, tables
 from analysis.dashboard import write_dashboard
-from analysis.routing import per_call_costs, routing_advice
-from analysis.runs import ReportCache, known_grids, load_study, split_truncated
+from analysis.routing import per_call_costs, routing_advice, write_gateway_config
+from analysis.runs import ReportCache, known_grids, load_study, mark_api, split_truncated
 from trainables.errors import ArbError
+from trainables.noninferiority import MARGIN_PP
 from trainables.registry import ModelRegistry, load_registry
 from trainables.stats import noise_floor_pp
 
@@ -36,15 +37,28 @@ TITLES = {
     "optimizers": "Optimizers compared on the same test examples (b − a, paired 95% interval of the sign-flip test)",
     "routing": "Routing advice",
 }
+TITLE_NOTES = {
+    "api_vs_local": "Verdict: non-inferior only if the gap's 95% interval lies above −{margin:g} pp; worse than "
+    "margin if it lies below; else undecided.",
+    "routing": "Non-inferiority margin δ = {margin:g} pp: a task is routed to the cheapest model whose interval for "
+    "(model − reference) lies above −δ, the 95% error rate split over the task's candidates (Bonferroni); "
+    "`keep reference` when every cheaper one lies below −δ; else undecided, with about how many more examples "
+    "would decide it (`arb route` adds them). Gateway config for these decisions: `routing.litellm.yaml`.",
+}
 
 
-def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> dict[str, pd.DataFrame]:
-    """All report tables from the runs and per-example frames."""
+def build_tables(
+    runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, margin_pp: float = MARGIN_PP,
+    reference: str | None = None,
+) -> dict[str, pd.DataFrame]:  # fmt: skip
+    """All report tables from the runs and per-example frames; local against API by `registry`'s word for it, and
+    the routing rule at `margin_pp` against `reference` (default: each task's best API model)."""
+    runs = mark_api(runs, registry)
     costs = per_call_costs(runs, examples, registry)
     index = tables.ScoreIndex(examples)
     return {
         "per_model": tables.per_model_summary(runs, index),
-        "api_vs_local": tables.api_vs_best_local(runs, index),
+        "api_vs_local": tables.api_vs_best_local(runs, index, margin_pp),
         "delta_matrix": tables.delta_matrix(runs),
         "local_beats_api": tables.local_beats_api(runs),
         "tiers": tables.tiers(runs),
@@ -54,14 +68,15 @@ def build_tables(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegi
         "low_data": tables.low_data_table(runs),
         "significance": tables.delta_significance(runs, index),
         "optimizers": tables.optimizer_pairs(runs, index),
-        "routing": routing_advice(runs, examples, registry, index, costs),
+        "routing": routing_advice(runs, examples, registry, index, costs, margin_pp, reference),
         "cost": costs.merge(runs[["run_id", "model", "task", "optimized_score"]]),
     }
 
 
 def write_report(
     tracking_uri: str, grids: list[str] | None, out: Path, registry: ModelRegistry | None = None, log: bool = True,
-    cache: ReportCache | None = None, include_truncated: bool = False,
+    cache: ReportCache | None = None, include_truncated: bool = False, margin_pp: float = MARGIN_PP,
+    reference: str | None = None,
 ) -> Path:  # fmt: skip
     """Write the report to `out` and log it to MLflow; returns the path of `summary.md`. With `cache`, done runs
     loaded by an earlier report are not fetched again (`analysis.runs.ReportCache`). Trials with a call that
@@ -81,7 +96,8 @@ def write_report(
     if not include_truncated:
         runs = kept
         examples = examples[examples["run_id"].isin(set(kept["run_id"]))]
-    path = render(runs, examples, registry or load_registry(), out, truncated=cut, included=include_truncated)
+    path = render(runs, examples, registry or load_registry(), out, truncated=cut, included=include_truncated,
+                  margin_pp=margin_pp, reference=reference)  # fmt: skip
     if log:
         _log_to_mlflow(tracking_uri, sorted(runs["experiment"].unique()), out)
     return path
@@ -89,12 +105,14 @@ def write_report(
 
 def render(
     runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry, out: Path,
-    truncated: pd.DataFrame | None = None, included: bool = False,
+    truncated: pd.DataFrame | None = None, included: bool = False, margin_pp: float = MARGIN_PP,
+    reference: str | None = None,
 ) -> Path:  # fmt: skip
     """Everything but the MLflow upload: tables, plots, dashboard. Pure given its inputs. `truncated`: trials
     that reached their context window, listed in their own section (and in the tables only if `included`)."""
     out.mkdir(parents=True, exist_ok=True)
-    built = build_tables(runs, examples, registry)
+    built = build_tables(runs, examples, registry, margin_pp, reference)
+    write_gateway_config(built["routing"], registry, out / "routing.litellm.yaml")
     names = sorted(set(runs["experiment"]) | set(truncated["experiment"] if truncated is not None else []))
     lines = [f"# Report: {', '.join(names)}", "", _noise_line(runs), ""]
     if truncated is not None and not truncated.empty:
@@ -114,7 +132,8 @@ def render(
     for name, title in TITLES.items():
         table = built[name]
         table.to_csv(out / f"{name}.csv", index=not isinstance(table.index, pd.RangeIndex))
-        lines += [f"## {title}", "", _markdown(table, f"{name}.csv"), ""]
+        note = TITLE_NOTES.get(name, "").format(margin=margin_pp)
+        lines += [f"## {title}", "", *([note, ""] if note else []), _markdown(table, f"{name}.csv"), ""]
     runs.to_csv(out / "runs.csv", index=False)
     if not built["delta_matrix"].empty:
         plots.delta_heatmap(built["delta_matrix"], out / "delta_matrix.png")

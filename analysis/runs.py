@@ -18,7 +18,7 @@ from urllib.request import url2pathname
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from trainables.registry import load_registry
+from trainables.registry import ModelRegistry, load_registry
 from trainables.tracking import search_all
 
 TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase": "phase", "arb.grid": "grid",
@@ -33,6 +33,7 @@ METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "n_demos_chos
                   "n_evaluated", "seq_ci_low", "seq_ci_high", "seq_p_value", "eval_calls_saved",
                   *(f"score_k{k}" for k in range(6)))  # fmt: skip
 RUN_COLUMNS = ["run_id", "experiment", *TAG_COLUMNS.values(), *PARAM_COLUMNS, *METRIC_COLUMNS]
+"""Read from MLflow; `typed_runs` adds `api` (from the registry, not the store)."""
 EXAMPLE_COLUMNS = ["run_id", "example_id", "condition", "score", "latency_ms", "prompt_tokens", "completion_tokens"]
 STATUSES = ("finished", "compile_failed", "running", "errored")
 
@@ -67,10 +68,19 @@ def typed_runs(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for col in METRIC_COLUMNS:
         frame[col] = pd.to_numeric(frame[col]).astype("float64")
     # Runs logged before the provider param existed: fill it from the shipped registry.
-    known = {name: e.provider for name, e in load_registry().models.items()}
+    registry = load_registry()
+    known = {name: e.provider for name, e in registry.models.items()}
     frame["provider"] = frame["provider"].fillna(frame["model"].map(known)).fillna("unknown").astype("string")
+    frame = mark_api(frame, registry)
     frame["stopping"] = frame["stopping"].fillna("fixed")  # runs logged before the setting existed scored all n_eval
     return frame
+
+
+def mark_api(runs: pd.DataFrame, registry: ModelRegistry) -> pd.DataFrame:
+    """`runs` with the column `api`: whether the run's model is an API model by `registry`
+    (`ModelEntry.is_api`: served remotely or priced per token); a model the registry does not know is not."""
+    api = {name: e.is_api for name, e in registry.models.items()}
+    return runs.assign(api=runs["model"].map(api).fillna(False).astype(bool))
 
 
 def _row(run: Any, experiment: str) -> dict[str, Any]:

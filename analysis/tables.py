@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trainables.noninferiority import MARGIN_PP, Rule
 from trainables.stats import (
     CONFIDENCE_SEQUENCE,
     SIGN_FLIP,
     PairedDelta,
     delta_verdict,
-    gap_verdict,
     noise_floor_pp,
     outcome_label,
     paired_delta,
@@ -185,22 +185,26 @@ def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) 
     return pd.DataFrame(rows).sort_values(["task", "model", "optimizer", "n_labeled"]).reset_index(drop=True)
 
 
-def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
-    """Table 2: per task, the best API model's baseline against the best optimized local model, with a verdict.
+def api_vs_best_local(
+    runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex, margin_pp: float = MARGIN_PP
+) -> pd.DataFrame:
+    """Table 2: per task, the best API model's baseline against the best optimized local model, with the routing
+    rule's verdict (`trainables.noninferiority`: non-inferior only if the gap's 95% interval lies above −margin).
 
-    The verdict compares the local model's optimized scores with the API model's baseline, paired by example.
+    The comparison pairs the local model's optimized scores with the API model's baseline by example. "API" is
+    what the registry says a model is (`api` column), not its provider's name.
     """
     done = _optimized(runs)
     rows = []
     index = ScoreIndex.of(examples)
+    rule = Rule(margin_pp)
     for (task, optimizer), group in done.groupby(["task", "optimizer"]):
-        api, local = group[group["provider"] == "openai"], group[group["provider"] != "openai"]
+        api, local = group[group["api"]], group[~group["api"]]
         if api.empty or local.empty:
             continue
         best_api = api.loc[api["baseline_score"].idxmax()]
         best_local = local.loc[local["optimized_score"].idxmax()]
-        a, b = index.pairs(best_api.run_id, "baseline", best_local.run_id, "optimized")
-        d = paired_delta(a, b)
+        d = rule.compare(*index.pairs(best_api.run_id, "baseline", best_local.run_id, "optimized"))
         rows.append(
             {
                 "task": task,
@@ -214,7 +218,8 @@ def api_vs_best_local(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -
                 "ci_high": d.ci_high,
                 "p_value": d.p_value,
                 "test": pair_test(best_api, best_local),
-                "verdict": gap_verdict(d),
+                "margin_pp": margin_pp,
+                "verdict": rule.verdict(d),
             }
         )
     return pd.DataFrame(rows)
@@ -225,8 +230,8 @@ def local_beats_api(runs: pd.DataFrame) -> pd.DataFrame:
 
     The swing is how much the gap moved through optimization: (local − API) after minus (local − API) before.
     """
-    done = _optimized(runs)[["task", "optimizer", "model", "provider", "baseline_score", "optimized_score"]]
-    api, local = done[done["provider"] == "openai"], done[done["provider"] != "openai"]
+    done = _optimized(runs)[["task", "optimizer", "model", "api", "baseline_score", "optimized_score"]]
+    api, local = done[done["api"]], done[~done["api"]]
     pairs = local.merge(api, on=["task", "optimizer"], suffixes=("_local", "_api"))
     pairs = pairs[pairs["optimized_score_local"] > pairs["optimized_score_api"]]
     before = pairs["baseline_score_local"] - pairs["baseline_score_api"]
@@ -383,4 +388,22 @@ def discordance_by_task(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex)
         d = np.concatenate(diffs) if diffs else np.array([])
         if len(d):
             rows.append({"task": task, "discordance": float(np.mean(d**2)), "runs": len(group), "examples": len(d)})
+    return pd.DataFrame(rows, columns=["task", "discordance", "runs", "examples"]).set_index("task")
+
+
+def routing_discordance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
+    """Per task, how often a cheaper model's optimized program and the best API model's disagree on an example
+    (mean squared per-example difference, pooled over the task's non-API models): what the examples a
+    non-inferiority decision needs depend on (`arb plan`)."""
+    index = ScoreIndex.of(examples)
+    rows = []
+    for task, group in _optimized(runs).groupby("task"):
+        api, local = group[group["api"]], group[~group["api"]]
+        if api.empty or local.empty:
+            continue
+        ref = api.loc[api["optimized_score"].idxmax()]
+        diffs = [b - a for a, b in (index.pairs(ref.run_id, "optimized", r, "optimized") for r in local["run_id"])]
+        d = np.concatenate(diffs) if diffs else np.array([])
+        if len(d):
+            rows.append({"task": task, "discordance": float(np.mean(d**2)), "runs": len(local), "examples": len(d)})
     return pd.DataFrame(rows, columns=["task", "discordance", "runs", "examples"]).set_index("task")

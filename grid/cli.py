@@ -45,6 +45,24 @@ TrackingUri = Annotated[
 ModelsFile = Annotated[
     Path | None, typer.Option("--models", help="Model registry YAML (default: the shipped grid/models.yaml).")
 ]
+MARGIN_DEFAULT = 5.0
+"""`trainables.noninferiority.MARGIN_PP`, written here so `arb --help` does not import numpy and scipy."""
+Margin = Annotated[
+    float,
+    typer.Option(
+        "--margin", min=0.1, max=100.0,
+        help="Non-inferiority margin δ in pp: a cheaper model is routed to only if its interval for "
+        "(model − reference) lies above −δ.",
+    ),
+]  # fmt: skip
+Reference = Annotated[
+    str | None,
+    typer.Option(
+        "--reference",
+        help="The model a task would be routed away from (default: each task's best API model, i.e. a registry "
+        "entry served remotely or priced per token).",
+    ),
+]
 
 
 def _uri(tracking_uri: str | None, *, sweep: bool = False) -> str:
@@ -232,14 +250,17 @@ def plan(
             table.add_row(str(i), *map(str, row))
         _console().print(table)
         typer.echo(f"{spec.name}: {len(trials)} trials")
-        _console().print(_power_table(spec, _measured_discordance(tracking_uri)))
+        measured, routed = _measured_discordance(tracking_uri)
+        _console().print(_power_table(spec, measured))
+        _console().print(_routing_plan(spec, registry, routed))
     if len(counts) > 1:
         typer.echo(f"{sum(counts)} trials in {len(counts)} grids")
 
 
-def _measured_discordance(tracking_uri: str | None) -> Any:
-    """Per task, how often earlier runs' conditions disagreed (`analysis.tables.discordance_by_task`); empty when
-    the store does not exist yet (planning must not create one) or holds no runs."""
+def _measured_discordance(tracking_uri: str | None) -> tuple[Any, Any]:
+    """Per task, how often earlier runs' conditions disagreed (`analysis.tables.discordance_by_task`), and how
+    often cheaper models disagreed with the best API model (`analysis.tables.routing_discordance`); empty when the
+    store does not exist yet (planning must not create one) or holds no runs."""
     import pandas as pd
 
     from trainables.tracking import default_tracking_uri
@@ -247,16 +268,47 @@ def _measured_discordance(tracking_uri: str | None) -> Any:
     uri = tracking_uri or default_tracking_uri()
     empty = pd.DataFrame(columns=["discordance", "runs", "examples"])
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return empty
+        return empty, empty
     from analysis.runs import load_study
-    from analysis.tables import discordance_by_task
+    from analysis.tables import discordance_by_task, routing_discordance
 
     try:
         runs, examples = load_study(uri)
     except Exception as exc:  # an unreachable server: plan still works, on the assumption
         typer.echo(f"(no earlier runs read from {uri}: {type(exc).__name__}; power below is assumed)", err=True)
-        return empty
-    return discordance_by_task(runs, examples) if not runs.empty else empty
+        return empty, empty
+    if runs.empty:
+        return empty, empty
+    return discordance_by_task(runs, examples), routing_discordance(runs, examples)
+
+
+def _routing_plan(spec: Any, registry: Any, measured: Any) -> Any:
+    """Per task: the test examples a routing decision at the grid's margin needs (a cheaper model shown
+    non-inferior when it is truly as good as the reference), beside n_eval, from measured or assumed
+    disagreement between a cheaper model and the reference."""
+    from rich.table import Table
+
+    from trainables import stats
+    from trainables.noninferiority import Rule
+
+    cheaper = [m for m in spec.models if not registry.get(m).is_api]
+    rule = Rule(spec.margin_pp, candidates=max(1, len(cheaper)))
+    title = (f"examples a routing decision needs ({spec.name}: δ = {spec.margin_pp:g} pp, {rule.confidence}, "
+             f"a candidate truly as good as the reference; n_eval {spec.n_eval})")  # fmt: skip
+    table = Table(title=title)
+    for col in ("task", "examples that differ", "from", "even chance", "80% power", f"n_eval {spec.n_eval}"):
+        table.add_column(col)
+    for task in spec.tasks:
+        if task in measured.index:
+            row = measured.loc[task]
+            rate, source = float(row["discordance"]), f"{int(row['runs'])} runs, {int(row['examples'])} examples"
+        else:
+            rate = stats.prior_discordance()
+            source = f"assumed: 0/1 at {stats.PRIOR_RATE:.0%}, ρ = {stats.PRIOR_RHO}"
+        even, power = rule.examples_needed(rate), rule.examples_needed(rate, power=stats.POWER)
+        verdict = "enough" if spec.n_eval >= power else ("a coin flip" if spec.n_eval >= even else "too few")
+        table.add_row(task, f"{rate:.0%}", source, f"{even:,.0f}", f"{power:,.0f}", verdict)
+    return table
 
 
 def _power_table(spec: Any, measured: Any) -> Any:
@@ -402,17 +454,24 @@ def report(
             help="Keep trials whose prompts reached the model's context window in the tables (default: listed apart).",
         ),
     ] = False,
+    margin: Margin = MARGIN_DEFAULT,
+    reference: Reference = None,
+    models: ModelsFile = None,
 ) -> None:
-    """Write the study's tables for the given grids as Markdown and CSV, and print the summary."""
+    """Write the study's tables for the given grids as Markdown and CSV, and print the summary. The routing table
+    routes a task to a cheaper model only where it is shown non-inferior (within --margin pp of the reference),
+    and writes the decisions as a LiteLLM gateway config (routing.litellm.yaml)."""
     from analysis.report import write_report
     from analysis.runs import ReportCache
+    from trainables.registry import load_registry
     from trainables.tracking import default_home
 
     uri = _uri(tracking_uri)
     cache = ReportCache.for_store(uri, default_home())
     if no_cache:
         shutil.rmtree(cache.directory, ignore_errors=True)
-    path = write_report(uri, grid or None, out, cache=cache, include_truncated=include_truncated)
+    path = write_report(uri, grid or None, out, registry=load_registry(models), cache=cache,
+                        include_truncated=include_truncated, margin_pp=margin, reference=reference)  # fmt: skip
     typer.echo(path.read_text())
     typer.echo(f"report written to {out.resolve()}")
 

@@ -110,6 +110,10 @@ class GridSpec(BaseModel):
     trace_sample: float = Field(default=1.0, gt=0, le=1)
     """Fraction of test examples whose evaluation is traced. The choice is by example id, so the baseline and the
     optimized program are traced on the same examples and can be compared side by side."""
+    margin_pp: float = Field(default=5.0, gt=0, le=100)
+    """Non-inferiority margin δ (percentage points) of the routing question: a cheaper model may take a task only
+    if it is shown at most this much worse than the reference (`trainables.noninferiority`). `arb plan` says how
+    many test examples that needs; `arb route` races to it."""
     lm_cache: bool = True
     """Keep LM responses in the node's cache (`$ARB_HOME/cache/lm`, keyed by endpoint and model version), so a
     retried or resumed trial does not pay again for calls it already made; `false` sends every call to the model."""

@@ -12,8 +12,9 @@ from synthetic import DELTAS, REPORTED, TIERS, _row, binary, paired_examples, st
 from analysis import tables
 from analysis.routing import routing_advice
 from analysis.runs import typed_runs
+from trainables.noninferiority import Rule
 from trainables.registry import load_registry
-from trainables.stats import delta_verdict, gap_verdict, noise_floor_pp, paired_delta
+from trainables.stats import delta_verdict, noise_floor_pp, paired_delta
 
 
 def test_per_model_table_gives_back_the_study() -> None:
@@ -94,12 +95,13 @@ def test_noise_floor_at_study_size() -> None:
     assert noise_floor_pp(200) < noise_floor_pp(50)
 
 
-def test_gap_verdicts() -> None:
-    equal = paired_delta(np.array(binary(400, 200)), np.array(binary(400, 200)))
-    assert gap_verdict(equal) == "matched"
-    small = paired_delta(np.array(binary(10, 5)), np.array(binary(10, 5, np.random.default_rng(1))))
-    assert gap_verdict(small).startswith("inconclusive")
-    assert gap_verdict(paired_delta(np.ones(50), np.zeros(50))) == "gap remains"
+def test_gap_verdicts_are_the_routing_rule() -> None:
+    rule = Rule(5.0)
+    equal = rule.compare(np.array(binary(400, 200)), np.array(binary(400, 200)))
+    assert rule.verdict(equal) == "non-inferior"
+    small = rule.compare(np.array(binary(10, 5)), np.array(binary(10, 5, np.random.default_rng(1))))
+    assert rule.verdict(small) == "undecided"
+    assert rule.verdict(rule.compare(np.ones(50), np.zeros(50))) == "worse than margin"
 
 
 def _routing_fixture() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -114,11 +116,12 @@ def _routing_fixture() -> tuple[pd.DataFrame, pd.DataFrame]:
     return typed_runs(rows), pd.concat(frames, ignore_index=True)
 
 
-def test_routing_picks_the_cheapest_model_that_is_not_significantly_worse() -> None:
+def test_routing_picks_the_cheapest_model_shown_non_inferior() -> None:
     runs, examples = _routing_fixture()
     advice = routing_advice(runs, examples, load_registry()).set_index("task")
     assert advice.loc["easy", "route_to"] == "llama3.2" and advice.loc["easy", "usd_per_1k"] == 0.0
-    assert advice.loc["hard", "route_to"] == "gpt-4o"
+    assert advice.loc["easy", "decision"] == "route" and advice.loc["easy", "why"].startswith("route to llama3.2")
+    assert advice.loc["hard", "route_to"] == "gpt-4o" and advice.loc["hard", "decision"] == "keep reference"
     # gpt-4o: 500 prompt + 50 completion tokens per call at $2.5 / $10 per 1M -> $1.75 per 1,000 calls
     assert advice.loc["easy", "reference_usd_per_1k"] == pytest.approx(1.75)
     assert advice.loc["easy", "latency_s_per_1k"] == pytest.approx(200.0)

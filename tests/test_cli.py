@@ -44,8 +44,11 @@ def test_plan_prints_what_each_task_can_detect_without_creating_a_store(tmp_path
     proc = arb("plan", "phase1-sequential", home=tmp_path)
     assert proc.returncode == 0 and "54 trials" in proc.stdout
     lines = [line for line in proc.stdout.splitlines() if line.startswith("│ math ")]
-    assert len(lines) == 1 and "assumed" in lines[0]
+    assert len(lines) == 2 and "assumed" in lines[0] and "assumed" in lines[1]
     assert [cell.strip() for cell in lines[0].split("│")[4:6]] == ["20 pp", "23 pp"]  # fixed, sequential at n = 50
+    # a routing decision at δ = 5 pp over phase 1's 4 local candidates: (z_{1−0.05/8} + z_power)² × 0.25 / 0.05²
+    assert "δ = 5 pp, 95% (Bonferroni over 4)" in proc.stdout
+    assert [cell.strip() for cell in lines[1].split("│")[4:7]] == ["624", "1,116", "too few"]
     assert not (tmp_path / "mlflow.db").exists()
 
 

@@ -20,6 +20,8 @@ DEFAULT_OLLAMA = "http://127.0.0.1:11434"
 DEFAULT_OPENAI = "https://api.openai.com/v1"
 
 Provider = Literal["ollama", "openai", "embedded"]
+REMOTE_PROVIDERS: frozenset[str] = frozenset({"openai"})
+"""Providers whose models run on someone else's servers (the project starts no server for them)."""
 
 
 class SplitGguf(BaseModel):
@@ -83,6 +85,13 @@ class ModelEntry(BaseModel):
         if self.provider == "openai":
             return os.environ.get("OPENAI_BASE_URL", DEFAULT_OPENAI)
         return None
+
+    @property
+    def is_api(self) -> bool:
+        """An API model: served remotely or priced per token. The routing question is whether a cheaper model can
+        replace one of these; it asks this, not the provider's name, so a second API provider (or an embedded
+        model given a token price to stand in for one) counts as well."""
+        return self.provider in REMOTE_PROVIDERS or self.input_usd_per_mtok > 0 or self.output_usd_per_mtok > 0
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int, model_seconds: float = 0.0) -> float:
         """API price of the tokens, plus GPU time for local models priced per GPU-hour."""

@@ -30,7 +30,7 @@ from one procedure.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -87,30 +87,64 @@ def _as_x(diffs: np.ndarray) -> np.ndarray:
     return np.clip((d + 1) / 2, 0.0, 1.0)
 
 
+@dataclass
+class RunningSequence:
+    """The confidence sequence carried from one batch of differences to the next: the capital at every candidate
+    mean and the running intersection so far, so a race that looks after every round pays only for the new
+    examples (recomputing from the first example each round grows quadratically with the rounds)."""
+
+    alpha: float = ALPHA
+    n: int = 0
+    low: float = -1.0
+    high: float = 1.0
+    best_at_zero: float = 0.0
+    _up: np.ndarray = field(default_factory=lambda: np.zeros(len(_GRID)))
+    _down: np.ndarray = field(default_factory=lambda: np.zeros(len(_GRID)))
+
+    @property
+    def look(self) -> Look:
+        """The sequence now (after `n` differences)."""
+        return Look(self.n, float(100 * self.low), float(100 * self.high), min(1.0, math.exp(-self.best_at_zero)))
+
+    def extend(self, diffs: np.ndarray) -> list[Look]:
+        """Take in every difference so far (`diffs`: the whole sequence, of which the first `n` were seen) and
+        return one `Look` per new example. The bets depend on all earlier examples, so the whole sequence is
+        passed; only the new part is scored against the grid."""
+        x = _as_x(diffs)
+        if len(x) < self.n:
+            raise ValueError(f"the sequence had {self.n} differences; it cannot shrink to {len(x)}")
+        new = x[self.n :]
+        if len(new) == 0:
+            return []
+        bets = _bets(x, self.alpha)[self.n :, None]
+        m = _GRID[None, :]
+        up = self._up + np.cumsum(np.log1p(np.minimum(bets, _TRUNCATION / m) * (new[:, None] - m)), axis=0)
+        down = self._down + np.cumsum(np.log1p(-np.minimum(bets, _TRUNCATION / (1 - m)) * (new[:, None] - m)), axis=0)
+        log_capital = np.logaddexp(up, down) + math.log(0.5)
+        self._up, self._down = up[-1], down[-1]
+        rejected = log_capital >= math.log(1 / self.alpha)
+        observed = np.cumsum(x)[self.n :] / np.arange(self.n + 1, len(x) + 1)
+        looks = []
+        for i in range(len(new)):
+            keep = ~rejected[i]
+            if rejected[i, _ZERO]:  # 0 is out: keep only the side where the estimate is, so the interval excludes it
+                keep &= (_GRID > 0.5) if observed[i] > 0.5 else (_GRID < 0.5)
+            inside = _GRID[keep]
+            if len(inside):
+                self.low, self.high = max(self.low, 2 * inside[0] - 1), min(self.high, 2 * inside[-1] - 1)
+            if self.low > self.high:  # the running intersection emptied (possible, rarely): keep the point it closed on
+                self.low = self.high = (self.low + self.high) / 2
+            self.best_at_zero = max(self.best_at_zero, float(log_capital[i, _ZERO]))
+            p = min(1.0, math.exp(-self.best_at_zero))
+            looks.append(Look(self.n + i + 1, float(100 * self.low), float(100 * self.high), p))
+        self.n = len(x)
+        return looks
+
+
 def confidence_sequence(diffs: np.ndarray, alpha: float = ALPHA) -> list[Look]:
     """The running-intersection confidence sequence after each of `diffs` (paired differences in [−1, 1], in
     evaluation order): one `Look` per example."""
-    x = _as_x(diffs)
-    n = len(x)
-    if n == 0:
-        return []
-    log_capital = _log_capital(x[:, None], _bets(x, alpha)[:, None], _GRID[None, :], axis=0)
-    rejected = log_capital >= math.log(1 / alpha)
-    observed = np.cumsum(x) / np.arange(1, n + 1)
-    looks, low, high, best_at_zero = [], -1.0, 1.0, 0.0
-    for i in range(n):
-        keep = ~rejected[i]
-        if rejected[i, _ZERO]:  # 0 is out: keep only the side where the estimate is, so the interval excludes it
-            keep &= (_GRID > 0.5) if observed[i] > 0.5 else (_GRID < 0.5)
-        inside = _GRID[keep]
-        if len(inside):
-            low, high = max(low, 2 * inside[0] - 1), min(high, 2 * inside[-1] - 1)
-        if low > high:  # the running intersection emptied (possible, rarely): keep the point it closed on
-            low = high = (low + high) / 2
-        best_at_zero = max(best_at_zero, float(log_capital[i, _ZERO]))
-        p = min(1.0, math.exp(-best_at_zero))
-        looks.append(Look(i + 1, float(100 * low), float(100 * high), p))
-    return looks
+    return RunningSequence(alpha).extend(np.asarray(diffs, dtype=float))
 
 
 FUTILITY_PATHS = 200

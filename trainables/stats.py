@@ -52,12 +52,13 @@ class PairedDelta:
         return self.p_value <= ALPHA
 
 
-def paired_delta(a: np.ndarray, b: np.ndarray, *, seed: int = 0) -> PairedDelta:
+def paired_delta(a: np.ndarray, b: np.ndarray, *, seed: int = 0, alpha: float = ALPHA) -> PairedDelta:
     """Compare per-example scores `b` against `a` (same examples, same order, scores in [0, 1]) with the paired
     sign-flip test: under "no difference", each example's difference is as likely to have either sign.
 
-    The interval holds every shift δ whose test on (b − a − δ) is not rejected, searched by bisection from the
-    observed mean outwards; it excludes 0 exactly when p ≤ `ALPHA`.
+    The interval holds every shift δ whose test on (b − a − δ) is not rejected at `alpha` (a 1 − `alpha`
+    interval), searched by bisection from the observed mean outwards; it excludes 0 exactly when p ≤ `alpha`.
+    A smaller `alpha` is how a decision over several candidates splits its error rate (`trainables.noninferiority`).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
@@ -66,13 +67,13 @@ def paired_delta(a: np.ndarray, b: np.ndarray, *, seed: int = 0) -> PairedDelta:
     if n == 0:
         return PairedDelta(0, float("nan"), float("nan"), float("nan"), 1.0, 0, 0)
     diff = np.sort(b - a)  # the test does not depend on the order of the examples; sorted, equal inputs share work
-    mean, low, high, p = _sign_flip(diff.tobytes(), seed)
+    mean, low, high, p = _sign_flip(diff.tobytes(), seed, alpha)
     up, down = int((diff > 0).sum()), int((diff < 0).sum())
     return PairedDelta(n, 100 * mean, 100 * low, 100 * high, p, up, down)
 
 
 @lru_cache(maxsize=4096)
-def _sign_flip(sorted_diff: bytes, seed: int) -> tuple[float, float, float, float]:
+def _sign_flip(sorted_diff: bytes, seed: int, alpha: float = ALPHA) -> tuple[float, float, float, float]:
     """(mean, interval low, interval high, p-value) of the sign-flip test on these differences, in [−1, 1] units;
     memoized: with 0/1 scores most comparisons of a report have the same few hundred up/down/tie counts."""
     diff = np.frombuffer(sorted_diff)
@@ -83,9 +84,9 @@ def _sign_flip(sorted_diff: bytes, seed: int) -> tuple[float, float, float, floa
 
     mean = float(diff.mean())
     p = p_at(0.0)
-    low = _bound(p_at, mean, 0.0 if (mean > 0 and p <= ALPHA) else -1.0)
-    high = _bound(p_at, mean, 0.0 if (mean < 0 and p <= ALPHA) else 1.0)
-    if p > ALPHA:  # 0 is not rejected, so it belongs to the interval even where acceptance is not one stretch
+    low = _bound(p_at, mean, 0.0 if (mean > 0 and p <= alpha) else -1.0, alpha)
+    high = _bound(p_at, mean, 0.0 if (mean < 0 and p <= alpha) else 1.0, alpha)
+    if p > alpha:  # 0 is not rejected, so it belongs to the interval even where acceptance is not one stretch
         low, high = min(low, 0.0), max(high, 0.0)
     return mean, low, high, p
 
@@ -110,14 +111,14 @@ def _sign_flip_p(x: np.ndarray, signs: np.ndarray | None) -> float:
     return (extreme + 1) / (len(signs) + 1)  # a random sample of them (Phipson & Smyth 2010: never 0)
 
 
-def _bound(p_at: Callable[[float], float], inside: float, limit: float, tol: float = 5e-4) -> float:
+def _bound(p_at: Callable[[float], float], inside: float, limit: float, alpha: float, tol: float = 5e-4) -> float:
     """The end of the accepted shifts between `inside` (accepted: the observed mean has p = 1) and `limit`."""
-    if p_at(limit) > ALPHA:
+    if p_at(limit) > alpha:
         return limit
     good, bad = inside, limit
     while abs(bad - good) > tol:
         mid = (good + bad) / 2
-        if p_at(mid) > ALPHA:
+        if p_at(mid) > alpha:
             good = mid
         else:
             bad = mid
@@ -161,19 +162,6 @@ def delta_verdict(d: PairedDelta) -> str:
     if d.significant:
         return "improved" if d.delta_pp > 0 else "worse"
     return "no significant change"
-
-
-def gap_verdict(d: PairedDelta, margin_pp: float = 5.0) -> str:
-    """Local against API (d = local − API): matched only if the whole CI lies within ±margin."""
-    if d.n == 0:
-        return "no data"
-    if d.significant and d.delta_pp > 0:
-        return "local better"
-    if d.significant and d.delta_pp < 0:
-        return "gap remains"
-    if -margin_pp <= d.ci_low and d.ci_high <= margin_pp:
-        return "matched"
-    return "inconclusive (more examples needed)"
 
 
 POWER = 0.8
