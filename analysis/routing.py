@@ -81,18 +81,17 @@ def routing_advice(
     rows = []
     index = index or ScoreIndex(examples)
     for task, group in done.groupby("task"):
-        pool = group[group["model"] == reference] if reference else group[group["api"]]
-        if pool.empty:
+        field = contenders(group, reference)
+        if field is None:
             continue
-        ref = pool.loc[pool["optimized_score"].idxmax()]
-        others = [c for c in group.itertuples() if c.run_id != ref.run_id and _cheaper(c, ref)]
+        ref, others = field
         rule = Rule(margin_pp, candidates=len(others))
         paired = []
         for cand in others:
             a, b = index.pairs(ref.run_id, "optimized", cand.run_id, "optimized")
             if len(a) == 0:
                 continue  # no shared examples: no evidence either way, so it is never a pick
-            name = _name(cand, group)
+            name = program_name(cand, group)
             paired.append(Candidate(name, _num(cand.usd_per_1k), _num(cand.latency_s_per_1k),
                                     rule.compare(a, b), spread_of(a, b)))  # fmt: skip
         row = {"task": task, "reference": ref.model, "reference_score": ref.optimized_score,
@@ -111,7 +110,7 @@ def routing_advice(
         else:
             decision_kind, why = decision.kind, decision.words
         chosen = decision.chosen
-        by_name = {_name(c, group): c for c in others}
+        by_name = {program_name(c, group): c for c in others}
         pick = by_name[chosen.name] if chosen else ref
         rows.append(
             {
@@ -131,7 +130,18 @@ def routing_advice(
     return pd.DataFrame(rows, columns=ROUTING_COLUMNS)
 
 
-def _name(run: Any, group: pd.DataFrame) -> str:
+def contenders(group: pd.DataFrame, reference: str | None = None) -> tuple[Any, list[Any]] | None:
+    """One task's optimized runs (with `api`, `usd_per_1k`): the reference run (the named model's best, else the
+    best API model's, by optimized score) and the runs that could replace it (the cheaper ones); None without a
+    reference."""
+    pool = group[group["model"] == reference] if reference else group[group["api"]]
+    if pool.empty:
+        return None
+    ref = pool.loc[pool["optimized_score"].idxmax()]
+    return ref, [c for c in group.itertuples() if c.run_id != ref.run_id and _cheaper(c, ref)]
+
+
+def program_name(run: Any, group: pd.DataFrame) -> str:
     """A candidate's name: its model, with the optimizer when the task has several programs of that model."""
     model = str(run.model)
     if int((group["model"] == model).sum()) > 1:

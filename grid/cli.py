@@ -7,6 +7,7 @@ arb status                # finished / running / errored / pending trials per gr
 arb resume smoke          # finish an interrupted grid: only unfinished trials run
 arb ui                    # browse the runs in the MLflow UI
 arb report smoke --out report/
+arb route phase1          # race cheaper models against the reference on more examples; register the decision
 arb export phase1         # the grid's runs, artifacts and tables in one .tar.gz; `arb import` loads it elsewhere
 """
 
@@ -474,6 +475,59 @@ def report(
                         include_truncated=include_truncated, margin_pp=margin, reference=reference)  # fmt: skip
     typer.echo(path.read_text())
     typer.echo(f"report written to {out.resolve()}")
+
+
+@app.command()
+def route(
+    grid: Annotated[list[str], typer.Argument(help="Grid names (their MLflow experiments) whose trials race.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for decisions.csv and routing.litellm.yaml.")] = Path(
+        "route"
+    ),
+    margin: Margin = MARGIN_DEFAULT,
+    reference: Reference = None,
+    batch: Annotated[int, typer.Option(min=1, help="Test examples per program per round.")] = 25,
+    n_max: Annotated[
+        int | None, typer.Option("--n-max", min=1, help="Most test examples per program (default: the split's size).")
+    ] = None,
+    rounds: Annotated[
+        int | None,
+        typer.Option(min=0, help="Stop after this many rounds (a budget); `arb route` again continues the race."),
+    ] = None,
+    tracking_uri: TrackingUri = None,
+    models: ModelsFile = None,
+    embedded_port: Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")] = 8761,
+) -> None:
+    """Decide, per task, whether a cheaper model can take it: race the cheaper models' optimized programs against
+    the reference on more test examples, round by round, until each is shown non-inferior (within --margin pp) or
+    worse, or --n-max is reached. Records each race in MLflow, registers the chosen program under the alias
+    `routed`, and writes a LiteLLM gateway config. Interrupted, it continues where it stopped."""
+    from analysis.routing import write_gateway_config
+    from grid.route import Settings, decisions_frame, grid_setup, plan_races, registered_name, run_races
+    from trainables.tracking import default_home
+
+    uri = _uri(tracking_uri, sweep=True)
+    registry, registry_path, lm_cache, cpus = grid_setup(grid[0], uri, models)
+    settings = Settings(margin_pp=margin, batch=batch, n_max=n_max, reference=reference, rounds=rounds)
+    races = plan_races(uri, grid, registry, settings)
+    for r in races:
+        have = len(r.scores(r.reference))
+        typer.echo(f"{r.task}: {r.reference.name} against {', '.join(c.name for c in r.candidates)}; "
+                   f"{have} example(s) already scored, up to {len(r.order)}", err=True)  # fmt: skip
+    states = run_races(races, uri, registry, settings, registry_path=registry_path, lm_cache=lm_cache,
+                       trial_cpus=cpus, embedded_port=embedded_port, home=default_home())  # fmt: skip
+    frame = decisions_frame(races, states)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "decisions.csv", index=False)
+    decided = frame[frame["decision"] != "racing"]
+    write_gateway_config(decided, registry, out / "routing.litellm.yaml")
+    for row in frame.itertuples():
+        where = f" (registered {registered_name(grid[0], str(row.task))}@routed)" if row.decision != "racing" else ""
+        typer.echo(f"{row.task}: {row.why or 'still racing'}{where}")
+    typer.echo(f"decisions: {(out / 'decisions.csv').resolve()}; gateway config: "
+               f"{(out / 'routing.litellm.yaml').resolve()}")  # fmt: skip
+    if len(decided) < len(frame):
+        raise ArbError(f"{len(frame) - len(decided)} task(s) still racing after the round budget",
+                       f"`{_me()} route {' '.join(grid)}` continues from the rounds recorded")  # fmt: skip
 
 
 @app.command(name="export")

@@ -251,8 +251,8 @@ def _steps(
         slots.wait_turn(pace.allowance)  # placed ahead of its node's model switch: no request before it
     with pace.phases.phase("load"):
         lm_cache.install(tracking.default_home() / "cache" / "lm" if trial.lm_cache else None)
-        student_at = _endpoint(runtime, trial.model, student_entry)
-        teacher_at = _endpoint(runtime, teacher_name, teacher_entry)
+        student_at = endpoint_for(runtime, trial.model, student_entry)
+        teacher_at = endpoint_for(runtime, teacher_name, teacher_entry)
         student = build_lm(student_entry, meter=run_id, role="student", **student_at)
         teacher = build_lm(teacher_entry, meter=run_id, role="teacher", **teacher_at)
         program = task.program(splits)
@@ -470,7 +470,7 @@ def _aligned(a: EvalResult, b: EvalResult) -> tuple[np.ndarray, np.ndarray]:
     return np.array([r.score for r in both]), np.array([scores_b[r.example_id] for r in both])
 
 
-def _endpoint(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, Any]:
+def endpoint_for(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, Any]:
     """Where to reach a model (and which version answers there): the driver's override (embedded servers), else
     for Ollama this node's server, checked to answer and hold the model before any work is done."""
     if name in runtime.endpoints:

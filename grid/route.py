@@ -1,0 +1,450 @@
+"""`arb route`: per task, race the cheaper models' optimized programs against the reference on more test examples
+until the routing decision is made, then record it, register it and write it as a gateway config.
+
+For each task of the grids, the reference (the named model, else the best API model) and the cheaper candidates
+(`analysis.routing.contenders`) enter a race (`trainables.race`). Each round scores the next batch of the task's
+seeded test order on every candidate still open and on the reference (once per example, shared), in parallel:
+one Ray task per program, on a node that can serve its model (an Ollama node's slot, `ollama_slots`, kept on the
+node that already served that model when it is still there: Ollama loads a model once per node). The trials'
+own per-example scores are the race's first examples.
+
+The record: one MLflow run per task's race in the grid's experiment (tag `arb.kind` = `race`; it has no trial
+key, so status, resume and the report's trial counts do not see it), with every candidate's interval as metric
+history per round, each program's per-example outcomes (`race/outcomes.json`, rewritten after every round: a
+killed race resumes from the last round recorded without scoring an example twice), and the decision. The
+decision is registered: per task a registered model `arb.<grid>.<task>` whose version is the chosen program's
+logged model, with alias `routed` (the reference's program when nothing qualifies). `routing.litellm.yaml`
+routes each task to its chosen model through a LiteLLM proxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
+from grid.launch import PRELOAD, connect_ray, stored_spec
+from grid.placement import SLOTS
+from trainables.errors import ArbError
+from trainables.noninferiority import MARGIN_PP
+from trainables.race import BATCH, Entrant, Race, RaceRule, RaceState
+from trainables.registry import ModelRegistry, load_registry
+from trainables.stats import ALPHA
+
+ROUTED_ALIAS = "routed"
+RACE_KIND = "race"
+OUTCOMES = "race/outcomes.json"
+
+
+@dataclass
+class Program:
+    """One trial's optimized program in a race."""
+
+    name: str
+    run_id: str
+    model: str
+    model_uri: str | None
+    usd_per_1k: float
+    latency_s_per_1k: float
+    ollama: bool = False
+
+
+@dataclass
+class TaskRace:
+    """One task's race: who runs, on which examples, what is known so far, and where it is recorded."""
+
+    grid: str
+    task: str
+    reference: Program
+    candidates: list[Program]
+    data: str
+    seed: int
+    n_val: int
+    structured: bool
+    order: list[str]
+    """Example ids of the task's seeded test order, up to the race's n_max."""
+    outcomes: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Program name → example id → score."""
+    run_id: str = ""
+    rounds: int = 0
+
+    def scores(self, program: Program) -> np.ndarray:
+        """The program's scores on the seeded order, as far as they are known without a gap."""
+        known = self.outcomes.get(program.name, {})
+        out = []
+        for example_id in self.order:
+            if example_id not in known:
+                break
+            out.append(known[example_id])
+        return np.array(out, dtype=float)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a race decides at and how it spends examples (`arb route`'s options)."""
+
+    margin_pp: float = MARGIN_PP
+    alpha: float = ALPHA
+    batch: int = BATCH
+    n_max: int | None = None
+    """None: the test split's size."""
+    reference: str | None = None
+    rounds: int | None = None
+    """Stop after this many rounds in this invocation (a budget); `arb route` again continues."""
+
+
+def race_key(grid: str, task: str, reference: Program, candidates: list[Program], settings: Settings) -> str:
+    """What identifies a race: the programs and the rule. Another margin is another race (its own run)."""
+    raw = json.dumps([grid, task, reference.run_id, sorted(c.run_id for c in candidates), settings.margin_pp,
+                      settings.alpha, settings.batch, settings.n_max])  # fmt: skip
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def plan_races(tracking_uri: str, grids: list[str], registry: ModelRegistry, settings: Settings) -> list[TaskRace]:
+    """The races of the grids' tasks: reference and candidates from the finished optimized trials, the trials'
+    per-example scores as the first outcomes, and a race already recorded (same programs and rule) resumed."""
+    from analysis.routing import contenders, per_call_costs, program_name
+    from analysis.runs import load_study, mark_api
+    from analysis.tables import _optimized
+
+    runs, examples = load_study(tracking_uri, grids)
+    if runs.empty:
+        raise ArbError(f"no runs for {', '.join(grids)} in {tracking_uri}", "run the grid first (`arb run GRID`)")
+    runs = mark_api(runs[runs["status"] == "finished"], registry)
+    costs = per_call_costs(runs, examples, registry)
+    done = _optimized(runs).merge(costs, on="run_id", how="left")
+    if settings.reference is not None and settings.reference not in set(done["model"]):
+        raise ArbError(f"reference model {settings.reference!r} has no finished optimized run in {', '.join(grids)}",
+                       f"name one of: {', '.join(sorted(set(done['model']))) or 'none'}")  # fmt: skip
+    client = MlflowClient(tracking_uri)
+    opt = examples[examples["condition"] == "optimized"]
+    races = []
+    for task, group in done.groupby("task"):
+        field_ = contenders(group, settings.reference)
+        if field_ is None:
+            print(f"{task}: no reference model ran it (an API model, or --reference): skipped", file=sys.stderr)
+            continue
+        ref_row, others = field_
+        ref_params = client.get_run(ref_row.run_id).data.params
+        same = [c for c in others if _params_of(client, c.run_id, ref_params)]
+        if not same:
+            print(f"{task}: no cheaper model ran it on the reference's examples: nothing to race", file=sys.stderr)
+            continue
+        reference = _program(ref_row, program_name(ref_row, group), registry, client)
+        candidates = [_program(c, program_name(c, group), registry, client) for c in same]
+        race = _task_race(str(grids[0]), str(task), reference, candidates, ref_params, settings)
+        for program in [reference, *candidates]:
+            mine = opt[opt["run_id"] == program.run_id]
+            race.outcomes[program.name] = dict(zip(mine["example_id"].astype(str), mine["score"].astype(float),
+                                                   strict=True))  # fmt: skip
+        _open_record(client, race, settings)
+        races.append(race)
+    if not races:
+        raise ArbError(f"nothing to race in {', '.join(grids)}",
+                       "a race needs a finished optimized trial of an API model (or --reference) and of a cheaper "
+                       "model on the same task and seed")  # fmt: skip
+    return races
+
+
+def _params_of(client: MlflowClient, run_id: str, ref: dict[str, str]) -> bool:
+    """Whether a candidate trial saw the same test examples as the reference (same data source and seed)."""
+    params = client.get_run(run_id).data.params
+    return all(params.get(k) == ref.get(k) for k in ("data", "seed", "task_version"))
+
+
+def _program(row: Any, name: str, registry: ModelRegistry, client: MlflowClient) -> Program:
+    entry = registry.get(str(row.model))
+    tags = client.get_run(row.run_id).data.tags
+    return Program(name, row.run_id, str(row.model), tags.get("arb.model_uri"), _num(row.usd_per_1k),
+                   _num(row.latency_s_per_1k), entry.provider == "ollama")  # fmt: skip
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None or pd.isna(value) else float(value)
+
+
+def _task_race(
+    grid: str, task: str, reference: Program, candidates: list[Program], params: dict[str, str], settings: Settings
+) -> TaskRace:  # fmt: skip
+    """The race's examples: the task's seeded test order (the trials' order), up to n_max."""
+    from trainables.tasks import get_task
+
+    data, seed, n_val = params.get("data", "hub"), int(params.get("seed", 0)), int(params.get("n_val", 20))
+    limit = settings.n_max or 10**9
+    splits = get_task(task).load(data, seed, 0, n_val, limit)
+    order = [str(ex.get("id", "")) for ex in splits.test]
+    structured = params.get("structured", "False") == "True"
+    return TaskRace(grid, task, reference, candidates, data, seed, n_val, structured, order)
+
+
+def _open_record(client: MlflowClient, race: TaskRace, settings: Settings) -> None:
+    """Find the task's race run (same programs and rule) or start one; load the outcomes it recorded."""
+    from trainables.tracking import search_all
+
+    exp = client.get_experiment_by_name(race.grid)
+    assert exp is not None  # load_study found its runs
+    key = race_key(race.grid, race.task, race.reference, race.candidates, settings)
+    found = search_all(client, exp.experiment_id, f"tags.`arb.race_key` = '{key}'")
+    if found:
+        run = found[0]
+        race.run_id = run.info.run_id
+        race.rounds = int(run.data.tags.get("arb.race_rounds", "0"))
+        try:
+            path = client.download_artifacts(race.run_id, OUTCOMES)
+        except Exception:  # no round recorded yet
+            return
+        for name, scores in json.loads(Path(path).read_text()).items():
+            race.outcomes.setdefault(name, {}).update({str(k): float(v) for k, v in scores.items()})
+        return
+    names = [c.name for c in race.candidates]
+    run = client.create_run(
+        exp.experiment_id,
+        run_name=f"race · {race.task} · {race.reference.name} vs {', '.join(names)}",
+        tags={
+            "arb.kind": RACE_KIND,
+            "arb.race_key": key,
+            "arb.task": race.task,
+            "arb.grid": race.grid,
+            "arb.race_rounds": "0",
+        },
+    )
+    race.run_id = run.info.run_id
+    params = {"task": race.task, "reference": race.reference.name, "candidates": ", ".join(names),
+              "margin_pp": settings.margin_pp, "alpha": settings.alpha, "batch": settings.batch,
+              "n_max": len(race.order), "seed": race.seed, "data": race.data}  # fmt: skip
+    for k, v in params.items():
+        client.log_param(race.run_id, k, str(v)[:6000])
+
+
+def _slug(name: str) -> str:
+    """A program name as an MLflow metric key (letters, digits, _ - . / and spaces only)."""
+    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", name)
+
+
+def _log_look(client: MlflowClient, race: TaskRace, state: RaceState) -> None:
+    now = int(time.time() * 1000)
+    metrics = []
+    for s in state.standings.values():
+        key = _slug(s.name)
+        for what, value in (("gap_pp", s.delta_pp), ("ci_low", s.ci_low), ("ci_high", s.ci_high), ("n", s.n)):
+            if not math.isnan(value):
+                metrics.append(Metric(f"{what}.{key}", float(value), now, race.rounds))
+    metrics.append(Metric("racing", float(len(state.racing)), now, race.rounds))
+    client.log_batch(race.run_id, metrics=metrics, synchronous=True)
+
+
+def progress_line(race: TaskRace, state: RaceState) -> str:
+    """A task's race after a look: candidates left, examples so far, current intervals."""
+    parts = [f"{s.name} {s.delta_pp:+.1f} [{s.ci_low:+.1f}, {s.ci_high:+.1f}] {s.verdict} (n {s.n})"
+             for s in state.standings.values()]  # fmt: skip
+    left = f"{len(state.racing)} of {len(race.candidates)} racing"
+    return f"{race.task} · round {race.rounds} · {left} · reference n {state.n_reference} · " + " · ".join(parts)
+
+
+def run_races(
+    races: list[TaskRace], tracking_uri: str, registry: ModelRegistry, settings: Settings, *,
+    registry_path: str | None = None, lm_cache: bool = True, trial_cpus: float = 1.0,
+    embedded_port: int = DEFAULT_PORT, home: Path, stream: Any = sys.stderr,
+) -> list[RaceState]:  # fmt: skip
+    """Race every task (their rounds in parallel, each round's programs in parallel), recording each look."""
+    import ray
+
+    from trainables.trial import Runtime
+
+    client = MlflowClient(tracking_uri)
+    used = sorted({p.model for r in races for p in [r.reference, *r.candidates]})
+    registry.require_keys(used)
+    check_embedded(used, registry, embedded_port)
+    rule = RaceRule(settings.margin_pp, settings.alpha, settings.batch, max(len(r.order) for r in races))
+    engines = {r.task: Race(rule, r.reference.name, [_entrant(p) for p in r.candidates], len(r.order))
+               for r in races}  # fmt: skip
+    states: dict[str, RaceState] = {}
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    with serve_embedded(used, registry, home / "logs", base_port=embedded_port, stream=stream) as servers:
+        runtime = Runtime(tracking_uri=tracking_uri, experiment_id="", registry_path=registry_path,
+                          registry=registry.model_dump(), endpoints=servers.endpoints,
+                          timeouts=servers.timeouts).model_dump()  # fmt: skip
+        if address == "local":
+            os.environ["ARB_HOME"] = str(home.resolve())
+        preload = {"preload_python_modules": list(PRELOAD)} if address == "local" else None
+        connect_ray(address, configure_logging=True, logging_level=logging.ERROR, _system_config=preload)
+        try:
+            from grid.placement import ollama_nodes
+
+            # Ollama programs take a node's slot only where nodes advertise them (a cluster); on one machine,
+            # as for trials, nothing is pinned.
+            slots = bool(ollama_nodes(ray.nodes()))
+            homes: dict[str, str] = {}  # model → the node that last served it
+            budget = settings.rounds
+            while True:
+                pending: dict[str, tuple[TaskRace, Any]] = {}
+                for race in races:
+                    state = _look(client, race, engines[race.task], stream)
+                    states[race.task] = state
+                    if state.decision is None and budget != 0:
+                        pending[race.task] = (race, engines[race.task].next_round(state))
+                if not pending:
+                    break
+                _play_round(client, list(pending.values()), runtime, lm_cache, trial_cpus, homes if slots else None)
+                budget = None if budget is None else budget - 1
+        finally:
+            ray.shutdown()
+        if servers.failure is not None:
+            raise servers.failure
+    for race in races:
+        decision = states[race.task].decision
+        if decision is not None:
+            _finish(client, race, states[race.task], settings)
+    return [states[r.task] for r in races]
+
+
+def _entrant(p: Program) -> Entrant:
+    return Entrant(p.name, p.usd_per_1k if not math.isnan(p.usd_per_1k) else math.inf,
+                   p.latency_s_per_1k if not math.isnan(p.latency_s_per_1k) else math.inf)  # fmt: skip
+
+
+def _look(client: MlflowClient, race: TaskRace, engine: Race, stream: Any) -> RaceState:
+    ref = race.scores(race.reference)
+    state = engine.judge(ref, {c.name: race.scores(c) for c in race.candidates})
+    _log_look(client, race, state)
+    print(progress_line(race, state), file=stream, flush=True)
+    return state
+
+
+def _play_round(
+    client: MlflowClient, work: list[tuple[TaskRace, Any]], runtime: dict[str, Any], lm_cache: bool,
+    trial_cpus: float, homes: dict[str, str] | None,
+) -> None:  # fmt: skip
+    """One round of every open task: each program's slice as a Ray task, all at once; the outcomes recorded.
+    `homes`: the node that last served each model, on a cluster of Ollama nodes (None on one machine)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from trainables.race_round import score_slice
+
+    def where() -> str:
+        return str(ray.get_runtime_context().get_node_id())
+
+    @ray.remote
+    def piece(p: dict[str, Any], rt: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        return score_slice(p, rt), where()
+
+    futures = []
+    for race, step in work:
+        slices = [(race.reference, step.reference)] if len(step.reference) else []
+        by_name = {c.name: c for c in race.candidates}
+        slices += [(by_name[name], span) for name, span in step.candidates.items() if len(span)]
+        for program, span in slices:
+            p = {"run_id": program.run_id, "model": program.model, "task": race.task, "data": race.data,
+                 "seed": race.seed, "n_val": race.n_val, "structured": race.structured, "start": span.start,
+                 "stop": span.stop, "lm_cache": lm_cache}  # fmt: skip
+            options: dict[str, Any] = {"num_cpus": trial_cpus}
+            if program.ollama and homes is not None:
+                options["resources"] = {SLOTS: 1}
+            if homes is not None and program.model in homes:  # the node that holds the model already: no second load
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(homes[program.model], soft=True)
+            futures.append((race, program, piece.options(**options).remote(p, runtime)))
+    for race, program, future in futures:
+        result, node = ray.get(future)
+        if homes is not None:
+            homes[program.model] = node
+        race.outcomes.setdefault(program.name, {}).update(dict(zip(result["example_id"], result["score"], strict=True)))
+    for race, _ in work:
+        race.rounds += 1
+        client.log_dict(race.run_id, race.outcomes, OUTCOMES)
+        client.set_tag(race.run_id, "arb.race_rounds", str(race.rounds))
+
+
+def _finish(client: MlflowClient, race: TaskRace, state: RaceState, settings: Settings) -> None:
+    """Record the decision on the race run, the per-example outcomes as a table, and register the chosen program
+    under the task's alias."""
+    decision = state.decision
+    assert decision is not None
+    chosen = race.reference if decision.chosen is None else next(
+        c for c in race.candidates if c.name == decision.chosen.name
+    )  # fmt: skip
+    rows = []
+    for program in [race.reference, *race.candidates]:
+        for example_id, score in race.outcomes.get(program.name, {}).items():
+            rows.append({"program": program.name, "model": program.model, "example_id": example_id, "score": score})
+    client.log_table(race.run_id, data=pd.DataFrame(rows), artifact_file="race/outcomes_table.json")
+    version = register(client, race, chosen, decision.kind)
+    client.set_tag(race.run_id, "arb.race_decision", decision.kind)
+    client.set_tag(race.run_id, "arb.route_to", chosen.model)
+    lines = [f"**{decision.words}**", "", f"Margin δ = {settings.margin_pp:g} pp; {race.rounds} round(s) of "
+             f"{settings.batch}; reference scored on {state.n_reference} examples.", ""]  # fmt: skip
+    lines += [f"- {s.name}: {s.delta_pp:+.1f} pp [{s.ci_low:+.1f}, {s.ci_high:+.1f}] on {s.n} examples, {s.verdict}"
+              for s in state.standings.values()]  # fmt: skip
+    if version:
+        lines += ["", f"Registered: `{registered_name(race.grid, race.task)}` version {version}, alias "
+                  f"`{ROUTED_ALIAS}`."]  # fmt: skip
+    client.set_tag(race.run_id, "mlflow.note.content", "\n".join(lines))
+    client.set_terminated(race.run_id, status="FINISHED")
+
+
+def registered_name(grid: str, task: str) -> str:
+    """The registered model that holds a task's routed program (registry names allow [A-Za-z0-9_.-])."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"arb.{grid}.{task}")
+
+
+def register(client: MlflowClient, race: TaskRace, chosen: Program, kind: str) -> str | None:
+    """Register the chosen program's logged model as a version of the task's registered model (once: a version
+    of the same program is reused) and point alias `routed` at it. None if the trial logged no model."""
+    if not chosen.model_uri:
+        print(f"{race.task}: trial run {chosen.run_id} logged no model; nothing registered", file=sys.stderr)
+        return None
+    name = registered_name(race.grid, race.task)
+    if not _exists(client, name):
+        client.create_registered_model(name, description=f"The program arb routes task {race.task} to.")
+    same = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == chosen.run_id]
+    version = same[0] if same else client.create_model_version(
+        name, source=chosen.model_uri, run_id=chosen.run_id,
+        tags={"arb.model": chosen.model, "arb.decision": kind, "arb.reference": race.reference.model},
+    )  # fmt: skip
+    client.set_registered_model_alias(name, ROUTED_ALIAS, version.version)
+    return str(version.version)
+
+
+def _exists(client: MlflowClient, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+        return True
+    except MlflowException:
+        return False
+
+
+def decisions_frame(races: list[TaskRace], states: list[RaceState]) -> pd.DataFrame:
+    """One row per task: what the race decided (the routing table's columns that the gateway config reads)."""
+    rows = []
+    for race, state in zip(races, states, strict=True):
+        d = state.decision
+        chosen = race.reference if d is None or d.chosen is None else next(
+            c for c in race.candidates if c.name == d.chosen.name
+        )  # fmt: skip
+        rows.append({"task": race.task, "reference": race.reference.model,
+                     "decision": d.kind if d else "racing", "route_to": chosen.model,
+                     "examples": state.n_reference, "rounds": race.rounds, "why": d.words if d else ""})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def grid_setup(grid: str, tracking_uri: str, models: Path | None) -> tuple[ModelRegistry, str | None, bool, float]:
+    """The registry the grid ran with (or `models`), its path, and the grid's LM-cache and CPU settings."""
+    spec, registry_path = stored_spec(tracking_uri, grid)
+    path = str(models) if models else registry_path
+    return load_registry(path), path, spec.lm_cache, spec.trial_cpus
