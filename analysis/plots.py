@@ -53,3 +53,36 @@ def per_model_bars(summary: pd.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def routing_chart(candidates: pd.DataFrame, margin_pp: float, path: Path) -> Path:
+    """Per task, every program's gap to the reference (pp, with the interval the decision was read from)
+    against its price per 1,000 calls; the margin −δ dashed, the reference a star, the chosen program ringed."""
+    tasks = sorted(candidates["task"].unique())
+    cols = min(3, max(len(tasks), 1))
+    rows = max(1, -(-len(tasks) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks, strict=False):
+        part = candidates[candidates["task"] == task]
+        cost = part["usd_per_1k"].fillna(0.0).to_numpy(dtype=float)
+        gap = part["gap_pp"].to_numpy(dtype=float)
+        err = np.vstack([gap - part["ci_low"].to_numpy(dtype=float), part["ci_high"].to_numpy(dtype=float) - gap])
+        is_ref = (part["verdict"] == "reference").to_numpy()
+        ax.errorbar(cost[~is_ref], gap[~is_ref], yerr=err[:, ~is_ref], fmt="o", capsize=3, color="tab:blue")
+        ax.plot(cost[is_ref], gap[is_ref], "*", markersize=14, color="tab:orange")
+        chosen = part["chosen"].to_numpy(dtype=bool)
+        ax.plot(cost[chosen], gap[chosen], "o", markersize=16, mfc="none", mec="tab:green", mew=2)
+        for x, y, name in zip(cost, gap, part["program"], strict=True):
+            ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.axhline(-margin_pp, linestyle="--", color="tab:red", linewidth=1)
+        ax.axhline(0, color="grey", linewidth=0.5)
+        ax.set_title(str(task), fontsize=10)
+        ax.set_xlabel("USD per 1,000 calls")
+        ax.set_ylabel("gap to reference (pp)")
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    fig.suptitle(f"Cost against quality; dashed: the margin −{margin_pp:g} pp; ringed: the routing decision")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

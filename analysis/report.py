@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis import plots, tables
 from analysis.dashboard import write_dashboard
-from analysis.routing import per_call_costs, routing_advice, write_gateway_config
+from analysis.routing import per_call_costs, routing_tables, write_gateway_config
 from analysis.runs import ReportCache, known_grids, load_study, mark_api, split_truncated
 from trainables.errors import ArbError
 from trainables.noninferiority import MARGIN_PP
@@ -56,6 +56,7 @@ def build_tables(
     runs = mark_api(runs, registry)
     costs = per_call_costs(runs, examples, registry)
     index = tables.ScoreIndex(examples)
+    routing, candidates = routing_tables(runs, examples, registry, index, costs, margin_pp, reference)
     return {
         "per_model": tables.per_model_summary(runs, index),
         "api_vs_local": tables.api_vs_best_local(runs, index, margin_pp),
@@ -68,7 +69,8 @@ def build_tables(
         "low_data": tables.low_data_table(runs),
         "significance": tables.delta_significance(runs, index),
         "optimizers": tables.optimizer_pairs(runs, index),
-        "routing": routing_advice(runs, examples, registry, index, costs, margin_pp, reference),
+        "routing": routing,
+        "routing_candidates": candidates,
         "cost": costs.merge(runs[["run_id", "model", "task", "optimized_score"]]),
     }
 
@@ -139,6 +141,10 @@ def render(
         plots.delta_heatmap(built["delta_matrix"], out / "delta_matrix.png")
         plots.per_model_bars(built["per_model"], out / "per_model.png")
         lines += ["![delta matrix](delta_matrix.png)", "", "![per model](per_model.png)", ""]
+    if not built["routing_candidates"].empty:
+        built["routing_candidates"].to_csv(out / "routing_candidates.csv", index=False)
+        plots.routing_chart(built["routing_candidates"], margin_pp, out / "routing.png")
+        lines += ["![cost against quality per task](routing.png)", ""]
     write_dashboard(out / "dashboard", built)
     lines += ["Interactive dashboard: `dashboard/index.html` (works offline).", ""]
     path = out / "summary.md"

@@ -54,6 +54,10 @@ def _cheaper(cand: Any, ref: Any) -> bool:
     return bool(cand.usd_per_1k < ref.usd_per_1k)
 
 
+CANDIDATE_COLUMNS = ["task", "program", "model", "reference", "score", "usd_per_1k", "gap_pp", "ci_low", "ci_high",
+                     "n", "verdict", "chosen"]  # fmt: skip
+
+
 def routing_advice(
     runs: pd.DataFrame,
     examples: pd.DataFrame,
@@ -63,14 +67,28 @@ def routing_advice(
     margin_pp: float = MARGIN_PP,
     reference: str | None = None,
 ) -> pd.DataFrame:
-    """One row per task: the reference, the decision (`route`, `keep reference`, `undecided`, `not enough data`),
-    the model traffic goes to, its gap to the reference with the interval the decision was read from, and what it
-    saves.
+    """One row per task: the routing decision (`routing_tables`' first table)."""
+    return routing_tables(runs, examples, registry, index, costs, margin_pp, reference)[0]
+
+
+def routing_tables(
+    runs: pd.DataFrame,
+    examples: pd.DataFrame,
+    registry: ModelRegistry,
+    index: ScoreIndex | None = None,
+    costs: pd.DataFrame | None = None,
+    margin_pp: float = MARGIN_PP,
+    reference: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(advice, candidates). Advice: one row per task: the reference, the decision (`route`, `keep reference`,
+    `undecided`, `not enough data`), the model traffic goes to, its gap to the reference with the interval the
+    decision was read from, and what it saves.
 
     `reference` names the model to replace (default: the best API model of each task by optimized score; `api`
     is the registry's word, `ModelEntry.is_api`). Candidates are the other optimized programs of the task that
     cost less per call; only those with per-example results paired to the reference's count (`comparable`).
     `index` and `costs` (from `per_call_costs`) may be passed in when the caller already built them.
+    Candidates: one row per compared program, with its gap's interval and verdict (the cost–quality chart).
     """
     costs = per_call_costs(runs, examples, registry) if costs is None else costs
     done = _optimized(runs).merge(costs, on="run_id", how="left")
@@ -78,7 +96,7 @@ def routing_advice(
         known = ", ".join(sorted(set(done["model"]))) or "none"
         raise ArbError(f"reference model {reference!r} has no optimized run in these grids",
                        f"name one of: {known}")  # fmt: skip
-    rows = []
+    rows, per_candidate = [], []
     index = index or ScoreIndex(examples)
     for task, group in done.groupby("task"):
         field = contenders(group, reference)
@@ -112,6 +130,17 @@ def routing_advice(
         chosen = decision.chosen
         by_name = {program_name(c, group): c for c in others}
         pick = by_name[chosen.name] if chosen else ref
+        per_candidate += [
+            {"task": task, "program": c.name, "model": by_name[c.name].model, "reference": ref.model,
+             "score": by_name[c.name].optimized_score, "usd_per_1k": c.usd_per_1k, "gap_pp": c.delta.delta_pp,
+             "ci_low": c.delta.ci_low, "ci_high": c.delta.ci_high, "n": c.delta.n, "verdict": rule.verdict(c.delta),
+             "chosen": chosen is not None and c.name == chosen.name}
+            for c in paired
+        ]  # fmt: skip
+        per_candidate.append({"task": task, "program": ref.model, "model": ref.model, "reference": ref.model,
+                              "score": ref.optimized_score, "usd_per_1k": ref.usd_per_1k, "gap_pp": 0.0,
+                              "ci_low": 0.0, "ci_high": 0.0, "n": math.nan, "verdict": "reference",
+                              "chosen": chosen is None})  # fmt: skip
         rows.append(
             {
                 **row,
@@ -127,7 +156,7 @@ def routing_advice(
                 "why": why,
             }
         )
-    return pd.DataFrame(rows, columns=ROUTING_COLUMNS)
+    return pd.DataFrame(rows, columns=ROUTING_COLUMNS), pd.DataFrame(per_candidate, columns=CANDIDATE_COLUMNS)
 
 
 def contenders(group: pd.DataFrame, reference: str | None = None) -> tuple[Any, list[Any]] | None:

@@ -175,3 +175,27 @@ def test_a_null_race_runs_to_n_max_and_says_undecided() -> None:
     assert state.decision is not None and state.decision.kind == "undecided"
     assert state.calls == {"reference": 300, "edge": 300}
     assert state.decision.words.startswith("undecided at n = 300") and state.decision.model == "reference"
+
+
+def test_the_race_sequence_holds_its_level_at_the_margin_however_often_it_looks() -> None:
+    # A candidate exactly δ = 5 pp worse (ups 10%, downs 15%): the race's sequence (aGRAPA bets, looked at after
+    # every example) may call it non-inferior at most α/2 of the time, and covers the true gap at every look.
+    from trainables.sequential import RunningSequence
+
+    rng = np.random.default_rng(5)
+    paths, n, routed, missed = 400, 300, 0, 0
+    for _ in range(paths):
+        u = rng.random(n)
+        diffs = np.where(u < 0.10, 1.0, np.where(u < 0.25, -1.0, 0.0))
+        looks = RunningSequence(0.05, bets="grapa").extend(diffs)
+        routed += any(look.ci_low > -5.0 for look in looks)
+        missed += any(not (look.ci_low <= -5.0 <= look.ci_high) for look in looks)
+    assert routed / paths <= 0.025 + 0.01 and missed / paths <= 0.05
+    # and it is not vacuous: an equally good candidate that disagrees on 10% of examples is shown non-inferior
+    # within 600 examples most of the time (a fixed-n test would need about 150)
+    shown = 0
+    for _ in range(50):
+        u = rng.random(600)
+        diffs = np.where(u < 0.05, 1.0, np.where(u < 0.10, -1.0, 0.0))
+        shown += RunningSequence(0.05, bets="grapa").extend(diffs)[-1].ci_low > -5.0
+    assert shown >= 40

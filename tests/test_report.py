@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from synthetic import binary, paired_examples, study_runs
 
@@ -53,6 +54,13 @@ def test_report_files(report_dir: Path) -> None:
         "gpt-4o",
         "gpt-5.2",
     }
+    assert set(routing["decision"]) <= {"route", "keep reference", "undecided"} and set(routing["margin_pp"]) == {5.0}
+    candidates = pd.read_csv(report_dir / "routing_candidates.csv")
+    assert (candidates.groupby("task")["verdict"].apply(lambda v: (v == "reference").sum()) == 1).all()
+    assert (report_dir / "routing.png").stat().st_size > 10_000
+    gateway = yaml.safe_load((report_dir / "routing.litellm.yaml").read_text())
+    routed = {e["model_name"].removeprefix("arb/") for e in gateway["model_list"]}
+    assert routed == set(routing["task"])
     for page in ("index.html", "deltas.html", "phases.html"):
         html = (report_dir / "dashboard" / page).read_text()
         assert "cdn" not in html.lower() and '<script src="plotly.min.js">' in html

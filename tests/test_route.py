@@ -95,9 +95,8 @@ def _run_trials(spec: GridSpec, uri: str, stub: StubServer) -> None:
     _remember_spec(uri, exp, spec, None)
     for trial in expand(spec, load_registry()):
         path = "/v1" if trial.model == "gpt-4o" else ""
-        config = {"trial": trial.model_dump(),
-                  "runtime": {"tracking_uri": uri, "experiment_id": exp, "endpoints": {trial.model: stub.url + path}}}  # fmt: skip
-        execute_trial(config)
+        runtime = {"tracking_uri": uri, "experiment_id": exp, "endpoints": {trial.model: stub.url + path}}
+        execute_trial({"trial": trial.model_dump(), "runtime": runtime})
 
 
 def _route(*args: str) -> Any:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -55,6 +56,8 @@ class RaceRule:
     alpha: float = ALPHA
     batch: int = BATCH
     n_max: int = N_MAX
+    bets: Literal["plug-in", "grapa"] = "grapa"
+    """How the race's confidence sequences size their bets (`trainables.sequential.RunningSequence`)."""
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.n_max < 1:
@@ -118,7 +121,7 @@ class Race:
         self.rule, self.reference, self.entrants = rule, reference, list(entrants)
         self.cap = rule.n_max if n_max is None else min(n_max, rule.n_max)
         self.decision_rule = rule.rule(len(entrants))
-        self._sequences = {e.name: RunningSequence(self.decision_rule.level) for e in entrants}
+        self._sequences = {e.name: RunningSequence(self.decision_rule.level, bets=rule.bets) for e in entrants}
 
     def standings(self, reference: np.ndarray, outcomes: Mapping[str, np.ndarray]) -> dict[str, Standing]:
         """Each candidate's sequence over the examples it shares with the reference (a prefix of the seeded

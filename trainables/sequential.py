@@ -69,6 +69,20 @@ def _bets(x: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def _grapa_bets(x: np.ndarray, start: int, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """aGRAPA bets for steps start+1 … len(x) at every candidate mean `m` (a row): from the running mean and
+    variance of the earlier steps (starting at 1/2 and 1/4, as the plug-in bets do), the bet on "above m" where the
+    mean so far is above m and on "below m" where it is below; the other side bets nothing."""
+    t = np.arange(1, len(x) + 1)
+    mean = (0.5 + np.cumsum(x)) / (t + 1)
+    var = (0.25 + np.cumsum((x - mean) ** 2)) / (t + 1)
+    mean_before = np.concatenate(([0.5], mean[:-1]))[start:, None]
+    var_before = np.concatenate(([0.25], var[:-1]))[start:, None]
+    gap = mean_before - m
+    lam = gap / (var_before + gap**2)
+    return np.maximum(lam, 0.0), np.maximum(-lam, 0.0)
+
+
 def _log_capital(x: np.ndarray, bets: np.ndarray, m: np.ndarray | float, axis: int) -> np.ndarray:
     """log of the hedged capital against mean m after each step: half the wealth bets the mean is above m, half
     that it is below (θ = 1/2), each bet truncated at c / m or c / (1 − m)."""
@@ -94,6 +108,11 @@ class RunningSequence:
     examples (recomputing from the first example each round grows quadratically with the rounds)."""
 
     alpha: float = ALPHA
+    bets: Literal["plug-in", "grapa"] = "plug-in"
+    """How each step's bet is sized: `plug-in` (PrPl-EB, the sequential trials': one size for every candidate mean,
+    tuned to the interval's width) or `grapa` (aGRAPA, Waudby-Smith & Ramdas 2024 Section 5.2: per candidate mean
+    m, the growth-rate-adapted bet (μ̂ − m) / (σ̂² + (μ̂ − m)²), which rejects a given m sooner; for a race whose
+    question is one point, the margin)."""
     n: int = 0
     low: float = -1.0
     high: float = 1.0
@@ -116,10 +135,14 @@ class RunningSequence:
         new = x[self.n :]
         if len(new) == 0:
             return []
-        bets = _bets(x, self.alpha)[self.n :, None]
         m = _GRID[None, :]
-        up = self._up + np.cumsum(np.log1p(np.minimum(bets, _TRUNCATION / m) * (new[:, None] - m)), axis=0)
-        down = self._down + np.cumsum(np.log1p(-np.minimum(bets, _TRUNCATION / (1 - m)) * (new[:, None] - m)), axis=0)
+        if self.bets == "plug-in":
+            bet_up = bet_down = _bets(x, self.alpha)[self.n :, None]
+        else:
+            bet_up, bet_down = _grapa_bets(x, self.n, m)
+        step = new[:, None] - m
+        up = self._up + np.cumsum(np.log1p(np.minimum(bet_up, _TRUNCATION / m) * step), axis=0)
+        down = self._down + np.cumsum(np.log1p(-np.minimum(bet_down, _TRUNCATION / (1 - m)) * step), axis=0)
         log_capital = np.logaddexp(up, down) + math.log(0.5)
         self._up, self._down = up[-1], down[-1]
         rejected = log_capital >= math.log(1 / self.alpha)
