@@ -26,6 +26,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
@@ -203,11 +205,13 @@ def _open_record(client: MlflowClient, race: TaskRace, settings: Settings) -> No
         run = found[0]
         race.run_id = run.info.run_id
         race.rounds = int(run.data.tags.get("arb.race_rounds", "0"))
-        try:
-            path = client.download_artifacts(race.run_id, OUTCOMES)
-        except Exception:  # no round recorded yet
-            return
-        for name, scores in json.loads(Path(path).read_text()).items():
+        with tempfile.TemporaryDirectory(prefix="arb-race-") as tmp:
+            try:
+                path = client.download_artifacts(race.run_id, OUTCOMES, dst_path=tmp)
+            except MlflowException:  # no round recorded yet
+                return
+            recorded = json.loads(Path(path).read_text())
+        for name, scores in recorded.items():
             race.outcomes.setdefault(name, {}).update({str(k): float(v) for k, v in scores.items()})
         return
     names = [c.name for c in race.candidates]
@@ -420,8 +424,6 @@ def register(client: MlflowClient, race: TaskRace, chosen: Program, kind: str) -
 
 
 def _exists(client: MlflowClient, name: str) -> bool:
-    from mlflow.exceptions import MlflowException
-
     try:
         client.get_registered_model(name)
         return True

@@ -13,7 +13,7 @@ Instruction effect = score(k=0) − baseline; demo effect(k) = score(k) − scor
 
 from __future__ import annotations
 
-from pathlib import Path
+import tempfile
 
 import dspy
 from mlflow.entities import Run
@@ -66,8 +66,8 @@ def check_sources(tracking_uri: str, trials: list[Trial]) -> None:
 
 def load_program(client: MlflowClient, run: Run, fresh: dspy.Module) -> dspy.Module:
     """The source run's compiled program: its saved state loaded into a fresh program of the task."""
-    path = Path(client.download_artifacts(run.info.run_id, "program.json"))
-    fresh.load(str(path))
+    with tempfile.TemporaryDirectory(prefix="arb-program-") as tmp:  # MLflow's default download dir is never removed
+        fresh.load(client.download_artifacts(run.info.run_id, "program.json", dst_path=tmp))
     return fresh
 
 
