@@ -283,6 +283,16 @@ def _measured_discordance(tracking_uri: str | None) -> tuple[Any, Any]:
     return discordance_by_task(runs, examples), routing_discordance(runs, examples)
 
 
+def _discordance(task: str, measured: Any) -> tuple[float, str]:
+    """A task's measured share of disagreeing examples and where it comes from, else the stated assumption."""
+    from trainables import stats
+
+    if task in measured.index:
+        row = measured.loc[task]
+        return float(row["discordance"]), f"{int(row['runs'])} runs, {int(row['examples'])} examples"
+    return stats.prior_discordance(), f"assumed: 0/1 at {stats.PRIOR_RATE:.0%}, ρ = {stats.PRIOR_RHO}"
+
+
 def _routing_plan(spec: Any, registry: Any, measured: Any) -> Any:
     """Per task: the test examples a routing decision at the grid's margin needs (a cheaper model shown
     non-inferior when it is truly as good as the reference), beside n_eval, from measured or assumed
@@ -300,12 +310,7 @@ def _routing_plan(spec: Any, registry: Any, measured: Any) -> Any:
     for col in ("task", "examples that differ", "from", "even chance", "80% power", f"n_eval {spec.n_eval}"):
         table.add_column(col)
     for task in spec.tasks:
-        if task in measured.index:
-            row = measured.loc[task]
-            rate, source = float(row["discordance"]), f"{int(row['runs'])} runs, {int(row['examples'])} examples"
-        else:
-            rate = stats.prior_discordance()
-            source = f"assumed: 0/1 at {stats.PRIOR_RATE:.0%}, ρ = {stats.PRIOR_RHO}"
+        rate, source = _discordance(task, measured)
         even, power = rule.examples_needed(rate), rule.examples_needed(rate, power=stats.POWER)
         verdict = "enough" if spec.n_eval >= power else ("a coin flip" if spec.n_eval >= even else "too few")
         table.add_row(task, f"{rate:.0%}", source, f"{even:,.0f}", f"{power:,.0f}", verdict)
@@ -326,12 +331,7 @@ def _power_table(spec: Any, measured: Any) -> Any:
     if spec.stopping == "sequential":
         table.add_column("sequential: decides by n_eval ≥")
     for task in spec.tasks:
-        if task in measured.index:
-            row = measured.loc[task]
-            rate, source = float(row["discordance"]), f"{int(row['runs'])} runs, {int(row['examples'])} examples"
-        else:
-            rate = stats.prior_discordance()
-            source = f"assumed: 0/1 at {stats.PRIOR_RATE:.0%}, ρ = {stats.PRIOR_RHO}"
+        rate, source = _discordance(task, measured)
         cells = [task, f"{rate:.0%}", source, _pp(stats.detectable_effect_pp(spec.n_eval, rate))]
         if spec.stopping == "sequential":
             cells.append(_pp(sequential.detectable_effect_pp(spec.n_eval, rate)))
