@@ -108,6 +108,9 @@ class Tally:
         else:
             self.dearer += 1
 
+    def __add__(self, other: Tally) -> Tally:
+        return Tally(*(getattr(self, f) + getattr(other, f) for f in self.__dataclass_fields__))
+
     def row(self, name: str, fixed_calls: float | None = None) -> str:
         t = max(self.total, 1)
         share = f"{100 * self.calls / fixed_calls:.0f}%" if fixed_calls else "–"
@@ -139,31 +142,39 @@ def main() -> None:
         help="most examples per program (default: the split's size, as `arb route`'s default)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--zone",
+        type=float,
+        default=2.0,
+        help="a task is decidable when every candidate's true gap is this far (pp) from −δ",
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     race_rule = RaceRule(margin_pp=args.margin, batch=args.batch, n_max=args.n_max or max(SPLIT.values()))
-    old, race = Tally(), Tally()
-    fixed = {n: Tally() for n in FIXED_NS}
+    tallies: dict[str, dict[str, Tally]] = {}  # design → task → tally
+    designs = ["old", *(f"fixed {n}" for n in FIXED_NS), "race"]
+    clear: list[str] = []
     per_task: list[str] = []
     discord: list[float] = []
     for task, acc in accuracies().items():
         reference = max(API, key=lambda m: acc[m])
         locals_ = [m for m in MODELS if m not in API]
-        truly_ok = [
-            m for m in sorted(locals_, key=lambda c: (LOCAL_COST[c], c)) if acc[m] > acc[reference] - args.margin / 100
-        ]
+        by_cost = sorted(locals_, key=lambda c: (LOCAL_COST[c], c))
+        truly_ok = [m for m in by_cost if acc[m] > acc[reference] - args.margin / 100]
         truth = truly_ok[0] if truly_ok else reference
         bad = {m for m in locals_ if m not in truly_ok}
+        if all(abs(100 * (acc[m] - acc[reference]) + args.margin) >= args.zone for m in locals_):
+            clear.append(task)
         cap = min(SPLIT[task], args.n_max or SPLIT[task])
         entrants = [Entrant(m, LOCAL_COST[m]) for m in locals_]
         rule = Rule(args.margin, candidates=len(locals_))
-        t_race = Tally()
+        t = {d: tallies.setdefault(d, {}).setdefault(task, Tally()) for d in designs}
         for _ in range(args.reps):
             out = outcomes(acc, cap, args.rho, rng)
             ref = out[reference]
             discord += [float(np.mean(out[m] != ref)) for m in locals_]
             chosen = old_rule(ref[:TRIAL_N], {m: out[m][:TRIAL_N] for m in locals_}, reference)
-            old.add("route", chosen, truth, bad, reference, (len(locals_) + 1) * TRIAL_N)
+            t["old"].add("route", chosen, truth, bad, reference, (len(locals_) + 1) * TRIAL_N)
             for n in FIXED_NS:
                 k = min(n, cap)
                 cands = [
@@ -172,42 +183,61 @@ def main() -> None:
                 ]
                 dec = decide(rule, reference, cands)
                 kind = "undecided" if dec.kind == "undecided" else "route"
-                fixed[n].add(kind, dec.model, truth, bad, reference, (len(locals_) + 1) * k)
+                t[f"fixed {n}"].add(kind, dec.model, truth, bad, reference, (len(locals_) + 1) * k)
             state = simulate(race_rule, entrants, ref, {m: out[m] for m in locals_}, TRIAL_N, reference)
             assert state.decision is not None
-            for t in (race, t_race):
-                t.add(
-                    state.decision.kind if state.decision.kind == "undecided" else "route",
-                    state.decision.model,
-                    truth,
-                    bad,
-                    reference,
-                    sum(state.calls.values()),
-                )
+            kind = "undecided" if state.decision.kind == "undecided" else "route"
+            t["race"].add(kind, state.decision.model, truth, bad, reference, sum(state.calls.values()))
+        r = t["race"]
         gaps = ", ".join(f"{m} {100 * (acc[m] - acc[reference]):+.1f}" for m in locals_)
         per_task.append(
             f"| {task} | {reference} {100 * acc[reference]:.1f}% | {gaps} | {truth} | {cap} | "
-            f"{100 * t_race.correct / t_race.total:.0f}% | {100 * t_race.wrong / t_race.total:.0f}% | "
-            f"{100 * t_race.undecided / t_race.total:.0f}% | {t_race.calls / t_race.total:,.0f} |"
+            f"{100 * r.correct / r.total:.0f}% | {100 * r.wrong / r.total:.0f}% | "
+            f"{100 * r.undecided / r.total:.0f}% | {r.calls / r.total:,.0f} |"
         )
-    # the fixed design that matches the race's share of correct decisions, with the fewest calls
-    match = next((n for n in FIXED_NS if fixed[n].correct >= race.correct), None)
-    matched_calls = fixed[match].calls if match else fixed[FIXED_NS[-1]].calls
-    matched = f"n = {match}" if match else f"none reaches it: vs n = {FIXED_NS[-1]}"
+
+    def summary(tasks: list[str]) -> tuple[list[str], str]:
+        """The designs' table over `tasks`, and the race's one-line summary against the matched fixed design."""
+        total = {d: sum((tallies[d][k] for k in tasks), Tally()) for d in designs}
+        race = total["race"]
+        # the fixed design that matches the race's share of correct decisions, with the fewest calls
+        match = next((n for n in FIXED_NS if total[f"fixed {n}"].correct >= race.correct), None)
+        matched_calls = total[f"fixed {match}" if match else f"fixed {FIXED_NS[-1]}"].calls
+        matched = f"n = {match}" if match else f"n = {FIXED_NS[-1]}, which does not reach the same accuracy"
+        rows = [
+            "| design | correct | wrongly routed | undecided | routed to a dearer safe model | reference kept though "
+            "one qualifies | LM calls per task | calls vs matched fixed |",
+            "|---|---|---|---|---|---|---|---|",
+            total["old"].row(f"old rule (not significantly worse), n = {TRIAL_N}"),
+            *(total[f"fixed {n}"].row(f"non-inferiority, fixed n = {n}") for n in FIXED_NS),
+            race.row("race", matched_calls),
+        ]
+        line = (
+            f"race: correct decisions {100 * race.correct / race.total:.1f}%, wrongly routed "
+            f"{100 * race.wrong / race.total:.1f}%, LM calls {100 * race.calls / matched_calls:.0f}% of the fixed "
+            f"design ({matched})"
+        )
+        return rows, line
+
+    every, every_line = summary(list(tallies["race"]))
+    decidable, decidable_line = summary(clear)
     lines = [
         *record.heading(),
         f"9 tasks × {args.reps} replicates; δ = {args.margin:g} pp; latent ρ = {args.rho:g} (candidate and reference "
         f"disagree on {100 * float(np.mean(discord)):.0f}% of examples on average); race: rounds of {args.batch} "
         f"from the trials' {TRIAL_N}, n_max = {args.n_max or 'the split size'}; fixed designs use min(n, n_max). "
-        "Calls: per task, one per program per example. `calls vs matched fixed` compares with the smallest fixed n "
-        f"whose share of correct decisions is at least the race's ({matched}).",
+        "Calls: per task, one per program per example. `calls vs matched fixed`: against the smallest fixed n whose "
+        "share of correct decisions is at least the race's.",
         "",
-        "| design | correct | wrongly routed | undecided | routed to a dearer safe model | reference kept though one "
-        "qualifies | LM calls per task | calls vs matched fixed |",
-        "|---|---|---|---|---|---|---|---|",
-        old.row(f"old rule (not significantly worse), n = {TRIAL_N}"),
-        *(fixed[n].row(f"non-inferiority, fixed n = {n}") for n in FIXED_NS),
-        race.row("race", matched_calls),
+        "All nine tasks:",
+        "",
+        *every,
+        "",
+        f"The {len(clear)} tasks whose candidates all lie at least {args.zone:g} pp from the margin "
+        f"({', '.join(clear)}); the others have a candidate within {args.zone:g} pp of −δ, which no design "
+        "separates from the margin within the split:",
+        "",
+        *decidable,
         "",
         "Per task (race): truth from the simulated accuracies; gaps are candidate − reference in pp.",
         "",
@@ -216,9 +246,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
         *per_task,
         "",
-        f"race: correct decisions {100 * race.correct / race.total:.1f}%, wrongly routed "
-        f"{100 * race.wrong / race.total:.1f}%, LM calls {100 * race.calls / matched_calls:.0f}% of the fixed design "
-        f"({f'n = {match}' if match else f'n = {FIXED_NS[-1]}, which does not reach the same accuracy'})",
+        f"All tasks: {every_line}",
+        f"Tasks at least {args.zone:g} pp from the margin: {decidable_line}",
     ]
     record.append("Routing decisions, simulated phase 1 (benchmarks/routing_sim.py)", lines)
 

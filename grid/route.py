@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric
@@ -309,6 +310,9 @@ def run_races(
             ray.shutdown()
         if servers.failure is not None:
             raise servers.failure
+    # MLflow resolves a `models:/` source of a new model version through the process's tracking URI, not the
+    # client's (MLflow 3.17: "Logged model with ID … not found" otherwise)
+    mlflow.set_tracking_uri(tracking_uri)
     for race in races:
         decision = states[race.task].decision
         if decision is not None:

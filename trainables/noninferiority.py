@@ -91,13 +91,17 @@ class Rule:
 
     def examples_to_decide(self, d: PairedDelta, spread: float) -> float:
         """About how many examples in all the comparison needs before its interval clears −margin on one side,
-        if the mean difference stays where it is (`spread`: the per-example differences' standard deviation, in
-        [0, 1] units). A normal approximation: an estimate for planning, not a promise. inf when the estimate sits
-        on the margin."""
-        distance = abs(d.delta_pp + self.margin_pp) / 100
+        if the mean difference stays where it is: the interval's own half-width on the side that must move,
+        shrinking as 1/√n (so the estimate is the test's own, fixed-n or sequential); from `spread` (the per-example
+        differences' standard deviation, in [0, 1] units) when there is no interval yet. An estimate for planning,
+        not a promise; inf when the estimate sits on the margin."""
+        distance = abs(d.delta_pp + self.margin_pp)
         if distance == 0:
             return math.inf
-        return math.ceil((self.z() * spread / distance) ** 2)
+        side = d.ci_high - d.delta_pp if d.delta_pp < -self.margin_pp else d.delta_pp - d.ci_low
+        if d.n > 0 and math.isfinite(side) and side > 0:
+            return math.ceil(d.n * (side / distance) ** 2)
+        return math.ceil((self.z() * spread / (distance / 100)) ** 2)
 
     def examples_needed(self, discordance: float, true_gap_pp: float = 0.0, power: float = 0.5) -> float:
         """Examples a fixed design needs so that a candidate whose true gap to the reference is `true_gap_pp` is

@@ -43,7 +43,7 @@ from trainables.sequential import RunningSequence
 from trainables.stats import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta
 
 N_MAX = 500
-"""Default most examples a race scores per program, when the test split is not smaller."""
+"""A race's cap when none is given (`arb route` gives the test split's size unless `--n-max` says otherwise)."""
 BATCH = 25
 """Default examples per round."""
 
