@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grid.model_files import INSTALL_HINT, gguf_path
+from grid.model_files import INSTALL_HINT, file_sha256, gguf_path
 from trainables.errors import ArbError
 from trainables.registry import ModelEntry, ModelRegistry
 
@@ -220,6 +220,7 @@ class EmbeddedServers:
 
     endpoints: dict[str, str] = field(default_factory=dict)
     timeouts: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
     speeds: dict[str, Speed] = field(default_factory=dict)
     failure: ArbError | None = None
     restarts: int = 0
@@ -261,6 +262,13 @@ class _Supervisor(threading.Thread):
                     if server.returncode() is None:  # alive but silent; a death is reported by the next poll
                         self.state.failure = ArbError(f"{exc.problem} after a restart", exc.fix)
                         return
+
+
+def served_identity(entry: ModelEntry, path: Path) -> str:
+    """What a server answers with: the GGUF's content and the server settings that change answers. The response
+    cache is keyed by it, so the next run, on another port, reuses this one's answers."""
+    sha = entry.split_gguf.sha256 if entry.split_gguf is not None else file_sha256(path)  # a split is verified
+    return f"gguf-sha256:{sha} n_ctx={entry.context} chat_format={entry.chat_format or 'auto'} seed=0"
 
 
 @contextlib.contextmanager
@@ -314,6 +322,7 @@ def serve_embedded(
             state.endpoints[server.name] = server.url
             state.speeds[server.name] = speed
             state.timeouts[server.name] = call_timeout(entry, speed)
+            state.versions[server.name] = served_identity(entry, paths[server.name])
         supervisor = _Supervisor(servers, state, stream)
         supervisor.start()
         yield state

@@ -380,6 +380,7 @@ def _fit(
         registry=registry.model_dump(),
         endpoints=servers.endpoints,
         timeouts=servers.timeouts,
+        versions=servers.versions,
     )
     # A failed trial is one line from the progress callback (the traceback is kept with its MLflow run), not
     # Tune's multi-screen traceback on the console.

@@ -282,7 +282,7 @@ def run_races(
     with serve_embedded(used, registry, home / "logs", base_port=embedded_port, stream=stream) as servers:
         runtime = Runtime(tracking_uri=tracking_uri, experiment_id="", registry_path=registry_path,
                           registry=registry.model_dump(), endpoints=servers.endpoints,
-                          timeouts=servers.timeouts).model_dump()  # fmt: skip
+                          timeouts=servers.timeouts, versions=servers.versions).model_dump()  # fmt: skip
         if address == "local":
             os.environ["ARB_HOME"] = str(home.resolve())
         preload = {"preload_python_modules": list(PRELOAD)} if address == "local" else None

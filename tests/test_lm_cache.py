@@ -1,5 +1,5 @@
-"""The node's LM response cache: hits cost no call, entries never cross endpoints or model versions, and an answer
-that failed to parse is never replayed."""
+"""The node's LM response cache: hits cost no call, entries are keyed by the model that answers (its digest or
+file, not its port), and an answer that failed to parse is never replayed."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from trainables import lm_cache
 from trainables.trial import execute_trial
 
 
-def _run(tmp_path: Path, store: str, endpoints: dict[str, str], **trial: Any) -> dict[str, float]:
+def _run(
+    tmp_path: Path, store: str, endpoints: dict[str, str], versions: dict[str, str] | None = None, **trial: Any
+) -> dict[str, float]:
     """One baseline trial in a fresh tracking store (so nothing is reused from MLflow; only the cache can help)."""
-    return execute_trial(
-        _config(_trial("llama3.2", optimizer="none", **trial), f"sqlite:///{tmp_path / store}", endpoints)
-    )
+    config = _config(_trial("llama3.2", optimizer="none", **trial), f"sqlite:///{tmp_path / store}", endpoints)
+    config["runtime"]["versions"] = versions or {}
+    return execute_trial(config)
 
 
 def test_a_second_identical_trial_is_served_from_the_cache(stub: StubServer, tmp_path: Path, arb_home: Path) -> None:
@@ -32,20 +34,36 @@ def test_a_second_identical_trial_is_served_from_the_cache(stub: StubServer, tmp
     assert any((arb_home / "cache" / "lm").iterdir())
 
 
-def test_other_endpoint_or_model_version_never_shares_entries(
+def test_the_same_model_on_another_port_hits_the_cache_another_model_never_does(
     stub: StubServer, known_answers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A resumed job starts its Ollamas on new free ports: the entries are keyed by the model's digest, not the
+    port, so it pays no call twice; a re-pulled model (a new digest) is asked again."""
     monkeypatch.setenv("OLLAMA_HOST", stub.url)  # through the registry: the trial asks the node's Ollama its digest
     _run(tmp_path, "a.db", {})
     assert stub.state.calls.total() == 8
-    with StubServer(["llama3.2"], table_responder(known_answers)) as other:  # same model, another node
-        monkeypatch.setenv("OLLAMA_HOST", other.url)
-        _run(tmp_path, "b.db", {})
-        assert other.state.calls.total() == 8
-    monkeypatch.setenv("OLLAMA_HOST", stub.url)
-    stub.state.digests["llama3.2"] = "re-pulled"
-    again = _run(tmp_path, "c.db", {})
-    assert stub.state.calls.total() == 16 and again["cache_hits"] == 0
+    with StubServer(["llama3.2"], table_responder(known_answers)) as moved:  # same model, a new port
+        monkeypatch.setenv("OLLAMA_HOST", moved.url)
+        again = _run(tmp_path, "b.db", {})
+        assert moved.state.calls.total() == 0 and again["cache_hits"] == 8
+        moved.state.digests["llama3.2"] = "re-pulled"
+        third = _run(tmp_path, "c.db", {})
+        assert moved.state.calls.total() == 8 and third["cache_hits"] == 0
+
+
+def test_an_embedded_server_on_a_new_port_hits_the_cache_by_its_file_identity(
+    stub: StubServer, known_answers: dict[str, str], tmp_path: Path
+) -> None:
+    """The driver hands each embedded server's content identity (GGUF sha256 and settings) to the trial."""
+    first = _run(tmp_path, "a.db", {"llama3.2": stub.url}, versions={"llama3.2": "gguf-sha256:aa n_ctx=4096"})
+    with StubServer(["llama3.2"], table_responder(known_answers)) as moved:
+        same = _run(tmp_path, "b.db", {"llama3.2": moved.url}, versions={"llama3.2": "gguf-sha256:aa n_ctx=4096"})
+        assert moved.state.calls.total() == 0 and same["cache_hits"] == first["lm_calls"] == 8
+        other = _run(tmp_path, "c.db", {"llama3.2": moved.url}, versions={"llama3.2": "gguf-sha256:bb n_ctx=4096"})
+        assert other["cache_hits"] == 0
+        # a server whose content is unknown shares nothing across ports
+        unknown = _run(tmp_path, "d.db", {"llama3.2": moved.url})
+        assert unknown["cache_hits"] == 0 and moved.state.calls.total() == 16
 
 
 def test_unparseable_answers_are_not_replayed(tmp_path: Path) -> None:
@@ -63,10 +81,14 @@ def test_grid_can_turn_the_cache_off(stub: StubServer, tmp_path: Path) -> None:
     assert again["cache_hits"] == 0 and stub.state.calls.total() == 16
 
 
-def test_keys_hold_endpoint_and_version() -> None:
+def test_keys_hold_the_model_identity_or_else_the_endpoint() -> None:
     cache = lm_cache.EndpointCache(enable_disk_cache=False, enable_memory_cache=True, disk_cache_dir=None)
     request = {"model": "ollama_chat/m", "messages": [{"role": "user", "content": "hi"}], "api_base": "http://a"}
+    moved = {**request, "api_base": "http://b"}
     key = cache.cache_key(request, ["api_base"])
-    assert cache.cache_key({**request, "api_base": "http://b"}, ["api_base"]) != key
-    lm_cache.register_version("ollama_chat/m", "http://a", "sha256:1")
-    assert cache.cache_key(request, ["api_base"]) != key
+    assert cache.cache_key(moved, ["api_base"]) != key  # nothing known of either server: the endpoint keys
+    lm_cache.register_identity("ollama_chat/m", "http://a", lm_cache.identity("http://a", "sha256:1", "m"))
+    lm_cache.register_identity("ollama_chat/m", "http://b", lm_cache.identity("http://b", "sha256:1", "m"))
+    assert cache.cache_key(request, ["api_base"]) == cache.cache_key(moved, ["api_base"]) != key
+    lm_cache.register_identity("ollama_chat/m", "http://b", lm_cache.identity("http://b", "sha256:2", "m"))
+    assert cache.cache_key(request, ["api_base"]) != cache.cache_key(moved, ["api_base"])

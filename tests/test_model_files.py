@@ -93,3 +93,16 @@ def test_registry_needs_exactly_one_source_for_embedded_models() -> None:
         ModelEntry(provider="ollama", id="m", split_gguf=split)
     with pytest.raises(ValueError):
         SplitGguf(distribution="no-placeholder", parts=1, version="1", bytes=1, sha256="0" * 64)
+
+
+def test_a_served_model_is_identified_by_its_file_content_and_settings(tmp_path: Path) -> None:
+    from grid.embedded import served_identity
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"weights")
+    entry = ModelEntry(provider="embedded", id="m", gguf="pkg:file:m.gguf", context=4096)
+    first = served_identity(entry, gguf)
+    assert hashlib.sha256(b"weights").hexdigest() in first and "n_ctx=4096" in first
+    assert served_identity(entry.model_copy(update={"context": 2048}), gguf) != first  # another window answers otherwise
+    gguf.write_bytes(b"other weights")
+    assert served_identity(entry, gguf) != first

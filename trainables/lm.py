@@ -295,8 +295,10 @@ def build_lm(
 ) -> MeteredLM:
     """A metered `dspy.LM` for one registry entry.
 
-    `endpoint` overrides the registry (the embedded server's port is only known at run time). `version` (e.g. the
-    Ollama digest) goes into the response cache's keys for this model and endpoint. `timeout_s` overrides the
+    `endpoint` overrides the registry (the embedded server's port is only known at run time). `version` is the
+    content of the model served there (the Ollama digest, the GGUF's sha256): with it the response cache's keys
+    hold the model, not its port, so a later job on other ports reuses the answers; without it they hold the
+    endpoint. `timeout_s` overrides the
     registry's per-call timeout (the embedded servers' is set from their measured speed). The API key is
     read from the environment here and handed to the client, never put in the trial config, so it cannot reach
     Ray's results or MLflow params.
@@ -324,7 +326,7 @@ def build_lm(
     else:
         key = "local"  # local servers ignore it, but OpenAI-style clients refuse to send a request without one
     model = litellm_model(entry)
-    lm_cache.register_version(model, base, version or entry.gguf or entry.id)
+    lm_cache.register_identity(model, base, lm_cache.identity(base, version, entry.gguf or entry.id))
     return MeteredLM(
         model,
         meter=meter,
@@ -338,6 +340,6 @@ def build_lm(
         context=entry.context if entry.provider != "openai" else None,
         timeout=timeout_s or entry.timeout_s,
         num_retries=entry.retries,
-        cache=True,  # the process's cache decides: `lm_cache.install` (per node, endpoint and version, or none)
+        cache=True,  # the process's cache decides: `lm_cache.install` (per node, keyed by model identity, or none)
         **extra,
     )

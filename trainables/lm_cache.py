@@ -1,8 +1,10 @@
-"""The LM response cache of a node: DSPy's own cache, partitioned by endpoint and model version.
+"""The LM response cache of a node: DSPy's own cache, keyed by the identity of the model that answers.
 
-DSPy's cache key leaves out `api_base`, so two Ollama nodes, or a model re-pulled under the same name, would share
-entries. Here the key also holds the endpoint and a version string (the Ollama digest, the GGUF file, the API model
-id), and the disk cache lives under the node's own `$ARB_HOME/cache/lm`, so entries never cross nodes.
+DSPy's cache key leaves out `api_base`, so two servers holding different models under one name, or a model
+re-pulled under the same name, would share entries. Here the key also holds the model's identity: its content
+(the Ollama digest, the GGUF file's sha256) where the serving code knows it, else the endpoint itself. Keying by
+content, not by port, is what lets a resumed job hit the first job's entries: every job picks free ports for its
+Ollamas and llama.cpp servers (a real-Slurm trial: 0 of 3 hits on a new port when the key held the endpoint).
 
 A retry must not replay an answer the trial could not parse: `evaluate` opens a `scope()` per example and
 `forget`s the responses cached inside it when the example failed to parse.
@@ -23,16 +25,25 @@ from dspy.clients.cache import Cache
 
 DISK_LIMIT_BYTES = 2 * 1024**3
 
-_VERSIONS: dict[tuple[str, str], str] = {}
-_VERSIONS_LOCK = threading.Lock()
+_IDENTITIES: dict[tuple[str, str], str] = {}
+_LOCK = threading.Lock()
 _HIT = threading.local()
 _SCOPE: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("arb_cache_scope", default=None)
 
 
-def register_version(model: str, endpoint: str | None, version: str) -> None:
-    """Record which version of `model` answers at `endpoint`; it becomes part of every cache key for that pair."""
-    with _VERSIONS_LOCK:
-        _VERSIONS[(model, endpoint or "")] = version
+def register_identity(model: str, endpoint: str | None, identity: str) -> None:
+    """Record what answers for `model` at `endpoint` (see `identity`); it keys every cached response of that pair."""
+    with _LOCK:
+        _IDENTITIES[(model, endpoint or "")] = identity
+
+
+def identity(endpoint: str | None, content: str | None, fallback: str) -> str:
+    """A model's identity for cache keys: its content hash alone when known (any port, any job, any node that
+    serves the same weights shares entries), else the endpoint with `fallback` (the registry's name or file):
+    unverified servers never share entries."""
+    if content:
+        return f"content:{content}"
+    return f"endpoint:{endpoint or ''}\0{fallback}"
 
 
 def _field(request: dict[str, Any], *names: str) -> str:
@@ -53,13 +64,13 @@ def take_hit() -> bool:
 
 
 class EndpointCache(Cache):
-    """`dspy.clients.cache.Cache` whose keys include the endpoint and model version of the request."""
+    """`dspy.clients.cache.Cache` whose keys include the identity of the model serving the request."""
 
     def cache_key(self, request: dict[str, Any], ignored_args_for_cache_key: list[str] | None = None) -> str:
         base = super().cache_key(request, ignored_args_for_cache_key)
         model, endpoint = _field(request, "model"), _field(request, "api_base", "base_url")
-        version = _VERSIONS.get((model, endpoint), "")
-        return sha256(f"{model}\0{endpoint}\0{version}\0{base}".encode()).hexdigest()
+        who = _IDENTITIES.get((model, endpoint)) or identity(endpoint, None, "")
+        return sha256(f"{model}\0{who}\0{base}".encode()).hexdigest()
 
     def get(self, request: dict[str, Any], ignored_args_for_cache_key: list[str] | None = None) -> Any:
         found = super().get(request, ignored_args_for_cache_key)

@@ -70,6 +70,8 @@ class Runtime(BaseModel):
     timeouts: dict[str, float] = Field(default_factory=dict)
     """Per-call timeouts (seconds) that override the registry per model name: for the embedded servers, set from
     their measured speed and `max_tokens` (`grid.embedded.call_timeout`)."""
+    versions: dict[str, str] = Field(default_factory=dict)
+    """What each overridden endpoint serves (`grid.embedded.served_identity`): the LM cache's key for its answers."""
 
 
 class TrialFailed(RuntimeError):
@@ -474,7 +476,8 @@ def endpoint_for(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, An
     """Where to reach a model (and which version answers there): the driver's override (embedded servers), else
     for Ollama this node's server, checked to answer and hold the model before any work is done."""
     if name in runtime.endpoints:
-        return {"endpoint": runtime.endpoints[name], "timeout_s": runtime.timeouts.get(name)}
+        return {"endpoint": runtime.endpoints[name], "timeout_s": runtime.timeouts.get(name),
+                "version": runtime.versions.get(name)}  # fmt: skip
     if entry.provider != "ollama":
         return {"endpoint": None}
     host = ollama_node.node_endpoint(entry)
