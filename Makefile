@@ -19,11 +19,15 @@ debian-smoke:
 debian-test:
 	./scripts/debian-packages.sh test
 
-$(STAMP): pyproject.toml constraints.txt scripts/install-llama-cpp.sh
+# Every third-party package is checked against the sha256 pinned in requirements.lock (pip's hash-checking mode;
+# scripts/lock.sh writes it from constraints.txt), build tools included: nothing is built in an isolated env
+# whose dependencies pip would fetch unchecked. `pip check` then proves the lock complete.
+$(STAMP): pyproject.toml requirements.lock scripts/llama-cpp.lock scripts/install-llama-cpp.sh
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --progress-bar off --require-hashes --no-deps -r requirements.lock
 	./scripts/install-llama-cpp.sh $(VENV)
-	$(PY) -m pip install --progress-bar off -c constraints.txt -e ".[embedded,dev]"
+	$(PY) -m pip install --progress-bar off --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
 
 smoke: debian-smoke install

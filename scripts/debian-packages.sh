@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages a target needs, only those missing. Usage: scripts/debian-packages.sh smoke|test
-#   smoke: compilers for llama.cpp, venv, bubblewrap + prlimit (the code task's sandbox)
+#   smoke: compilers, CMake and Ninja for llama.cpp, venv, bubblewrap + prlimit (the code task's sandbox)
 #   test:  the above, plus PostgreSQL (MLflow server tests), Chromium (dashboard tests), procps (pgrep),
-#          shellcheck (deploy/slurm)
+#          shellcheck, Slurm and munge (deploy/slurm runs under a real slurmctld/slurmd), acl (setfacl)
 set -euo pipefail
-packages=(python3-venv build-essential cmake git bubblewrap util-linux)
+packages=(python3-venv build-essential cmake ninja-build git bubblewrap util-linux)
 if [[ "${1:-smoke}" == "test" ]]; then
-  packages+=(procps postgresql chromium chromium-driver shellcheck)
+  packages+=(procps postgresql chromium chromium-driver shellcheck slurm-wlm munge acl)
 fi
 need=()
 for pkg in "${packages[@]}"; do

@@ -9,8 +9,9 @@
 set -euo pipefail
 venv=${1:?usage: $0 VENV}
 here=$(cd "$(dirname "$0")/.." && pwd)
-version=$(sed -n 's/^llama_cpp_python==//p' "$here/constraints.txt")
-[[ -n "$version" ]] || { echo "llama_cpp_python is not pinned in constraints.txt" >&2; exit 1; }
+lock=$here/scripts/llama-cpp.lock  # the source archive's version and sha256 (scripts/lock.sh)
+version=$(sed -n 's/^llama-cpp-python==\([^ ]*\).*/\1/p' "$lock")
+[[ -n "$version" ]] || { echo "llama-cpp-python is not pinned in $lock" >&2; exit 1; }
 
 flags=(
   -DGGML_NATIVE=OFF -DGGML_BACKEND_DL=OFF -DGGML_CPU_ALL_VARIANTS=OFF
@@ -26,7 +27,9 @@ if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]] && "$venv/bin/python" -c 
 fi
 echo "building llama-cpp-python $version for x86-64 with AVX2 (portable; about 6-10 minutes on 2 cores)"
 start=$SECONDS
+# --no-build-isolation: scikit-build-core comes hash-checked from requirements.lock (installed first), and CMake and
+# Ninja from Debian; an isolated build would fetch its build dependencies from PyPI unchecked.
 CMAKE_ARGS="${flags[*]}" "$venv/bin/python" -m pip install --progress-bar off --no-cache-dir \
-  --no-binary llama-cpp-python --force-reinstall --no-deps "llama-cpp-python==$version"
+  --no-binary llama-cpp-python --force-reinstall --no-deps --no-build-isolation --require-hashes -r "$lock"
 echo "$want" > "$marker"
 echo "built llama-cpp-python in $((SECONDS - start)) s"

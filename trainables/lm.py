@@ -308,7 +308,8 @@ def build_lm(
     if entry.provider == "ollama":
         # Ollama's native /api/chat through LiteLLM: it maps max_tokens to num_predict, which Ollama honours, and
         # passes num_ctx into `options`. Every request carries the registry's context: without it Ollama serves
-        # its own default (OLLAMA_CONTEXT_LENGTH, 2048-4096) and silently drops few-shot demos that do not fit;
+        # its own default (OLLAMA_CONTEXT_LENGTH; unset, 2048-4096 before v0.15.5, sized from GPU memory since, up
+        # to 262,144 tokens) and silently drops few-shot demos that do not fit, or reserves KV memory it never uses;
         # one value per model for the whole sweep, because another value reloads the model.
         base = base.rstrip("/").removesuffix("/v1") if base else base
         extra["engine"] = "litellm"

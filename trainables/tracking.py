@@ -297,3 +297,33 @@ def mark_errored(client: MlflowClient, run_id: str, exc: BaseException) -> None:
     with contextlib.suppress(Exception):  # the tags above already say what failed; the trace is a bonus
         client.log_text(run_id, trace, "error.txt")
     client.set_terminated(run_id, status="FAILED")
+
+
+INTERRUPTED = (
+    "the sweep was stopped (a cancelled or timed-out job) while this trial ran; `arb resume` runs it again"
+)
+
+
+def mark_interrupted(tracking_uri: str, name: str) -> list[str]:
+    """End the trial runs of grid `name` still RUNNING, with their evaluation runs, as errored: what a trial says
+    of itself when it is stopped, written for trials that were killed before they could (every process of a SLURM
+    job is signalled at once, the tracking server too). Call only once nothing of the sweep runs any more.
+    Returns the trial keys marked."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        return []
+    running = search_all(client, exp.experiment_id, "attributes.status = 'RUNNING'")
+    # a run whose status tag says done was closed by a process killed between its two last writes: it stays done
+    trials = {r.info.run_id: r.data.tags[TAG_KEY] for r in running
+              if TAG_KEY in r.data.tags and r.data.tags.get(TAG_STATUS) not in DONE_STATUSES}  # fmt: skip
+    for run in running:
+        parent = run.data.tags.get("mlflow.parentRunId")
+        if run.info.run_id in trials:
+            client.set_tag(run.info.run_id, TAG_STATUS, ERRORED)
+            client.set_tag(run.info.run_id, "arb.error_class", "Interrupted")
+            client.set_tag(run.info.run_id, "arb.error", INTERRUPTED)
+            client.set_terminated(run.info.run_id, status="KILLED")
+        elif parent in trials:
+            client.set_terminated(run.info.run_id, status="KILLED")
+    return sorted(trials.values())

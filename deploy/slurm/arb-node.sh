@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # One node of deploy/slurm/arb.sbatch's allocation, started by its `srun` (one task per node): Ollama on loopback
 # with the grid's models pulled, then Ray (the head on SLURM_NODEID 0, a worker elsewhere) with this node's
-# resources and labels. Runs until SIGTERM (the batch script's end, scancel, the time limit), then stops both.
+# resources and labels. Runs until SIGTERM (the batch script signals this step when it ends; `scancel` and a time
+# limit signal every task), then stops Ollama, every process Ray started here, and removes its temp dir: nothing
+# of the job is left on the node.
 # Reads from the batch script: ARB_VENV, ARB_RUN_DIR, ARB_OLLAMA_TAGS, ARB_OLLAMA_SLOTS, ARB_OLLAMA_MAX_MODELS,
-# RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH (srun passes the batch script's environment to every task).
+# ARB_OLLAMA_CONTEXT, RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH (srun passes the batch script's environment to every task).
 set -euo pipefail
 
 node=${SLURM_NODEID:?run by srun inside deploy/slurm/arb.sbatch}
@@ -11,27 +13,51 @@ job=${SLURM_JOB_ID:?}
 py=$ARB_VENV/bin/python
 slots=${ARB_OLLAMA_SLOTS:-4}
 max_models=${ARB_OLLAMA_MAX_MODELS:-1}
+context=${ARB_OLLAMA_CONTEXT:-8192}
 ip=$(hostname -I | awk '{print $1}')
 log() { echo "[node $node $(hostname)] $*"; }
 free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
 
+# This job's files on this node, private to its user (Ray makes its own temp dir world-writable, so it lives
+# inside). A requeued job keeps its id: what the previous attempt left here is removed first.
+tmp=/tmp/arb-$job-$node
+rm -rf "$tmp"
+mkdir -m 700 "$tmp"
+
 ollama_pid=''
 ray_pid=''
+# shellcheck disable=SC2317  # called by the traps
 stop() {
+    local code=$1
     trap - TERM INT EXIT
-    local pid
-    for pid in $ray_pid $ollama_pid; do kill -TERM "$pid" 2> /dev/null || true; done
-    for pid in $ray_pid $ollama_pid; do wait "$pid" 2> /dev/null || true; done
+    if [[ -n $ray_pid ]]; then
+        kill -TERM "$ray_pid" 2> /dev/null || true
+        # `ray start --block` stops what it started, but trial workers can outlive their raylet; they stay in the
+        # session `setsid` opened below (its id is the pid of `ray start`): after a grace period none survives
+        for _ in $(seq 75); do
+            kill -0 "$ray_pid" 2> /dev/null || break
+            sleep 0.2
+        done
+        pkill -KILL -s "$ray_pid" 2> /dev/null || true
+        wait "$ray_pid" 2> /dev/null || true
+    fi
+    if [[ -n $ollama_pid ]]; then
+        kill -TERM "$ollama_pid" 2> /dev/null || true
+        wait "$ollama_pid" 2> /dev/null || true
+    fi
+    rm -rf "$tmp"
     log "stopped"
-    exit 0
+    exit "$code"
 }
-trap stop TERM INT EXIT
+trap 'stop 0' TERM INT
+trap 'stop $?' EXIT
 
-# Ollama has no authentication: loopback only, on a port free on this node now. Its window is the registry's
-# `context` (8192) for requests that somehow lack num_ctx.
+# Ollama has no authentication: loopback only, on a port free on this node now. Its default window is the
+# registry's `context` for requests that somehow lack num_ctx, never Ollama's own (≥ 0.15.5 sizes it from GPU
+# memory: 262,144 tokens on a 48 GiB card, times OLLAMA_NUM_PARALLEL in KV memory).
 ollama_port=$(free_port)
 OLLAMA_HOST=127.0.0.1:$ollama_port OLLAMA_NUM_PARALLEL=$slots OLLAMA_MAX_LOADED_MODELS=$max_models \
-    OLLAMA_CONTEXT_LENGTH=8192 ollama serve > "$ARB_RUN_DIR/ollama-$node.log" 2>&1 &
+    OLLAMA_CONTEXT_LENGTH=$context ollama serve > "$ARB_RUN_DIR/ollama-$node.log" 2>&1 &
 ollama_pid=$!
 for _ in $(seq 120); do
     OLLAMA_HOST=127.0.0.1:$ollama_port ollama list > /dev/null 2>&1 && break
@@ -43,10 +69,11 @@ for tag in ${ARB_OLLAMA_TAGS:-}; do
     OLLAMA_HOST=127.0.0.1:$ollama_port ollama pull "$tag" > /dev/null
 done
 
-# Ray: its own temp dir per job and node (another job's Ray on this node keeps its own). Ports Ray would take at a
-# fixed default (GCS 6379, client 10001, dashboard agent 52365) are picked free here; Ray picks the others at
-# random. The head's address is published on the shared filesystem once it answers.
-common=(--block --disable-usage-stats --node-ip-address="$ip" --temp-dir="/tmp/arb-ray-$job-$node"
+# Ray: its own temp dir per job and node (another job's Ray on this node keeps its own), in a session of its own
+# (`setsid`, so that `stop` finds every process of it). Ports Ray would take at a fixed default (GCS 6379, client
+# 10001, dashboard agent 52365) are picked free here; Ray picks the others at random. The head's address is
+# published on the shared filesystem once it answers.
+common=(--block --disable-usage-stats --node-ip-address="$ip" --temp-dir="$tmp/ray"
     --resources="{\"ollama_slots\": $slots}" --labels="arb-ollama-port=$ollama_port,arb-ollama-max-models=$max_models"
     --dashboard-agent-listen-port="$(free_port)")
 export RAY_preload_python_modules=trainables.trial,datasets
@@ -57,12 +84,12 @@ if [[ $node == 0 ]]; then
     if "$py" -c 'from ray._private.utils import get_ray_client_dependency_error as e; exit(e() is not None)'; then
         head+=(--ray-client-server-port="$(free_port)")
     fi
-    "$ARB_VENV/bin/ray" start "${head[@]}" "${common[@]}" &
+    setsid "$ARB_VENV/bin/ray" start "${head[@]}" "${common[@]}" &
     ray_pid=$!
     # `ray start` writes ray_current_cluster into its temp dir once the head is up; only then do the workers and
     # the batch script get the address. A head that fails ends this node's task (and the batch script's wait).
     for _ in $(seq 300); do
-        [[ -s /tmp/arb-ray-$job-$node/ray_current_cluster ]] && break
+        [[ -s $tmp/ray/ray_current_cluster ]] && break
         if ! kill -0 "$ray_pid" 2> /dev/null; then
             log "ray start --head failed (above)"
             touch "$ARB_RUN_DIR/head-failed"
@@ -74,7 +101,7 @@ if [[ $node == 0 ]]; then
 else
     for _ in $(seq 600); do [[ -s $ARB_RUN_DIR/head-address ]] && break; sleep 1; done
     [[ -s $ARB_RUN_DIR/head-address ]] || { log "no head address in $ARB_RUN_DIR after 600 s"; exit 1; }
-    "$ARB_VENV/bin/ray" start --address="$(cat "$ARB_RUN_DIR/head-address")" "${common[@]}" &
+    setsid "$ARB_VENV/bin/ray" start --address="$(cat "$ARB_RUN_DIR/head-address")" "${common[@]}" &
     ray_pid=$!
 fi
 log "ollama on 127.0.0.1:$ollama_port ($slots slots), ray $( ((node == 0)) && echo head || echo worker) on $ip"
