@@ -80,3 +80,33 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path, known_answers:
     keys = [r.data.tags["arb.trial_key"] for r in runs]
     assert len(keys) == 3 and len(set(keys)) == 3
     assert {r.data.tags["arb.status"] for r in runs} == {"finished"}
+
+
+def test_trials_a_killed_job_left_running_are_marked_from_the_store(tmp_path: Path) -> None:
+    """What deploy/slurm runs after `scancel` (every process signalled at once, the tracking server too): trials
+    still RUNNING become errored "interrupted"; done runs, and runs that are not trials, are left alone."""
+    from grid.interrupted import main
+    from trainables import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = tracking.ensure_experiment(uri, "g")
+
+    def run(key: str | None, status: str, parent: str | None = None) -> str:
+        tags = {tracking.TAG_KEY: key, tracking.TAG_STATUS: status} if key else {}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        return client.create_run(exp, tags=tags).info.run_id
+
+    cut = run("k1", tracking.RUNNING)
+    child = run(None, "", parent=cut)
+    done = run("k2", tracking.FINISHED)
+    client.set_terminated(done)
+    unclosed = run("k3", tracking.FINISHED)  # its process died between the status tag and closing the run
+    race = run(None, "")
+    assert main(["g", "--tracking-uri", uri]) == 0
+    status = {r: client.get_run(r).info.status for r in (cut, child, done, unclosed, race)}
+    assert status == {cut: "KILLED", child: "KILLED", done: "FINISHED", unclosed: "RUNNING", race: "RUNNING"}
+    tags = client.get_run(cut).data.tags
+    assert tags[tracking.TAG_STATUS] == tracking.ERRORED and tags["arb.error_class"] == "Interrupted"
+    assert main(["g", "--tracking-uri", uri]) == 0 and main(["absent", "--tracking-uri", uri]) == 0

@@ -103,6 +103,6 @@ def test_a_served_model_is_identified_by_its_file_content_and_settings(tmp_path:
     entry = ModelEntry(provider="embedded", id="m", gguf="pkg:file:m.gguf", context=4096)
     first = served_identity(entry, gguf)
     assert hashlib.sha256(b"weights").hexdigest() in first and "n_ctx=4096" in first
-    assert served_identity(entry.model_copy(update={"context": 2048}), gguf) != first  # another window answers otherwise
+    assert served_identity(entry.model_copy(update={"context": 2048}), gguf) != first  # another window, other answers
     gguf.write_bytes(b"other weights")
     assert served_identity(entry, gguf) != first

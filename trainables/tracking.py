@@ -299,9 +299,7 @@ def mark_errored(client: MlflowClient, run_id: str, exc: BaseException) -> None:
     client.set_terminated(run_id, status="FAILED")
 
 
-INTERRUPTED = (
-    "the sweep was stopped (a cancelled or timed-out job) while this trial ran; `arb resume` runs it again"
-)
+INTERRUPTED = "the sweep was stopped (a cancelled or timed-out job) while this trial ran; `arb resume` runs it again"
 
 
 def mark_interrupted(tracking_uri: str, name: str) -> list[str]:

@@ -3,11 +3,12 @@ which starts with no model, so a trial finds its model only if its node pulled i
 
 `serve` answers after FAKE_OLLAMA_CALL_S seconds per call (slow enough for a test to cut a sweep mid-run) and, when
 it stops, writes what it served (port, models, calls, its OLLAMA_* environment) to
-$FAKE_OLLAMA_STATE/ollama-<job>-<node>-<pid>.json.
+$FAKE_OLLAMA_STATE/ollama-<job>-<node>-<pid>.json; each answered call is a line of calls-<job>-<node>-<pid>.tsv.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -29,10 +30,18 @@ def serve() -> int:
 
     delay = float(os.environ.get("FAKE_OLLAMA_CALL_S", "0"))
     inner = table_responder({})
+    state = Path(os.environ["FAKE_OLLAMA_STATE"])
+    state.mkdir(parents=True, exist_ok=True)
+    job, node = os.environ.get("SLURM_JOB_ID", "0"), os.environ.get("SLURM_NODEID", "0")
+    answered = state / f"calls-{job}-{node}-{os.getpid()}.tsv"
 
     def respond(model: str, messages: list[dict[str, object]]) -> str:
         time.sleep(delay)
-        return inner(model, messages)  # type: ignore[arg-type]
+        answer = inner(model, messages)  # type: ignore[arg-type]
+        prompt = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
+        with answered.open("a") as f:  # one line per call answered: what a test can wait for
+            f.write(f"{model}\t{prompt}\n")
+        return answer
 
     port = int(_url().rsplit(":", 1)[1])
     stopped: list[bool] = []
@@ -44,9 +53,6 @@ def serve() -> int:
         report = {"port": port, "node": os.environ.get("SLURMD_NODENAME"), "calls": server.state.calls.total(),
                   "models": list(server.state.models),
                   "env": {k: v for k, v in os.environ.items() if k.startswith("OLLAMA_")}}  # fmt: skip
-    job, node = os.environ.get("SLURM_JOB_ID", "0"), os.environ.get("SLURM_NODEID", "0")
-    state = Path(os.environ["FAKE_OLLAMA_STATE"])
-    state.mkdir(parents=True, exist_ok=True)
     (state / f"ollama-{job}-{node}-{os.getpid()}.json").write_text(json.dumps(report))
     return 0
 
