@@ -1,6 +1,6 @@
 """Mark the trials a killed sweep left running: `python -m grid.interrupted GRID_NAME --tracking-uri URI`.
 
-deploy/slurm/arb.sbatch calls it once its sweep and nodes have stopped: `scancel` signals every process of a job at
+deploy/slurm/arb.sbatch calls it once its sweep's driver has stopped: `scancel` signals every process of a job at
 once, the MLflow server included, so the trials it cut could not record their end. They are marked in the store
 itself (errored, "interrupted"), and `arb resume` runs them again."""
 

@@ -305,8 +305,8 @@ INTERRUPTED = "the sweep was stopped (a cancelled or timed-out job) while this t
 def mark_interrupted(tracking_uri: str, name: str) -> list[str]:
     """End the trial runs of grid `name` still RUNNING, with their evaluation runs, as errored: what a trial says
     of itself when it is stopped, written for trials that were killed before they could (every process of a SLURM
-    job is signalled at once, the tracking server too). Call only once nothing of the sweep runs any more.
-    Returns the trial keys marked."""
+    job is signalled at once, the tracking server too). Call once the sweep's driver has stopped; a trial still
+    alive that finishes afterwards overwrites the mark with its result. Returns the trial keys marked."""
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is None:
