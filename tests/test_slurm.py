@@ -105,10 +105,11 @@ class Study:
         raise AssertionError(f"job {job} did not end in {timeout_s} s: {self.job(job)}\n{self.output(job)}")
 
     def output(self, job: str) -> str:
+        """The job's output, then the logs it keeps in $ARB_HOME/slurm/<job> (nodes, MLflow server)."""
         path = self.work / f"arb-{job}.out"
-        nodes = self.work / "shared" / "slurm" / job / "nodes.log"
-        return (path.read_text() if path.exists() else "") + "\n--- nodes.log\n" + (
-            nodes.read_text() if nodes.exists() else "")  # fmt: skip
+        logs = sorted((self.work / "shared" / "slurm" / job).glob("*.log"))
+        return (path.read_text() if path.exists() else "") + "".join(
+            f"\n--- {log.name}\n{log.read_text(errors='replace')[-4000:]}" for log in logs)  # fmt: skip
 
     def trial_runs(self) -> list:
         client = MlflowClient(self.store)
@@ -165,6 +166,11 @@ def study() -> Iterator[Study]:
     work.mkdir()
     shutil.chown(work, user.pw_uid, user.pw_gid)
     changed = real_slurm.grant_traverse([ROOT, Path(sys.executable).resolve()], user.pw_name)
+    # This process reads the jobs' store as root: MLflow takes a lock file named after the store in the temp dir
+    # (/tmp/db_init_lock-<hash>), which the jobs' servers, as the user, could not open had root created it.
+    saved_tempdir = tempfile.tempdir
+    tempfile.tempdir = str(base / "root-tmp")
+    Path(tempfile.tempdir).mkdir()
     try:
         with real_slurm.RealSlurm(base / "slurm", nodes=2) as slurm:
             s = Study(slurm, work, user.pw_name)
@@ -172,6 +178,7 @@ def study() -> Iterator[Study]:
             shutil.chown(s.grid, user.pw_uid, user.pw_gid)
             yield s
     finally:
+        tempfile.tempdir = saved_tempdir
         subprocess.run(["pkill", "-KILL", "-u", user.pw_name], check=False)
         real_slurm.revoke_traverse(changed, user.pw_name)
         shutil.rmtree(base, ignore_errors=True)
