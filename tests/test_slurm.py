@@ -128,8 +128,10 @@ class Study:
         return sum(len(p.read_text().splitlines()) for p in (self.work / "ollama").glob(f"calls-{job}-*.tsv"))
 
     def cut_mid_trial(self, job: str) -> bool:
-        """A trial of this job is unfinished but has had answers: what a cut leaves for the cache to reuse."""
+        """A trial has finished, and another is unfinished but has had answers: what a cut leaves for the cache."""
         runs = self.trial_runs()
+        if not any(r.data.tags.get(tracking.TAG_STATUS) == tracking.FINISHED for r in runs):
+            return False
         paid = sum(r.data.metrics.get("lm_calls", 0) - r.data.metrics.get("cache_hits", 0) for r in runs
                    if r.data.tags.get(tracking.TAG_STATUS) == tracking.FINISHED)  # fmt: skip
         return any(r.info.status == "RUNNING" for r in runs) and self.calls("*") >= paid + 2
@@ -167,7 +169,9 @@ def study() -> Iterator[Study]:
     shutil.chown(work, user.pw_uid, user.pw_gid)
     changed = real_slurm.grant_traverse([ROOT, Path(sys.executable).resolve()], user.pw_name)
     # This process reads the jobs' store as root: MLflow takes a lock file named after the store in the temp dir
-    # (/tmp/db_init_lock-<hash>), which the jobs' servers, as the user, could not open had root created it.
+    # (/tmp/db_init_lock-<hash>), which the jobs' servers, as the user, could not open had root created it. With
+    # its own temp dir this process no longer shares that lock, so it reads the store only after a job's server
+    # has created it (below).
     saved_tempdir = tempfile.tempdir
     tempfile.tempdir = str(base / "root-tmp")
     Path(tempfile.tempdir).mkdir()
@@ -198,7 +202,10 @@ def test_five_endings_leave_nothing_behind_and_resume_from_the_cache(study: Stud
     # 1. the time limit's warning, `--signal=B:TERM`: SIGTERM to the batch shell only
     first = study.sbatch("--nodes=2", "--cpus-per-task=2", "--mem=2000", "--time=20", "deploy/slurm/arb.sbatch",
                          str(study.grid))  # fmt: skip
-    study.wait(first, lambda: study.finished() and study.cut_mid_trial(first))
+    # the store is read only once arb has reached the job's MLflow server: before that the server may still be
+    # creating the tables, and a second process migrating the same SQLite file at once corrupts the migration
+    # (this process's MLflow lock is not the server's: see the fixture)
+    study.wait(first, lambda: "→ MLflow experiment" in study.output(first) and study.cut_mid_trial(first))
     study.slurm.run("scancel", "--batch", "--signal=TERM", first)
     state = study.wait_end(first)
     log = study.output(first)
