@@ -4,7 +4,7 @@ from analysis.report import build_tables, render, write_report
 from analysis.routing import routing_advice
 from analysis.runs import grid_status, load_examples, load_runs
 from analysis.tables import delta_matrix, per_model_summary, tiers
-from trainables.stats import paired_delta
+from trainables.stats.paired import paired_delta
 
 __all__ = [
     "build_tables",

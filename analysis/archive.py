@@ -24,8 +24,8 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from trainables import tracking
 from trainables.errors import ArbError, unknown_name
+from trainables.record import tracking
 
 FORMAT = 1
 ROOT = "arb-export"

@@ -16,9 +16,9 @@ from analysis.dashboard import write_dashboard
 from analysis.routing import per_call_costs, routing_tables, write_gateway_config
 from analysis.runs import ReportCache, known_grids, load_study, mark_api, split_truncated
 from trainables.errors import ArbError
-from trainables.noninferiority import MARGIN_PP
 from trainables.registry import ModelRegistry, load_registry
-from trainables.stats import noise_floor_pp
+from trainables.stats.noninferiority import MARGIN_PP
+from trainables.stats.paired import noise_floor_pp
 
 MAX_MARKDOWN_ROWS = 60
 """Longer tables are cut in summary.md: a reader scans the top; the CSV holds everything."""

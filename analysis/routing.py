@@ -1,6 +1,6 @@
 """Routing advice: per task, the cheapest program shown non-inferior to a reference API model, or the reference.
 
-The rule is `trainables.noninferiority`'s, the same one `arb route` races with: a candidate is routed to only when
+The rule is `trainables.stats.noninferiority`'s, the same one `arb route` races with: a candidate is routed to only when
 the lower end of its interval for (candidate − reference), on the same test examples, lies above −margin, with
 the error rate split over the task's candidates (Bonferroni). A task says one of: route to M, keep the reference
 (every cheaper candidate shown more than the margin worse), or undecided (with an estimate of the examples that
@@ -19,8 +19,8 @@ import yaml
 
 from analysis.tables import ScoreIndex, _optimized
 from trainables.errors import ArbError
-from trainables.noninferiority import MARGIN_PP, Candidate, Rule, decide, spread_of
 from trainables.registry import ModelRegistry
+from trainables.stats.noninferiority import MARGIN_PP, Candidate, Rule, decide, spread_of
 
 NOT_ENOUGH_DATA = "not enough data"
 ROUTING_COLUMNS = ["task", "reference", "reference_score", "decision", "route_to", "route_score", "gap_pp",
@@ -196,7 +196,7 @@ def gateway_config(advice: pd.DataFrame, registry: ModelRegistry, prefix: str = 
         entry = registry.models.get(model)
         if entry is None:
             continue
-        params: dict[str, object] = {"model": _litellm_model(entry.provider, entry.id)}
+        params: dict[str, object] = {"model": f"{entry.provider_spec.litellm_prefix}/{entry.id}"}
         endpoint = entry.resolved_endpoint()
         if endpoint:
             params["api_base"] = endpoint
@@ -205,12 +205,6 @@ def gateway_config(advice: pd.DataFrame, registry: ModelRegistry, prefix: str = 
         info = {"arb_decision": str(row.decision), "arb_reference": str(row.reference), "arb_model": model}
         entries.append({"model_name": f"{prefix}/{row.task}", "litellm_params": params, "model_info": info})
     return {"model_list": entries}
-
-
-def _litellm_model(provider: str, model_id: str) -> str:
-    """LiteLLM's `provider/model` string: Ollama's chat endpoint, or an OpenAI-compatible API (embedded
-    llama.cpp servers speak OpenAI's)."""
-    return f"ollama_chat/{model_id}" if provider == "ollama" else f"openai/{model_id}"
 
 
 def write_gateway_config(advice: pd.DataFrame, registry: ModelRegistry, path: Path) -> Path:

@@ -18,8 +18,8 @@ from urllib.request import url2pathname
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from trainables.record.tracking import search_all
 from trainables.registry import ModelRegistry, load_registry
-from trainables.tracking import search_all
 
 TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase": "phase", "arb.grid": "grid",
                "arb.task_version": "task_version", "arb.truncated": "truncated",

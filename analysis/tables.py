@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainables.noninferiority import MARGIN_PP, Rule
-from trainables.stats import (
+from trainables.optimizers import OPTIMIZERS
+from trainables.stats.noninferiority import MARGIN_PP, Rule
+from trainables.stats.paired import (
     CONFIDENCE_SEQUENCE,
     SIGN_FLIP,
     PairedDelta,
@@ -34,10 +35,16 @@ def _done(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"].isin(DONE)]
 
 
+COMPILING = sorted(name for name, o in OPTIMIZERS.items() if o.compiles)
+"""Optimizers whose trials compile a program (not plain baselines, not ablations of a stored one)."""
+ABLATING = sorted(name for name, o in OPTIMIZERS.items() if o.stored_program)
+BASELINE_ONLY = sorted(name for name, o in OPTIMIZERS.items() if not o.compiles and not o.stored_program)
+
+
 def _optimized(runs: pd.DataFrame) -> pd.DataFrame:
     """Trials of an optimization phase (not ablations, not plain baselines)."""
     done = _done(runs)
-    return done[~done["optimizer"].isin(("none", "demo_ablation"))]
+    return done[done["optimizer"].isin(COMPILING)]
 
 
 def per_model_summary(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex | None = None) -> pd.DataFrame:
@@ -127,7 +134,7 @@ class ScoreIndex:
 
 STOP_VERDICTS = {"decided_improved": "improved", "decided_hurt": "worse", "equivalent": "equivalent",
                  "futile": "no significant change", "max_reached": "no significant change"}  # fmt: skip
-"""A sequential trial's verdict, from how its confidence sequence stopped (`trainables.sequential`)."""
+"""A sequential trial's verdict, from how its confidence sequence stopped (`trainables.stats.sequential`)."""
 
 
 def _sequential(run: object) -> bool:
@@ -189,7 +196,7 @@ def api_vs_best_local(
     runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex, margin_pp: float = MARGIN_PP
 ) -> pd.DataFrame:
     """Table 2: per task, the best API model's baseline against the best optimized local model, with the routing
-    rule's verdict (`trainables.noninferiority`: non-inferior only if the gap's 95% interval lies above −margin).
+    rule's verdict (`trainables.stats.noninferiority`: non-inferior only if the gap's 95% interval lies above −margin).
 
     The comparison pairs the local model's optimized scores with the API model's baseline by example. "API" is
     what the registry says a model is (`api` column), not its provider's name.
@@ -253,7 +260,7 @@ def local_beats_api(runs: pd.DataFrame) -> pd.DataFrame:
 def ablation_effects(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 7 (phase 3): instruction effect = score(k=0) − baseline; demo effect(k) = score(k) − score(k=0)."""
     abl = _done(runs)
-    abl = abl[abl["optimizer"] == "demo_ablation"]
+    abl = abl[abl["optimizer"].isin(ABLATING)]
     rows = []
     for run in abl.itertuples():
         k0 = getattr(run, "score_k0", np.nan)
@@ -277,7 +284,7 @@ def reasoning_table(runs: pd.DataFrame, reasoning_models: set[str]) -> pd.DataFr
     """Table 8 (phase 4's design): unoptimized score and latency of each reasoning model (registry
     `reasoning: true`) per task, whatever grid or phase ran it."""
     done = _done(runs)
-    done = done[(done["optimizer"] == "none") & done["model"].isin(reasoning_models)]
+    done = done[done["optimizer"].isin(BASELINE_ONLY) & done["model"].isin(reasoning_models)]
     cols = ["model", "task", "baseline_score", "latency_ms_p50", "latency_ms_p95"]
     return done[cols].sort_values(["model", "task"]).reset_index(drop=True)
 
@@ -290,7 +297,7 @@ def low_data_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 9 (phase 5's design): score by n labeled, with the outcome (responsive, resistant or broken), for every
     series of optimizer runs that differ only in `n_labeled` — whatever grid or phase ran them."""
     cols = ["model", "task", "optimizer", "n_labeled", "baseline", "optimized", "delta_pp", "outcome"]
-    ran = runs[runs["status"].isin((*DONE, "errored")) & ~runs["optimizer"].isin(("none", "demo_ablation"))]
+    ran = runs[runs["status"].isin((*DONE, "errored")) & runs["optimizer"].isin(COMPILING)]
     ran = ran.assign(teacher=ran["teacher"].fillna(ran["model"]))
     sizes = ran.groupby(LOW_DATA_SERIES, dropna=False)["n_labeled"].transform("nunique")
     rows = []

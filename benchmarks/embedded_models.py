@@ -38,9 +38,10 @@ def main() -> None:
 
     import dspy
 
-    from trainables import adapters, lm_cache
     from trainables.evaluate import evaluate
-    from trainables.lm import build_lm, new_meter
+    from trainables.lm import adapters
+    from trainables.lm import cache as lm_cache
+    from trainables.lm.client import build_lm, new_meter
 
     registry = load_registry()
     tmp = Path(tempfile.mkdtemp(prefix="arb-embedded-bench-"))

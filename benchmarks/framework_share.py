@@ -34,7 +34,7 @@ import record  # noqa: E402
 
 from grid.embedded import serve_embedded  # noqa: E402
 from grid.spec import GridSpec, expand  # noqa: E402
-from trainables import tracking  # noqa: E402
+from trainables.record import tracking  # noqa: E402
 from trainables.registry import load_registry  # noqa: E402
 from trainables.trial import execute_trial  # noqa: E402
 

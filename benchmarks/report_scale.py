@@ -54,7 +54,7 @@ def _mlflow_load(n: int) -> tuple[float, float, float]:
 
     from analysis.runs import ReportCache, load_study
     from grid.spec import GridSpec
-    from trainables import tracking
+    from trainables.record import tracking
 
     runs, examples = synthetic(n)
     by_run = dict(tuple(examples.groupby("run_id")))

@@ -19,9 +19,9 @@ gives between candidate and reference.
 Designs, on the same simulated examples (the first 50 are the trials' own):
 - old rule, n = 50: the cheapest candidate *not significantly worse* (sign-flip test, p < 0.05) — what
   `analysis/routing.py` did before;
-- fixed n: the non-inferiority rule (`trainables.noninferiority`, Bonferroni over the 4 candidates) after n
+- fixed n: the non-inferiority rule (`trainables.stats.noninferiority`, Bonferroni over the 4 candidates) after n
   examples on every program;
-- race: `trainables.race` from the trials' 50 examples, rounds of 25, to `n_max` (default: the split's size).
+- race: `trainables.stats.race` from the trials' 50 examples, rounds of 25, to `n_max` (default: the split's size).
 
 Decisions are scored against the truth: correct (the truth's decision), wrongly routed (to a model truly more than
 δ worse), undecided, or other (a safe but dearer model; the reference kept though a candidate qualifies). LM
@@ -44,9 +44,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 import record  # noqa: E402
 from synthetic import BASELINE_AVG, DELTAS, MODELS  # noqa: E402  (SPEC.md's phase-1 numbers, held once)
 
-from trainables.noninferiority import Candidate, Rule, decide, spread_of  # noqa: E402
-from trainables.race import Entrant, RaceRule, simulate  # noqa: E402
-from trainables.stats import paired_delta  # noqa: E402
+from trainables.stats.noninferiority import Candidate, Rule, decide, spread_of  # noqa: E402
+from trainables.stats.paired import paired_delta  # noqa: E402
+from trainables.stats.race import Entrant, RaceRule, simulate  # noqa: E402
 
 API = ("gpt-4o", "gpt-5.2")
 LOCAL_COST = {"llama3.2": 3.0, "mistral": 7.0, "qwen2.5:7b": 7.0, "phi4": 14.0}

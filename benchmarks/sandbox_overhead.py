@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import record
 
-from trainables.sandbox import interpreter, run_python
+from trainables.tasks.sandbox import interpreter, run_python
 
 
 def _time(fn: object, n: int) -> list[float]:

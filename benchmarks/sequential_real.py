@@ -29,8 +29,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import record  # noqa: E402
 
+from trainables.record.tracking import default_home, default_tracking_uri  # noqa: E402
 from trainables.tasks.extraction import NER_TAGS  # noqa: E402
-from trainables.tracking import default_home, default_tracking_uri  # noqa: E402
 
 PEOPLE = [("Ingrid", "Halvorsen"), ("Tomas", "Reyes"), ("Amara", "Okafor"), ("Lukas", "Brenner"),
           ("Sofia", "Marchetti"), ("Kenji", "Mori"), ("Nadia", "Petrova"), ("Owen", "Gallagher"),

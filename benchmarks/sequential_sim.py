@@ -11,8 +11,8 @@ those rates and correlation `rho` (a stated parameter: how often both conditions
 wrong; graded metrics such as extraction's F1 are simulated as 0/1 too). Each replicate draws 50 examples in a
 random order and decides it twice:
 
-- fixed: the report's paired test at n = 50 (`trainables.stats.paired_delta`, sign-flip / McNemar), and
-- sequential: `trainables.sequential` with n_max = 50, n_min = 10, a check every 5 examples, equivalence ±10 pp
+- fixed: the report's paired test at n = 50 (`trainables.stats.paired.paired_delta`, sign-flip / McNemar), and
+- sequential: `trainables.stats.sequential` with n_max = 50, n_min = 10, a check every 5 examples, equivalence ±10 pp
   (the issue's rule), and the same with the opt-in futility stop at 0.1,
 
 on the same examples (the sequential one sees a prefix). Reported: LM calls saved (evaluated pairs against 2 × 50,
@@ -36,8 +36,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests")]
 import record  # noqa: E402
 from synthetic import BASELINE_AVG, DELTAS, MODELS  # noqa: E402  (SPEC.md's phase-1 numbers, held once)
 
-from trainables.sequential import STOP_REASONS, StopRule, run  # noqa: E402
-from trainables.stats import delta_verdict, paired_delta  # noqa: E402
+from trainables.stats.paired import delta_verdict, paired_delta  # noqa: E402
+from trainables.stats.sequential import STOP_REASONS, StopRule, run  # noqa: E402
 
 BASELINES = BASELINE_AVG
 """SPEC.md: per-model average baseline over the nine tasks (%), used for every task of the model."""

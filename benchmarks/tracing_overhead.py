@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/tracing_overhead.py [--repeats 20]
 
 Evaluates the sample math program on its test split inside a trial's MLflow run (SQLite store), alternately with
-tracing off and on (`trainables.tracing`: one trace per example with DSPy's spans, exported in the background and
+tracing off and on (`trainables.record.tracing`: one trace per example with DSPy's spans, exported in the background and
 flushed at the end), and reports the median seconds per example of each and the difference. The share of a real
 trial is that difference times its traced examples over its wall time; BENCHMARKS.md has both.
 """
@@ -24,9 +24,9 @@ import dspy
 import mlflow
 from record import append, heading
 
-from trainables import tracing
 from trainables.evaluate import evaluate
-from trainables.lm import new_meter
+from trainables.lm.client import new_meter
+from trainables.record import tracing
 from trainables.tasks import get_task
 
 

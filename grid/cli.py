@@ -47,7 +47,7 @@ ModelsFile = Annotated[
     Path | None, typer.Option("--models", help="Model registry YAML (default: the shipped grid/models.yaml).")
 ]
 MARGIN_DEFAULT = 5.0
-"""`trainables.noninferiority.MARGIN_PP`, written here so `arb --help` does not import numpy and scipy."""
+"""`trainables.stats.noninferiority.MARGIN_PP`, written here so `arb --help` does not import numpy and scipy."""
 Margin = Annotated[
     float,
     typer.Option(
@@ -67,7 +67,7 @@ Reference = Annotated[
 
 
 def _uri(tracking_uri: str | None, *, sweep: bool = False) -> str:
-    from trainables.tracking import check_writable, default_home, default_tracking_uri
+    from trainables.record.tracking import check_writable, default_home, default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     if not sweep:
@@ -97,8 +97,8 @@ def _launch(
 ) -> None:  # fmt: skip
     """Run the grids in order (a grid and its `then:` grids), one summary line each, then where to look."""
     from grid.launch import GridOutcome, run_grid, summary_line
+    from trainables.record.tracking import default_home
     from trainables.registry import load_registry
-    from trainables.tracking import default_home
 
     registry_path = str(models) if models else registry_path
     uri = _uri(tracking_uri, sweep=True)
@@ -164,8 +164,8 @@ def check(
     the registry's context). One line per problem; exit code 2 if there is any."""
     from grid.launch import preflight
     from grid.spec import expand, load_grid, stages
+    from trainables.record.tracking import default_home
     from trainables.registry import load_registry
-    from trainables.tracking import default_home
 
     registry = load_registry(models)
     for spec in stages(load_grid(gridfile)):
@@ -230,7 +230,7 @@ def plan(
     registry = load_registry(models)
     if ollama_tags:  # what deploy/slurm/arb-node.sh pulls on every node before Ray starts
         used = {m for spec in stages(load_grid(gridfile)) for t in expand(spec, registry) for m in (t.model, t.teacher)}
-        tags = {registry.models[m].id for m in used if m and registry.models[m].provider == "ollama"}
+        tags = {registry.models[m].id for m in used if m and registry.models[m].provider_spec.per_node}
         for tag in sorted(tags):
             typer.echo(tag)
         return
@@ -264,7 +264,7 @@ def _measured_discordance(tracking_uri: str | None) -> tuple[Any, Any]:
     store does not exist yet (planning must not create one) or holds no runs."""
     import pandas as pd
 
-    from trainables.tracking import default_tracking_uri
+    from trainables.record.tracking import default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     empty = pd.DataFrame(columns=["discordance", "runs", "examples"])
@@ -285,7 +285,7 @@ def _measured_discordance(tracking_uri: str | None) -> tuple[Any, Any]:
 
 def _discordance(task: str, measured: Any) -> tuple[float, str]:
     """A task's measured share of disagreeing examples and where it comes from, else the stated assumption."""
-    from trainables import stats
+    from trainables.stats import paired as stats
 
     if task in measured.index:
         row = measured.loc[task]
@@ -299,8 +299,8 @@ def _routing_plan(spec: Any, registry: Any, measured: Any) -> Any:
     disagreement between a cheaper model and the reference."""
     from rich.table import Table
 
-    from trainables import stats
-    from trainables.noninferiority import Rule
+    from trainables.stats import paired as stats
+    from trainables.stats.noninferiority import Rule
 
     cheaper = [m for m in spec.models if not registry.get(m).is_api]
     rule = Rule(spec.margin_pp, candidates=max(1, len(cheaper)))
@@ -322,7 +322,8 @@ def _power_table(spec: Any, measured: Any) -> Any:
     fixed-n test, and the sequence if the grid stops sequentially), from measured or assumed discordance."""
     from rich.table import Table
 
-    from trainables import sequential, stats
+    from trainables.stats import paired as stats
+    from trainables.stats import sequential
 
     title = f"smallest effect {spec.name} detects (80% power, α = 0.05, n_eval {spec.n_eval})"
     table = Table(title=title)
@@ -354,7 +355,7 @@ def status(
 
     from analysis.runs import grid_status
     from grid.launch import tune_state
-    from trainables.tracking import default_home
+    from trainables.record.tracking import default_home
 
     uri = _uri(tracking_uri)
     frame = grid_status(uri, grid or None)
@@ -382,7 +383,7 @@ def _score_views(uri: str, ui: str) -> list[str]:
     from mlflow.tracking import MlflowClient
 
     from grid.launch import ensure_scores_view, scores_view_url
-    from trainables.tracking import store_error
+    from trainables.record.tracking import store_error
 
     client = MlflowClient(uri)
     try:
@@ -464,8 +465,8 @@ def report(
     and writes the decisions as a LiteLLM gateway config (routing.litellm.yaml)."""
     from analysis.report import write_report
     from analysis.runs import ReportCache
+    from trainables.record.tracking import default_home
     from trainables.registry import load_registry
-    from trainables.tracking import default_home
 
     uri = _uri(tracking_uri)
     cache = ReportCache.for_store(uri, default_home())
@@ -503,7 +504,7 @@ def route(
     `routed`, and writes a LiteLLM gateway config. Interrupted, it continues where it stopped."""
     from analysis.routing import write_gateway_config
     from grid.route import Settings, decisions_frame, grid_setup, plan_races, registered_name, run_races
-    from trainables.tracking import default_home
+    from trainables.record.tracking import default_home
 
     uri = _uri(tracking_uri, sweep=True)
     registry, registry_path, lm_cache, cpus = grid_setup(grid[0], uri, models)

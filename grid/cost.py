@@ -11,57 +11,20 @@ The estimate is LM calls × seconds per call:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
-from trainables.vocabulary import GEPA_MINIBATCH, SIMBA_BSIZE, Trial
+from trainables import optimizers
+from trainables.optimizers import get_optimizer
+from trainables.vocabulary import Trial
 
 PRIOR_CALLS_PER_EXAMPLE = {"agentic": 4.0}
 """Calls per example before any trial has finished: a ReAct loop takes several steps; the rest take one."""
-_MIPRO_AUTO_CANDIDATES = {"light": 6, "medium": 12, "heavy": 18}  # DSPy's MIPROv2 AUTO_RUN_SETTINGS["n"]
-
-
-def gepa_budget(params: dict[str, object], n_labeled: int, n_val: int) -> int:
-    """Metric calls (program runs) dspy.GEPA will make with these settings, as dspy 3.4.1 computes them:
-    `max_metric_calls`; `max_full_evals` × (train + val); or `auto`'s budget (`GEPA.auto_budget` for one predictor:
-    the seed's valset evaluation, 5 per candidate, N minibatches of 35 and periodic full evaluations)."""
-    if params.get("max_metric_calls"):
-        return int(str(params["max_metric_calls"]))
-    if params.get("max_full_evals"):
-        return int(str(params["max_full_evals"])) * (n_labeled + n_val)
-    candidates = _MIPRO_AUTO_CANDIDATES.get(str(params.get("auto") or "light"), 6)
-    steps = int(max(4 * math.log2(candidates), 1.5 * candidates))
-    full_evals = (steps + 1) // 5 + 1 + (1 if steps < 5 else 0)
-    return n_val + 5 * candidates + 35 * steps + full_evals * n_val
 
 
 def expected_calls(trial: Trial) -> float:
-    """LM calls a trial would make at one call per example and optimizer step (before learned corrections)."""
-    p = trial.optimizer_params
-    if trial.optimizer == "demo_ablation":
-        return float(trial.n_eval * (trial.demos + 2))  # baseline, then k = 0 … demos
-    conditions = 1 if trial.optimizer == "none" else 2
-    calls = float(trial.n_eval * conditions)
-    if trial.optimizer == "bootstrap":
-        calls += trial.n_labeled * int(p.get("max_rounds", 1))
-    elif trial.optimizer == "bootstrap_rs":
-        candidates = int(p.get("num_candidate_programs", 4))
-        calls += (candidates + 3) * trial.n_val + candidates * trial.n_labeled
-    elif trial.optimizer == "mipro":
-        candidates = int(p.get("num_candidates") or _MIPRO_AUTO_CANDIDATES.get(p.get("auto") or "light", 6))
-        steps = int(p.get("num_trials") or max(2 * math.log2(max(candidates, 2)), 1.5 * candidates))
-        calls += steps * trial.n_val + candidates * (trial.n_labeled + 1)
-    elif trial.optimizer == "gepa":
-        budget = gepa_budget(p, trial.n_labeled, trial.n_val)
-        minibatch = int(p.get("reflection_minibatch_size", GEPA_MINIBATCH))
-        calls += budget + budget / (2 * minibatch + trial.n_val)  # plus about one reflection call per proposal
-    elif trial.optimizer == "simba":
-        bsize, steps = int(p.get("bsize", SIMBA_BSIZE)), int(p.get("max_steps", 8))
-        candidates = int(p.get("num_candidates", 6))
-        # each step: the batch on `candidates` sampled programs, one rule/demo proposal each, the batch on the new
-        # ones; then every kept candidate on the whole trainset
-        calls += steps * (bsize * candidates * 2 + candidates) + candidates * trial.n_labeled
-    return calls
+    """LM calls a trial would make at one call per example and optimizer step (before learned corrections): its
+    optimizer's count (`trainables.optimizers.Optimizer.conditions`, `search_calls`)."""
+    return optimizers.expected_calls(get_optimizer(trial.optimizer), trial)
 
 
 class CostModel:

@@ -196,7 +196,7 @@ def call_timeout(entry: ModelEntry, speed: Speed) -> float:
 
 def check_embedded(names: list[str], registry: ModelRegistry, base_port: int = DEFAULT_PORT) -> None:
     """Fail before any work starts if an embedded model cannot be served: missing extra, file or port."""
-    embedded = [n for n in names if registry.get(n).provider == "embedded"]
+    embedded = [n for n in names if registry.get(n).provider_spec.started_here]
     if not embedded:
         return
     _require_llama_cpp()
@@ -282,7 +282,7 @@ def serve_embedded(
 ) -> Iterator[EmbeddedServers]:
     """Start and supervise a server for each embedded model in `names`; stops them on exit."""
     state = EmbeddedServers()
-    embedded = [n for n in names if registry.get(n).provider == "embedded"]
+    embedded = [n for n in names if registry.get(n).provider_spec.started_here]
     if not embedded:
         yield state
         return

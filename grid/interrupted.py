@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainables import tracking
+from trainables.record import tracking
 
 
 def main(argv: list[str] | None = None) -> int:

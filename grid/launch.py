@@ -20,9 +20,11 @@ from grid import placement
 from grid.embedded import DEFAULT_PORT, EmbeddedServers, check_embedded, serve_embedded
 from grid.signals import stop_on_sigterm
 from grid.spec import GridSpec, Trial, expand
-from trainables import ablation, sandbox, slots
+from trainables import ablation
 from trainables.errors import ArbError
+from trainables.lm import slots
 from trainables.registry import ModelRegistry
+from trainables.tasks import sandbox
 
 SPEC_TAG = "arb.grid_spec"
 PRELOAD = ("trainables.trial",)
@@ -160,7 +162,7 @@ def _recorded_error(config: dict[str, Any]) -> str | None:
     """The error a trial recorded in its MLflow run (`arb.error_class`, `arb.error`), if it got that far."""
     from mlflow.tracking import MlflowClient
 
-    from trainables import tracking
+    from trainables.record import tracking
 
     try:
         runtime, key = config["runtime"], Trial.model_validate(config["trial"]).key
@@ -185,7 +187,7 @@ def run_grid(
     stream: Any = sys.stderr,
 ) -> GridOutcome:
     """Expand, check, and run every trial of `spec`; returns how each trial ended."""
-    from trainables import tracking
+    from trainables.record import tracking
 
     trials = expand(spec, registry)
     # Trials finished earlier are settled from one query, so that a finished grid starts no Ray, no model server
@@ -253,7 +255,7 @@ def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) ->
 
     @ray.remote(num_cpus=0)
     def on_node(wants: dict[str, int]) -> tuple[str, list[str]]:
-        from trainables.ollama_node import PORT_LABEL
+        from trainables.lm.ollama_node import PORT_LABEL
 
         port = ray.get_runtime_context().get_node_labels().get(PORT_LABEL) or "11434"
         host = f"http://127.0.0.1:{int(str(port))}"
@@ -343,7 +345,7 @@ def stored_spec(tracking_uri: str, name: str) -> tuple[GridSpec, str | None]:
     """The spec (and registry path) a grid was last launched with, read back from its experiment."""
     from mlflow.tracking import MlflowClient
 
-    from trainables.tracking import ensure_experiment
+    from trainables.record.tracking import ensure_experiment
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(name)
@@ -517,7 +519,7 @@ def _searcher(
     def live_nodes() -> dict[str, placement.Node]:
         return placement.ollama_nodes(ray.nodes())
 
-    pinned = {t.model for t in trials if registry.get(t.model).provider == "ollama"}
+    pinned = {t.model for t in trials if registry.get(t.model).provider_spec.per_node}
     return placement.ModelAwareSearcher(
         trials, runtime, pinned=pinned, nodes=live_nodes(), refresh=live_nodes, publish=publish
     )

@@ -204,7 +204,7 @@ class _Cache:
 def _ollama_entries(trials: Iterable[Trial], registry: ModelRegistry, spec: GridSpec) -> list[ModelEntry]:
     """The registry entries of every Ollama model the trials use (students and the teacher)."""
     names = {t.model for t in trials} | ({spec.teacher} if spec.teacher else set())
-    return [e for e in (registry.get(name) for name in sorted(names)) if e.provider == "ollama"]
+    return [e for e in (registry.get(name) for name in sorted(names)) if e.provider_spec.per_node]
 
 
 def ollama_wants(trials: Iterable[Trial], registry: ModelRegistry, spec: GridSpec) -> dict[str, int]:

@@ -2,7 +2,7 @@
 until the routing decision is made, then record it, register it and write it as a gateway config.
 
 For each task of the grids, the reference (the named model, else the best API model) and the cheaper candidates
-(`analysis.routing.contenders`) enter a race (`trainables.race`). Each round scores the next batch of the task's
+(`analysis.routing.contenders`) enter a race (`trainables.stats.race`). Each round scores the next batch of the task's
 seeded test order on every candidate still open and on the reference (once per example, shared), in parallel:
 one Ray task per program, on a node that can serve its model (an Ollama node's slot, `ollama_slots`, kept on the
 node that already served that model when it is still there: Ollama loads a model once per node). The trials'
@@ -43,10 +43,10 @@ from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
 from grid.launch import PRELOAD, connect_ray, stored_spec
 from grid.placement import SLOTS
 from trainables.errors import ArbError
-from trainables.noninferiority import MARGIN_PP
-from trainables.race import BATCH, Entrant, Race, RaceRule, RaceState
 from trainables.registry import ModelRegistry, load_registry
-from trainables.stats import ALPHA
+from trainables.stats.noninferiority import MARGIN_PP
+from trainables.stats.paired import ALPHA
+from trainables.stats.race import BATCH, Entrant, Race, RaceRule, RaceState
 
 ROUTED_ALIAS = "routed"
 RACE_KIND = "race"
@@ -173,7 +173,7 @@ def _program(row: Any, name: str, registry: ModelRegistry, client: MlflowClient)
     entry = registry.get(str(row.model))
     tags = client.get_run(row.run_id).data.tags
     return Program(name, row.run_id, str(row.model), tags.get("arb.model_uri"), _num(row.usd_per_1k),
-                   _num(row.latency_s_per_1k), entry.provider == "ollama")  # fmt: skip
+                   _num(row.latency_s_per_1k), entry.provider_spec.per_node)  # fmt: skip
 
 
 def _num(value: Any) -> float:
@@ -196,7 +196,7 @@ def _task_race(
 
 def _open_record(client: MlflowClient, race: TaskRace, settings: Settings) -> None:
     """Find the task's race run (same programs and rule) or start one; load the outcomes it recorded."""
-    from trainables.tracking import search_all
+    from trainables.record.tracking import search_all
 
     exp = client.get_experiment_by_name(race.grid)
     assert exp is not None  # load_study found its runs

@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.errors import ArbError, one_line, unknown_name, validation_summary
+from trainables.optimizers import OPTIMIZERS, Sizes, get_optimizer
 from trainables.registry import ModelRegistry
-from trainables.vocabulary import OPTIMIZER_SETTINGS, DataSource, Sizes, StoppingRule, TraceMode, Trial, trial_key
+from trainables.vocabulary import DataSource, StoppingRule, TraceMode, Trial, trial_key
 
 PHASES_DIR = Path(__file__).with_name("phases")
 _MAX_GRID_BYTES = 256 * 1024  # grid files are hand-written; anything larger is a mistake or an attack
@@ -54,7 +55,7 @@ class GridSpec(BaseModel):
     A later grid may read an earlier one's runs (the demo ablation reads its source program)."""
     optimizer: list[str] = Field(default_factory=lambda: ["mipro"])
     """Optimizer name, or a list of names (an axis: each is its own trial, compared on the same test examples), from
-    `trainables.vocabulary.OPTIMIZER_SETTINGS`: none, bootstrap, bootstrap_rs, mipro, gepa, simba, demo_ablation."""
+    `trainables.optimizers.OPTIMIZERS`: none, bootstrap, bootstrap_rs, mipro, gepa, simba, demo_ablation."""
     teacher: str | None = None
     """Model that bootstraps demos and proposes instructions; null means the student teaches itself."""
     demos: list[int] = Field(default_factory=lambda: [4])
@@ -69,7 +70,7 @@ class GridSpec(BaseModel):
     """`fixed` (default): every trial scores both conditions on all `n_eval` test examples. `sequential`: both
     conditions on the same examples, `check_every` at a time, stopping once an anytime-valid 95% confidence sequence
     for the paired difference excludes 0 (improved / hurt) or lies within ±`equivalence_pp` (no effect that large),
-    after at least `n_min` examples (`trainables.sequential`). Part of the trial key only when sequential."""
+    after at least `n_min` examples (`trainables.stats.sequential`). Part of the trial key only when sequential."""
     n_min: int = Field(default=10, ge=1)
     """Sequential: examples per condition before the first stop is allowed."""
     equivalence_pp: float = Field(default=10.0, gt=0, le=100)
@@ -112,7 +113,7 @@ class GridSpec(BaseModel):
     optimized program are traced on the same examples and can be compared side by side."""
     margin_pp: float = Field(default=5.0, gt=0, le=100)
     """Non-inferiority margin δ (percentage points) of the routing question: a cheaper model may take a task only
-    if it is shown at most this much worse than the reference (`trainables.noninferiority`). `arb plan` says how
+    if it is shown at most this much worse than the reference (`trainables.stats.noninferiority`). `arb plan` says how
     many test examples that needs; `arb route` races to it."""
     lm_cache: bool = True
     """Keep LM responses in the node's cache (`$ARB_HOME/cache/lm`, keyed by endpoint and model version), so a
@@ -134,7 +135,7 @@ class GridSpec(BaseModel):
         """Whether `optimizer_params` maps optimizer names to settings (no optimizer has a setting named after
         another optimizer, so the two shapes cannot be confused)."""
         keys = set(self.optimizer_params)
-        return len(self.optimizer) > 1 or (bool(keys) and keys <= set(OPTIMIZER_SETTINGS))
+        return len(self.optimizer) > 1 or (bool(keys) and keys <= set(OPTIMIZERS))
 
     @field_validator("optimizer", mode="before")
     @classmethod
@@ -162,7 +163,7 @@ class GridSpec(BaseModel):
             return self
         if self.n_min > self.n_eval:
             raise ValueError(f"`n_min` {self.n_min} is above `n_eval` {self.n_eval}: lower n_min or raise n_eval")
-        alone = sorted(set(self.optimizer) & {"none", "demo_ablation"})
+        alone = sorted(o for o in self.optimizer if o in OPTIMIZERS and not OPTIMIZERS[o].compares)
         if alone:
             raise ValueError(
                 f"`stopping: sequential` compares baseline and optimized, which optimizer {', '.join(alone)} does "
@@ -308,9 +309,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             raise unknown_name("task", task, TASKS)
     sizes = Sizes(n_labeled=tuple(spec.n_labeled), n_val=spec.n_val)
     for optimizer in spec.optimizer:
-        if optimizer not in OPTIMIZER_SETTINGS:
-            raise unknown_name("optimizer", optimizer, OPTIMIZER_SETTINGS)
-        OPTIMIZER_SETTINGS[optimizer].check_params(spec.params_for(optimizer), sizes)
+        get_optimizer(optimizer).check_params(spec.params_for(optimizer), sizes)
 
     return [
         Trial(

@@ -114,8 +114,8 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
     screenshot of each."""
     from mlflow.tracking import MlflowClient
 
+    from trainables.record.tracing import TAG_TRIAL_RUN
     from trainables.tasks import get_task
-    from trainables.tracing import TAG_TRIAL_RUN
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(grid)

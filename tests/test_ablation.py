@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
 from grid.spec import GridSpec, Trial, expand
-from trainables import tracking
 from trainables.ablation import check_sources
 from trainables.errors import ArbError
+from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 

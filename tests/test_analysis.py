@@ -12,9 +12,9 @@ from synthetic import DELTAS, REPORTED, TIERS, _row, binary, paired_examples, st
 from analysis import tables
 from analysis.routing import routing_advice
 from analysis.runs import typed_runs
-from trainables.noninferiority import Rule
 from trainables.registry import load_registry
-from trainables.stats import delta_verdict, noise_floor_pp, paired_delta
+from trainables.stats.noninferiority import Rule
+from trainables.stats.paired import delta_verdict, noise_floor_pp, paired_delta
 
 
 def test_per_model_table_gives_back_the_study() -> None:

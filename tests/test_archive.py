@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
-from trainables import tracking
+from trainables.record import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -133,7 +133,7 @@ def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
     from grid.cli import _score_views
     from grid.launch import SCORES_VIEW, SCORES_VIEW_STATE
     from grid.spec import GridSpec
-    from trainables import tracking
+    from trainables.record import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = tracking.ensure_experiment(uri, "older-grid")  # launched before the view existed: no view tag yet

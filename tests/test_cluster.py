@@ -23,7 +23,7 @@ from servers import MlflowServer, free_port, mlflow_on_postgres, pg_bin, ray_nod
 from stub_server import StubServer, table_responder
 
 from grid import cluster_secrets
-from trainables import tracking
+from trainables.record import tracking
 
 pytestmark = [
     pytest.mark.cluster,

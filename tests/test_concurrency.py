@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from trainables import tracking
+from trainables.record import tracking
 
 
 def _racer(uri: str, experiment_id: str, barrier: object, queue: object) -> None:

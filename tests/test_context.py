@@ -14,8 +14,8 @@ from stub_server import StubServer, fit_context, message_tokens, table_responder
 
 from analysis.report import write_report
 from grid.spec import GridSpec, expand
-from trainables import tracking
-from trainables.lm import ContextCheck
+from trainables.lm.client import ContextCheck
+from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
@@ -120,7 +120,7 @@ def test_a_prompt_refused_for_its_length_is_reported_once_not_retried(math_split
     """llama.cpp's server (and OpenAI) refuse a prompt longer than the context with a 400: each example is recorded
     as a context error after one request (no retry, no second adapter), and counted."""
     from trainables.evaluate import evaluate
-    from trainables.lm import build_lm, new_meter
+    from trainables.lm.client import build_lm, new_meter
     from trainables.tasks import get_task
 
     task = get_task("math")

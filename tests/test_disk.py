@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
 from grid.spec import GridSpec, expand
-from trainables import tracking
+from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from stub_server import StubServer, table_responder
 
 from grid.spec import GridSpec, Trial, expand
-from trainables import tracking
+from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from servers import MlflowServer, pg_bin, postgres
 from stub_server import StubServer, table_responder
 
-from trainables import tracking
+from trainables.record import tracking
 
 pytestmark = [
     pytest.mark.cluster,

@@ -86,7 +86,7 @@ def test_trials_a_killed_job_left_running_are_marked_from_the_store(tmp_path: Pa
     """What deploy/slurm runs after `scancel` (every process signalled at once, the tracking server too): trials
     still RUNNING become errored "interrupted"; done runs, and runs that are not trials, are left alone."""
     from grid.interrupted import main
-    from trainables import tracking
+    from trainables.record import tracking
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

@@ -11,7 +11,7 @@ from stub_server import StubServer
 
 from grid.launch import run_grid, stored_spec, summary_line, tune_state
 from grid.spec import load_grid
-from trainables import tracking
+from trainables.record import tracking
 from trainables.registry import load_registry
 
 

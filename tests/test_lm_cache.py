@@ -10,7 +10,7 @@ import pytest
 from stub_server import StubServer, table_responder
 from test_trial_stub import _config, _trial
 
-from trainables import lm_cache
+from trainables.lm import cache as lm_cache
 from trainables.trial import execute_trial
 
 

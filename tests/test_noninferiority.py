@@ -1,5 +1,5 @@
 """The routing rule (non-inferiority at a margin, Bonferroni over a task's candidates), as the report applies it,
-and the race that adds examples where a decision is open (`trainables.race`, on outcomes known in advance)."""
+and the race that adds examples where a decision is open (`trainables.stats.race`, on outcomes known in advance)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from analysis import tables
 from analysis.routing import gateway_config, routing_advice
 from analysis.runs import mark_api, typed_runs
 from grid.cli import MARGIN_DEFAULT
-from trainables.noninferiority import MARGIN_PP, Candidate, Rule, decide
-from trainables.race import Entrant, RaceRule, simulate
 from trainables.registry import ModelRegistry, load_registry
+from trainables.stats.noninferiority import MARGIN_PP, Candidate, Rule, decide
+from trainables.stats.race import Entrant, RaceRule, simulate
 
 
 def _math_store(local_only: int, api_only: int, n: int = 50, both: int = 32) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -180,7 +180,7 @@ def test_a_null_race_runs_to_n_max_and_says_undecided() -> None:
 def test_the_race_sequence_holds_its_level_at_the_margin_however_often_it_looks() -> None:
     # A candidate exactly δ = 5 pp worse (ups 10%, downs 15%): the race's sequence (aGRAPA bets, looked at after
     # every example) may call it non-inferior at most α/2 of the time, and covers the true gap at every look.
-    from trainables.sequential import RunningSequence
+    from trainables.stats.sequential import RunningSequence
 
     rng = np.random.default_rng(5)
     paths, n, routed, missed = 400, 300, 0, 0

@@ -16,9 +16,11 @@ from stub_server import StubServer, table_responder
 from grid.cost import CostModel, expected_calls
 from grid.placement import ModelAwareSearcher, Node
 from grid.spec import GridSpec, Trial, expand
-from trainables import lm_cache, slots, tracking
 from trainables.evaluate import evaluate
-from trainables.lm import build_lm, new_meter
+from trainables.lm import cache as lm_cache
+from trainables.lm import slots
+from trainables.lm.client import build_lm, new_meter
+from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.tasks import math as math_task
 from trainables.trial import execute_trial

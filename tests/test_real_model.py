@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from grid.embedded import serve_embedded
 from grid.spec import GridSpec, expand
-from trainables import tracking
+from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 

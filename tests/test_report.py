@@ -17,7 +17,7 @@ from synthetic import binary, paired_examples, study_runs
 from analysis.report import TITLES, render, write_report
 from analysis.runs import EXAMPLE_COLUMNS
 from grid.spec import GridSpec
-from trainables import tracking
+from trainables.record import tracking
 from trainables.registry import load_registry
 
 

@@ -16,7 +16,7 @@ from stub_server import StubServer, table_responder
 from test_trial_stub import _config, _trial
 
 from analysis.runs import load_runs
-from trainables import tracing, tracking
+from trainables.record import tracing, tracking
 from trainables.trial import execute_trial
 
 GARBLED = "I would rather not say."
@@ -157,7 +157,7 @@ def test_a_shared_baseline_is_reviewed_in_every_trial_that_uses_it(stub: StubSer
 def test_a_description_rounds_every_number_to_one_decimal() -> None:
     from types import SimpleNamespace
 
-    from trainables import publish
+    from trainables.record import publish
 
     trial = SimpleNamespace(model="m", task="extraction", optimizer="mipro", demos=2, n_labeled=6, seed=0,
                             data="sample", structured=False)  # fmt: skip

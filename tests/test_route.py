@@ -27,8 +27,8 @@ from grid.cli import app
 from grid.launch import _remember_spec
 from grid.route import ROUTED_ALIAS, registered_name
 from grid.spec import GridSpec, expand
-from trainables import tracking
 from trainables.errors import ArbError
+from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 

@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from trainables import sandbox
 from trainables.errors import ArbError
-from trainables.sandbox import Limits, run_python
+from trainables.tasks import sandbox
 from trainables.tasks.code import humaneval_example, humaneval_problems, passes
+from trainables.tasks.sandbox import Limits, run_python
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 

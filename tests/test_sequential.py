@@ -22,11 +22,11 @@ from analysis.runs import load_study
 from analysis.tables import delta_significance, discordance_by_task
 from grid.launch import run_grid
 from grid.spec import GridSpec, expand, load_grid
-from trainables import tracking
 from trainables.errors import ArbError
+from trainables.record import tracking
 from trainables.registry import load_registry
-from trainables.sequential import StopRule, check, confidence_sequence, decide_chance, run
-from trainables.stats import ALPHA, delta_verdict, paired_delta
+from trainables.stats.paired import ALPHA, delta_verdict, paired_delta
+from trainables.stats.sequential import StopRule, check, confidence_sequence, decide_chance, run
 
 
 def _differences(rng: np.random.Generator, n: int, up: float, down: float) -> np.ndarray:
@@ -107,7 +107,8 @@ def test_futility_stops_hopeless_comparisons_and_never_decides_one() -> None:
 
 
 def test_power_is_the_exact_power_of_the_reports_test() -> None:
-    from trainables import sequential, stats
+    from trainables.stats import paired as stats
+    from trainables.stats import sequential
 
     n, rate = 50, stats.prior_discordance()
     mde = stats.detectable_effect_pp(n, rate)

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from trainables import tracking
+from trainables.record import tracking
 
 sys.path.insert(0, str(Path(__file__).parent / "slurm"))
 import real_slurm

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
 from grid.spec import GridSpec, Trial, expand, trial_key
-from trainables import tracking
+from trainables.record import tracking
 from trainables.registry import ModelRegistry, load_registry
 from trainables.trial import execute_trial
 

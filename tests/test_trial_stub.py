@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from stub_server import StubServer, table_responder
 
 from grid.spec import GridSpec, Trial, expand
-from trainables import tracking
+from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
@@ -167,12 +167,12 @@ def test_pathological_output_is_a_parse_failure_not_a_crash(tracking_uri: str) -
 def test_failed_compile_keeps_the_baseline(
     stub: StubServer, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trainables.optimizers as opt
+    from trainables.optimizers import CompileRequest, get_optimizer
 
-    def explode(req: opt.CompileRequest) -> Any:
+    def explode(req: CompileRequest) -> Any:
         raise RuntimeError("no demo could be bootstrapped")
 
-    monkeypatch.setitem(opt.COMPILERS, "bootstrap", explode)
+    monkeypatch.setattr(get_optimizer("bootstrap"), "compile", explode)
     trial = _trial("llama3.2", optimizer="bootstrap")
     metrics = execute_trial(_config(trial, tracking_uri, {"llama3.2": stub.url}))
     assert metrics["optimized_score"] == metrics["baseline_score"] and metrics["delta_pp"] == 0.0
@@ -225,7 +225,7 @@ THINK_CASES = [
 
 @pytest.mark.parametrize(("text", "answer", "thinking"), THINK_CASES)
 def test_strip_thinking(text: str, answer: str, thinking: str) -> None:
-    from trainables.lm import strip_thinking
+    from trainables.lm.client import strip_thinking
 
     assert strip_thinking(text) == (answer, thinking)
 
@@ -248,7 +248,7 @@ def test_reasoning_model_think_blocks_are_stripped_and_counted(
 def test_trace_settings_choose_what_is_traced(traces: str, sample: float, stub: StubServer, tracking_uri: str) -> None:
     import mlflow
 
-    from trainables.tracing import chosen
+    from trainables.record.tracing import chosen
 
     trial = _trial("llama3.2").model_copy(update={"traces": traces, "trace_sample": sample})
     metrics = execute_trial(_config(trial, tracking_uri, {"llama3.2": stub.url}))
@@ -271,7 +271,7 @@ def test_trace_settings_choose_what_is_traced(traces: str, sample: float, stub: 
 def test_a_lost_race_to_create_a_shared_dataset_or_prompt_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.exceptions import MlflowException
 
-    from trainables import publish
+    from trainables.record import publish
 
     calls = []
 

@@ -19,9 +19,14 @@ import dspy
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from trainables import tracking
+from trainables.context import TrialContext, TrialOutcome
 from trainables.errors import ArbError
-from trainables.vocabulary import Trial, parse_source, trial_key
+from trainables.evaluate import EvalResult
+from trainables.optimizers import get_optimizer
+from trainables.optimizers.demo_ablation import parse_source
+from trainables.record import results, tracking
+from trainables.stopping import comparison
+from trainables.vocabulary import Trial, trial_key
 
 
 def source_key(trial: Trial) -> str:
@@ -52,7 +57,7 @@ def check_sources(tracking_uri: str, trials: list[Trial]) -> None:
     """Driver-side check before any work: every source run exists and has at least `demos` demos."""
     client = MlflowClient(tracking_uri)
     for trial in trials:
-        if trial.optimizer != "demo_ablation":
+        if not get_optimizer(trial.optimizer).stored_program:
             continue
         run = find_source(client, trial)
         have = int(run.data.metrics.get("n_demos_chosen", 0))
@@ -81,3 +86,36 @@ def with_first_demos(program: dspy.Module, k: int) -> dspy.Module:
 
 def demo_counts(program: dspy.Module) -> list[int]:
     return [len(p.demos) for p in program.predictors()]
+
+
+def run(ctx: TrialContext, baseline: EvalResult, shared_from: str | None) -> TrialOutcome:
+    """The ablation trial: the source program with its instruction and its first k demos, k = 0..demos.
+    `shared_from`: the run the baseline was read from, if any."""
+    trial, pace = ctx.trial, ctx.pace
+    client = MlflowClient(ctx.runtime.tracking_uri)
+    source = find_source(client, trial)
+    program = load_program(client, source, ctx.task.program(ctx.splits))
+    have = max(demo_counts(program), default=0)
+    if trial.demos > have:
+        raise ArbError(
+            f"the source program has {have} demos, fewer than demos={trial.demos}", "lower `demos` in the grid file"
+        )
+    scored = [ctx.evaluate(with_first_demos(program, k), f"k{k}") for k in range(trial.demos + 1)]
+    full = with_first_demos(program, trial.demos)
+    metrics = results.metrics(baseline, scored[-1], ctx.meter, (ctx.student_entry, ctx.teacher_entry), full)
+    metrics.update({f"score_k{k}": r.score for k, r in enumerate(scored)})
+    metrics.update(
+        instruction_effect_pp=scored[0].score - baseline.score,
+        demo_effect_pp=scored[-1].score - scored[0].score,
+        optimize_seconds=0.0,
+        eval_seconds=pace.phases.seconds["eval"],
+        eval_in_flight=sum(r.mean_in_flight for r in [baseline, *scored]) / (len(scored) + 1),
+    )
+    rows = baseline.rows() + [row for r in scored for row in r.rows()]
+    ctx.evals.done([results.outcome(baseline, borrowed=shared_from is not None), *map(results.outcome, scored)])
+    tags = {"arb.source_run": source.info.run_id, **results.context_tags(metrics)}
+    with pace.phases.phase("publish"):
+        delta = comparison(baseline, scored[-1], None)
+        tags.update(results.publish_trial(trial, ctx.evals, tracking.FINISHED, ctx.splits, full, ctx.student, metrics,
+                                          ("", delta, None), rows, pace))  # fmt: skip
+    return TrialOutcome(tracking.FINISHED, metrics, results.artifacts(full, rows), tags)

@@ -18,8 +18,10 @@ import dspy
 import numpy as np
 from dspy.utils.exceptions import AdapterParseError, ContextWindowExceededError
 
-from trainables import fields, lm_cache, slots, tracing
-from trainables.lm import Usage, example_usage
+from trainables.lm import cache as lm_cache
+from trainables.lm import slots
+from trainables.lm.client import Usage, example_usage
+from trainables.record import fields, tracing
 from trainables.tasks.base import Task
 
 
@@ -39,7 +41,7 @@ class ExampleRecord:
     in_flight: int = 1
     """Examples of this trial being evaluated when this one started (itself included)."""
     truncated_calls: int = 0
-    """This example's LM calls whose prompt reached the context window (`trainables.lm.ContextCheck`)."""
+    """This example's LM calls whose prompt reached the context window (`trainables.lm.client.ContextCheck`)."""
     trace_id: str = ""
     """The example's MLflow trace, if it was traced."""
 
@@ -149,10 +151,10 @@ def evaluate(
     """Run `program` on each example with `lm`, scoring it with the task's metric (and corpus metric, if any).
 
     With `traced`, its fraction of the examples is traced in MLflow, one trace each with the example's gold answer
-    and score as assessments (`trainables.tracing`); None leaves tracing to whatever is configured (nothing,
+    and score as assessments (`trainables.record.tracing`); None leaves tracing to whatever is configured (nothing,
     outside a trial). `concurrency` examples are evaluated
     at once — a number, or a function asked before each start (the trial's current share of its server's slots,
-    `trainables.slots`) — in threads, each in a copy of the caller's context (DSPy's settings, the example's own
+    `trainables.lm.slots`) — in threads, each in a copy of the caller's context (DSPy's settings, the example's own
     accounting). The trial holds that many slots, so an example's latency does not include waiting for one; each
     record also says how many examples were in flight when it started. Records stay in example order."""
     work = [partial(_one, program, example, task, lm, condition, traced) for example in examples]

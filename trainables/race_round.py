@@ -15,9 +15,12 @@ import dspy
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainables import ablation, adapters, lm_cache, tracking
+from trainables import ablation
 from trainables.evaluate import evaluate
-from trainables.lm import build_lm, drop_meter, new_meter
+from trainables.lm import adapters
+from trainables.lm import cache as lm_cache
+from trainables.lm.client import build_lm, drop_meter, new_meter
+from trainables.record import tracking
 from trainables.tasks import get_task
 from trainables.trial import Runtime, endpoint_for
 

@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.errors import ArbError, one_line, unknown_name, validation_summary
+from trainables.lm.providers import Provider, get_provider
 
 DEFAULT_REGISTRY = Path(__file__).parents[1] / "grid" / "models.yaml"
 """The shipped registry: configuration that grid files name models from (data, not code: read, never imported)."""
-DEFAULT_OLLAMA = "http://127.0.0.1:11434"
-DEFAULT_OPENAI = "https://api.openai.com/v1"
-
-Provider = Literal["ollama", "openai", "embedded"]
-REMOTE_PROVIDERS: frozenset[str] = frozenset({"openai"})
-"""Providers whose models run on someone else's servers (the project starts no server for them)."""
 
 
 class SplitGguf(BaseModel):
@@ -46,7 +40,8 @@ class ModelEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    provider: Provider
+    provider: str
+    """A name of `trainables.lm.providers.PROVIDERS` (ollama, openai, embedded)."""
     id: str = Field(min_length=1)
     endpoint: str | None = None
     api_key_env: str | None = None
@@ -63,35 +58,33 @@ class ModelEntry(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
 
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, v: str) -> str:
+        get_provider(v)
+        return v
+
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelEntry:
-        if self.provider == "embedded" and (self.gguf is None) == (self.split_gguf is None):
-            raise ValueError(
-                "embedded models need exactly one of `gguf` or `split_gguf` (where the model file comes from)"
-            )
-        if self.provider != "embedded" and (self.gguf or self.split_gguf):
-            raise ValueError("`gguf` and `split_gguf` are only for embedded models")
-        if self.provider == "openai" and not self.api_key_env:
-            raise ValueError("openai models need `api_key_env` (the variable that holds the key)")
+        self.provider_spec.check_entry(self)
         return self
 
+    @property
+    def provider_spec(self) -> Provider:
+        """What the entry's provider is and does (`trainables.lm.providers`)."""
+        return get_provider(self.provider)
+
     def resolved_endpoint(self) -> str | None:
-        """The base URL to call; Ollama's default follows the `OLLAMA_HOST` convention of the ollama CLI."""
-        if self.endpoint:
-            return self.endpoint
-        if self.provider == "ollama":
-            host = os.environ.get("OLLAMA_HOST", DEFAULT_OLLAMA)
-            return host if host.startswith("http") else f"http://{host}"
-        if self.provider == "openai":
-            return os.environ.get("OPENAI_BASE_URL", DEFAULT_OPENAI)
-        return None
+        """The base URL to call: the entry's, else its provider's (from the provider's own environment variable,
+        e.g. `OLLAMA_HOST` as the ollama CLI reads it)."""
+        return self.provider_spec.resolve_base(self.endpoint)
 
     @property
     def is_api(self) -> bool:
         """An API model: served remotely or priced per token. The routing question is whether a cheaper model can
         replace one of these; it asks this, not the provider's name, so a second API provider (or an embedded
         model given a token price to stand in for one) counts as well."""
-        return self.provider in REMOTE_PROVIDERS or self.input_usd_per_mtok > 0 or self.output_usd_per_mtok > 0
+        return self.provider_spec.api or self.input_usd_per_mtok > 0 or self.output_usd_per_mtok > 0
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int, model_seconds: float = 0.0) -> float:
         """API price of the tokens, plus GPU time for local models priced per GPU-hour."""

@@ -1,4 +1,5 @@
-"""Where a trial's wall time goes, phase by phase: what the driver's progress and the cluster benchmark read.
+"""Where a trial's wall time goes, phase by phase (what the driver's progress and the cluster benchmark read), and
+its pace: requests in flight and the MLflow writes that run in the background.
 
 A trial reports these to Ray Tune with its metrics (`time_*` keys, seconds), not to MLflow: they describe how the
 sweep ran (a warm or cold worker, a busy store), not the result. `time_worker_start` is non-zero only for the first
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _first_trial_done = False
@@ -62,3 +65,44 @@ class Phases:
         out["started_at"] = self.started_at
         out["ended_at"] = time.time()
         return out
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How a trial runs, not what it computes: requests it may have in flight, where its time goes, and the
+    writes to MLflow that run in the background while the trial goes on (joined before the result is committed)."""
+
+    concurrency: int
+    """Requests in flight the trial was started with (its share of its node's slots)."""
+    phases: Phases
+    allowance: Callable[[], int] | None = None
+    """The live share (slots lent by the driver while nothing else can use them: `trainables.lm.slots`), if any."""
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="arb-publish")
+    )
+    pending: list[Future[dict[str, str] | None]] = field(default_factory=list)
+
+    def later(self, write: Callable[[], dict[str, str] | None]) -> None:
+        """Run `write` (an MLflow write with an explicit run id; it may return tags for the run) in the background."""
+        self.pending.append(self.pool.submit(write))
+
+    def settle(self) -> dict[str, str]:
+        """Wait for every background write; the tags they returned. The first failure is raised."""
+        try:
+            tags: dict[str, str] = {}
+            for future in self.pending:
+                tags.update(future.result() or {})
+            return tags
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the background writes without looking at their outcome (the trial failed anyway)."""
+        self.pool.shutdown(wait=True)
+
+    @property
+    def limit(self) -> int | Callable[[], int]:
+        return self.allowance or self.concurrency
+
+    def now(self) -> int:
+        return max(1, self.allowance()) if self.allowance is not None else self.concurrency

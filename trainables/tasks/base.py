@@ -59,6 +59,8 @@ class Task:
     expected: tuple[str, ...] = ()
     """The label fields that hold the gold answer (a trace's expectations, the examples table's `gold`); empty:
     every label but the example id."""
+    runs_code: bool = False
+    """Its metric executes model-written code (in `trainables.tasks.sandbox`): the run records the sandbox mode."""
 
 
 def scored(score: float, feedback: str) -> dspy.Prediction:

@@ -6,7 +6,7 @@ the function; HumanEval: the signature and docstring). Output: Python code defin
 
 Metric: pass@1 by execution. The program that runs is `preamble + code + tests`: the preamble is HumanEval's
 prompt (its imports and signature, so that both a full function and a bare body complete it) or MBPP's setup code;
-the tests are HumanEval's `check(entry_point)` or MBPP's asserts. It runs in `trainables.sandbox`, never in this
+the tests are HumanEval's `check(entry_point)` or MBPP's asserts. It runs in `trainables.tasks.sandbox`, never in this
 process; the example passes when the process exits 0 within the limits after printing a random marker placed
 after the tests (so `sys.exit(0)` before the tests fails). The sandbox protects the machine, not the score: code
 that reads its own script could forge the marker; no model has been seen to try. Markdown code fences are removed first.
@@ -23,8 +23,8 @@ from typing import Any
 
 import dspy
 
-from trainables import sandbox
 from trainables.errors import ArbError
+from trainables.tasks import sandbox
 from trainables.tasks.base import HubData, Splits, Task, output_of, scored, seeded_splits, versioned
 
 VERSION = "2"
@@ -159,4 +159,5 @@ TASK = Task(
     feedback=feedback,
     metric_name="pass_at_1",
     expected=("code", "tests"),
+    runs_code=True,
 )  # fmt: skip

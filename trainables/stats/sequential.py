@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from trainables.stats import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta, discordant_outcomes
+from trainables.stats.paired import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta, discordant_outcomes
 
 StopReason = Literal["decided_improved", "decided_hurt", "equivalent", "futile", "max_reached"]
 STOP_REASONS: tuple[StopReason, ...] = ("decided_improved", "decided_hurt", "equivalent", "futile", "max_reached")
@@ -270,7 +270,7 @@ def detectable_effect_pp(n_max: int, discordance: float, *, power: float = 0.8, 
                          paths: int = 400, seed: int = 0) -> float:  # fmt: skip
     """The smallest mean paired difference (pp, on a 1-pp grid) for which the sequence excludes 0 within `n_max`
     examples with probability `power` (looking after every example), for 0/1 scores under the model of
-    `trainables.stats.discordant_outcomes`; by simulation (`paths` seeded runs). NaN if none is."""
+    `trainables.stats.paired.discordant_outcomes`; by simulation (`paths` seeded runs). NaN if none is."""
     uniforms = np.random.default_rng(seed).random((paths, n_max))
     for effect_pp in range(1, 101):
         up, down = discordant_outcomes(discordance, effect_pp / 100)

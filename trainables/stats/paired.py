@@ -9,7 +9,7 @@ comparison's interval, p-value and verdict come from one test, so a row of a tab
   that the same test does not reject (test inversion). Before, the interval was a bootstrap and the p-value a sign
   test, and on the smoke's n = 8 they disagreed: CI [2.5, 62.5] with p = 0.25.
 - a trial that stopped early (`stopping: sequential`): the anytime-valid confidence sequence of
-  `trainables.sequential`, whose interval and p-value stay valid at whatever example it stopped.
+  `trainables.stats.sequential`, whose interval and p-value stay valid at whatever example it stopped.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def paired_delta(a: np.ndarray, b: np.ndarray, *, seed: int = 0, alpha: float = 
 
     The interval holds every shift δ whose test on (b − a − δ) is not rejected at `alpha` (a 1 − `alpha`
     interval), searched by bisection from the observed mean outwards; it excludes 0 exactly when p ≤ `alpha`.
-    A smaller `alpha` is how a decision over several candidates splits its error rate (`trainables.noninferiority`).
+    A smaller `alpha` is how a decision over several candidates splits its error rate
+    (`trainables.stats.noninferiority`).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:

@@ -19,9 +19,9 @@ from typing import Any
 
 import dspy
 
-from trainables import lm_cache
 from trainables.errors import ArbError
-from trainables.registry import ModelEntry, Provider
+from trainables.lm import cache as lm_cache
+from trainables.registry import ModelEntry
 
 _METERS: dict[str, Meter] = {}
 _METERS_LOCK = threading.Lock()
@@ -209,7 +209,7 @@ class MeteredLM(dspy.LM):
     """
 
     def __init__(
-        self, model: str, *, meter: str, role: str, provider: Provider, reasoning: bool = False,
+        self, model: str, *, meter: str, role: str, provider: str, reasoning: bool = False,
         context: int | None = None, **kwargs: Any,
     ) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
@@ -221,7 +221,7 @@ class MeteredLM(dspy.LM):
         self.role = role
         self.reasoning = reasoning
         self.arb_provider = provider
-        """Which server answers (registry provider): how structured outputs are asked for (`trainables.adapters`)."""
+        """Which server answers (registry provider): how structured outputs are asked for (`trainables.lm.adapters`)."""
         self.refuse_cut = False
         """Raise `OutputCut` for a reply that stopped at `max_tokens` (`refusing_cut_replies`)."""
         self.cut_refused = 0
@@ -278,10 +278,7 @@ def refusing_cut_replies(lm: dspy.LM) -> Iterator[None]:
 
 def litellm_model(entry: ModelEntry) -> str:
     """The provider-prefixed model string DSPy routes on."""
-    if entry.provider == "ollama":
-        return f"ollama_chat/{entry.id}"
-    # The embedded llama.cpp server speaks the OpenAI chat API.
-    return f"openai/{entry.id}"
+    return f"{entry.provider_spec.litellm_prefix}/{entry.id}"
 
 
 def build_lm(
@@ -303,24 +300,11 @@ def build_lm(
     read from the environment here and handed to the client, never put in the trial config, so it cannot reach
     Ray's results or MLflow params.
     """
-    base = endpoint or entry.resolved_endpoint()
-    extra: dict[str, Any] = {}
-    if entry.provider == "ollama":
-        # Ollama's native /api/chat through LiteLLM: it maps max_tokens to num_predict, which Ollama honours, and
-        # passes num_ctx into `options`. Every request carries the registry's context: without it Ollama serves
-        # its own default (OLLAMA_CONTEXT_LENGTH; unset, 2048-4096 before v0.15.5, sized from GPU memory since, up
-        # to 262,144 tokens) and silently drops few-shot demos that do not fit, or reserves KV memory it never uses;
-        # one value per model for the whole sweep, because another value reloads the model.
-        base = base.rstrip("/").removesuffix("/v1") if base else base
-        extra["engine"] = "litellm"
-        extra["num_ctx"] = entry.context
-    elif entry.provider == "embedded":
-        # DSPy's native engine sends `max_completion_tokens`, which llama.cpp's server ignores: a model that never
-        # emits a stop token would then generate until its context is full.
-        extra["extra_body"] = {"max_tokens": entry.max_tokens}
-    if entry.provider == "embedded" and not base:
-        raise ArbError(f"embedded model {entry.id!r} has no server endpoint", "run it through `arb run`")
-    if entry.provider == "openai":
+    provider = entry.provider_spec
+    base = provider.client_base(endpoint or entry.resolved_endpoint())
+    if provider.started_here and not base:
+        raise ArbError(f"{entry.provider} model {entry.id!r} has no server endpoint", "run it through `arb run`")
+    if provider.needs_key:
         key = os.environ.get(entry.api_key_env or "")
         if not key:
             raise ArbError(f"${entry.api_key_env} is not set for model {entry.id!r}", f"export {entry.api_key_env}=...")
@@ -338,9 +322,9 @@ def build_lm(
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
         reasoning=entry.reasoning,
-        context=entry.context if entry.provider != "openai" else None,
+        context=entry.context if provider.knows_context else None,
         timeout=timeout_s or entry.timeout_s,
         num_retries=entry.retries,
         cache=True,  # the process's cache decides: `lm_cache.install` (per node, keyed by model identity, or none)
-        **extra,
+        **provider.lm_options(entry),
     )

@@ -94,10 +94,6 @@ def set_mode(mode: SandboxMode) -> None:
     _mode = mode
 
 
-def current_mode() -> SandboxMode:
-    return _mode
-
-
 def interpreter() -> str:
     """A Python the sandbox user can read: this one's base installation if world-readable, else the system's."""
     candidates = [Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"]

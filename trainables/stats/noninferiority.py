@@ -16,8 +16,9 @@ that a task is routed to a model truly more than `margin_pp` worse is at most α
 rather than Holm because each decision is read off an interval that the tables print: Holm's step-down has no
 simultaneous intervals to print beside its decisions, and with m ≤ 5 candidates it gains little.
 
-Which interval: for a fixed set of examples, the paired sign-flip test inverted (`trainables.stats.paired_delta`);
-for a race that looks after every round, the anytime-valid confidence sequence (`trainables.sequential`), since a
+Which interval: for a fixed set of examples, the paired sign-flip test inverted
+(`trainables.stats.paired.paired_delta`);
+for a race that looks after every round, the anytime-valid confidence sequence (`trainables.stats.sequential`), since a
 fixed-n interval checked after each round would not hold its level.
 """
 
@@ -31,7 +32,7 @@ from typing import Literal
 import numpy as np
 from scipy.stats import norm
 
-from trainables.stats import ALPHA, PairedDelta, paired_delta
+from trainables.stats.paired import ALPHA, PairedDelta, paired_delta
 
 MARGIN_PP = 5.0
 """Default non-inferiority margin δ (percentage points of the task's metric)."""

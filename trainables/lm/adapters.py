@@ -18,14 +18,12 @@ from typing import Any
 import dspy
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format, _has_open_ended_mapping
 
-from trainables.registry import Provider
+from trainables.lm.providers import get_provider
 
 
-def response_format(provider: Provider, schema: dict[str, Any]) -> dict[str, Any]:
-    """The `response_format` that makes `provider`'s server enforce `schema`."""
-    if provider == "embedded":
-        return {"type": "json_object", "schema": schema}
-    return {"type": "json_schema", "json_schema": {"name": "outputs", "schema": schema, "strict": True}}
+def response_format(provider: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The `response_format` that makes `provider`'s server enforce `schema` (`Provider.response_format`)."""
+    return get_provider(provider).response_format(schema)
 
 
 class StructuredJSONAdapter(dspy.JSONAdapter):

@@ -35,7 +35,7 @@ import mlflow.dspy
 from mlflow.entities import AssessmentSource, AssessmentSourceType, Metric, SpanType
 from mlflow.tracing.constant import TraceMetadataKey
 
-from trainables import fields
+from trainables.record import fields
 from trainables.vocabulary import TraceMode
 
 

@@ -3,8 +3,8 @@
 A task's race compares a reference program with cheaper candidate programs on the task's test examples in their
 seeded order (the trials' own examples first: they count). Each round scores the next `batch` examples on every
 candidate still racing (the reference's outcomes are shared: scored once per example). After each round each
-candidate's anytime-valid confidence sequence for (candidate − reference) is read (`trainables.sequential`, at
-the Bonferroni level of `trainables.noninferiority.Rule` for the race's starting candidates, so looking after
+candidate's anytime-valid confidence sequence for (candidate − reference) is read (`trainables.stats.sequential`, at
+the Bonferroni level of `trainables.stats.noninferiority.Rule` for the race's starting candidates, so looking after
 every round costs no validity) and judged by the routing rule:
 
 - a candidate leaves the race once decided: shown non-inferior (sequence above −margin) or worse than the
@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from trainables.noninferiority import (
+from trainables.stats.noninferiority import (
     MARGIN_PP,
     NON_INFERIOR,
     UNDECIDED,
@@ -39,8 +39,8 @@ from trainables.noninferiority import (
     decide,
     spread_of,
 )
-from trainables.sequential import RunningSequence
-from trainables.stats import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta
+from trainables.stats.paired import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta
+from trainables.stats.sequential import RunningSequence
 
 N_MAX = 500
 """A race's cap when none is given (`arb route` gives the test split's size unless `--n-max` says otherwise)."""
@@ -57,7 +57,7 @@ class RaceRule:
     batch: int = BATCH
     n_max: int = N_MAX
     bets: Literal["plug-in", "grapa"] = "grapa"
-    """How the race's confidence sequences size their bets (`trainables.sequential.RunningSequence`)."""
+    """How the race's confidence sequences size their bets (`trainables.stats.sequential.RunningSequence`)."""
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.n_max < 1:

@@ -1,7 +1,7 @@
 """A finished trial, laid out for the MLflow UI: its datasets, its predictions as a table, its program as a model and
 its instruction as a prompt version, and a description that tells its result in a few lines.
 
-Everything here runs while the trial's run is MLflow's active run (`trainables.tracing.recording`).
+Everything here runs while the trial's run is MLflow's active run (`trainables.record.tracing.recording`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from trainables import fields, tracking
+from trainables.record import fields, tracking
 
 T = TypeVar("T")
 
@@ -89,49 +89,6 @@ def log_examples_table(
     first = [c for c in REVIEW_COLUMNS if c in frame]
     frame = frame[first + [c for c in frame.columns if c not in first]]
     mlflow.MlflowClient().log_table(run_id, data=frame, artifact_file="examples.json")
-
-
-def take_candidates(program: dspy.Module, optimizer: str) -> list[dict[str, Any]]:
-    """The candidates an optimizer left on the compiled program, as table rows, removed from the program (it would
-    otherwise pickle every candidate into the logged model). dspy.GEPA with `track_stats` keeps them as
-    `detailed_results` (dspy 3.4.1 `DspyGEPAResult`: lineage and validation scores); dspy.SIMBA as
-    `candidate_programs` (score on the trainset, best first) and `trial_logs`. MIPROv2's and random search's
-    candidates are child runs already (`mlflow.dspy.autolog`), and what they leave on the program stays."""
-    state = program.__dict__
-    if optimizer == "gepa" and (gepa := state.pop("detailed_results", None)) is not None:
-        return [
-            {
-                "candidate": i,
-                "parents": ",".join(str(p) for p in (gepa.parents[i] or []) if p is not None) or "seed",
-                "val_score": 100 * float(gepa.val_aggregate_scores[i]),
-                "discovered_after_calls": int(gepa.discovery_eval_counts[i]),
-                "best": i == gepa.best_idx,
-                "demos": _demos(candidate),
-                "instruction": _instruction(candidate),
-            }
-            for i, candidate in enumerate(gepa.candidates)
-        ]
-    if optimizer == "simba" and (simba := state.pop("candidate_programs", None)):
-        state.pop("trial_logs", None)
-        return [
-            {
-                "candidate": i,
-                "train_score": 100 * float(entry["score"]),
-                "best": i == 0,
-                "demos": _demos(entry["program"]),
-                "instruction": _instruction(entry["program"]),
-            }
-            for i, entry in enumerate(simba)
-        ]
-    return []
-
-
-def _instruction(program: dspy.Module) -> str:
-    return tracking.redact("\n".join(p.signature.instructions for _, p in program.named_predictors()))
-
-
-def _demos(program: dspy.Module) -> int:
-    return sum(len(p.demos) for p in program.predictors())
 
 
 def log_candidates(run_id: str, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,68 @@
+"""What a model provider is to the project: how its LM is reached and built, whether its models are priced API
+models, and what the driver must check or start for it. One module per provider in this folder, registered by
+name in `trainables.lm.providers`; the registry, the trial, the driver and the analysis ask the description,
+never the provider's name. No DSPy here: the registry imports this when a grid is only being planned."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a model answers, and what the client needs to send there."""
+
+    base: str | None
+    key: str
+
+
+class Provider:
+    """A named provider. Subclasses set the class attributes and override what differs from the defaults."""
+
+    name: ClassVar[str]
+    litellm_prefix: ClassVar[str] = "openai"
+    """The `prefix/model` LiteLLM routes on; an OpenAI-compatible server by default."""
+    api: ClassVar[bool] = False
+    """Its models run on someone else's servers, paid per token: what the routing question tries to replace."""
+    needs_key: ClassVar[bool] = False
+    """A registry entry must name `api_key_env`, and a run fails before any trial if that variable is unset."""
+    per_node: ClassVar[bool] = False
+    """Served by a server on each Ray node (Ollama): its models are pulled there, trials pinned to those nodes, and
+    a trial checks its node's server before any work."""
+    started_here: ClassVar[bool] = False
+    """`arb` itself starts its server from a model file (`grid.embedded`): the entry names the file."""
+    knows_context: ClassVar[bool] = True
+    """The registry's `context` is the window the server serves (so prompts can be checked against it)."""
+    base_env: ClassVar[str | None] = None
+    """An environment variable that overrides `default_base`, as the provider's own tools read it."""
+    default_base: ClassVar[str | None] = None
+
+    def resolve_base(self, endpoint: str | None) -> str | None:
+        """The base URL to call: the registry's, else the environment's, else the provider's default."""
+        if endpoint:
+            return endpoint
+        if self.base_env and os.environ.get(self.base_env):
+            return os.environ[self.base_env]
+        return self.default_base
+
+    def check_entry(self, entry: Any) -> None:
+        """Raise `ValueError` for fields an entry of this provider must (not) have; `entry` is a `ModelEntry`."""
+        if entry.gguf or entry.split_gguf:
+            raise ValueError("`gguf` and `split_gguf` are only for embedded models")
+        if self.needs_key and not entry.api_key_env:
+            raise ValueError(f"{self.name} models need `api_key_env` (the variable that holds the key)")
+
+    def client_base(self, base: str | None) -> str | None:
+        """The base URL as the LM client wants it."""
+        return base
+
+    def lm_options(self, entry: Any) -> dict[str, Any]:
+        """Extra `dspy.LM` arguments for an entry of this provider."""
+        return {}
+
+    def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        """The `response_format` that makes this provider's server enforce a JSON `schema` (structured outputs):
+        OpenAI's structured outputs form by default (LiteLLM turns it into Ollama's `format: <schema>`)."""
+        return {"type": "json_schema", "json_schema": {"name": "outputs", "schema": schema, "strict": True}}

@@ -1,0 +1,28 @@
+"""llama.cpp servers that `arb` starts itself from GGUF files (`grid.embedded`): the default with no GPU and no
+network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainables.lm.providers.base import Provider
+
+
+class Embedded(Provider):
+    name = "embedded"
+    started_here = True
+
+    def check_entry(self, entry: Any) -> None:
+        if (entry.gguf is None) == (entry.split_gguf is None):
+            raise ValueError(
+                "embedded models need exactly one of `gguf` or `split_gguf` (where the model file comes from)"
+            )
+
+    def lm_options(self, entry: Any) -> dict[str, Any]:
+        # DSPy's native engine sends `max_completion_tokens`, which llama.cpp's server ignores: a model that never
+        # emits a stop token would then generate until its context is full.
+        return {"extra_body": {"max_tokens": entry.max_tokens}}
+
+    def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
+        # llama-cpp-python's server constrains decoding with a grammar built from `schema`
+        return {"type": "json_object", "schema": schema}
