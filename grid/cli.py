@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -96,49 +96,10 @@ def _launch(
     embedded_port: int,
 ) -> None:  # fmt: skip
     """Run the grids in order (a grid and its `then:` grids), one summary line each, then where to look."""
-    from grid.launch import GridOutcome, run_grid, summary_line
-    from trainables.record.tracking import default_home
-    from trainables.registry import load_registry
+    from grid.launch import run_stages
 
-    registry_path = str(models) if models else registry_path
-    uri = _uri(tracking_uri, sweep=True)
-    registry = load_registry(registry_path)
-    ran: list[str] = []
-    outcome: GridOutcome | None = None
-    for spec in specs:
-        if spec.analysis_of is not None:
-            typer.echo(
-                f"grid {spec.name} (phase {spec.phase}) runs no trials: it is the analysis of grid "
-                f"{spec.analysis_of}. Read it with: {_me()} report {spec.analysis_of} --out report/"
-            )
-            continue
-        outcome = run_grid(
-            spec, registry, uri, default_home(), registry_path=registry_path, embedded_port=embedded_port
-        )
-        typer.echo(summary_line(outcome))
-        ran.append(spec.name)
-        if outcome.failed or outcome.interrupted:
-            break
-    if not ran or outcome is None:
-        return
-    typer.echo(f"MLflow store: {uri}")
-    ui = f"{_me()} ui" + ("" if tracking_uri is None else f" --tracking-uri {uri}")
-    typer.echo(f"Browse the runs: {ui}  (then open the link it prints for each grid: its runs with their scores)")
-    typer.echo(f"Tables and dashboard: {_me()} report {' '.join(ran)} --out report/")
-    head = specs[0].name
-    if outcome.repeated_error is not None:
-        raise ArbError(
-            f"the sweep stopped after {len(outcome.failed)} trials of grid {ran[-1]} failed, most with the same "
-            f"error: {outcome.repeated_error}",
-            f"fix that, then `arb resume {head}` runs the trials that did not finish",
-        )
-    if outcome.failed:
-        raise ArbError(
-            f"{len(outcome.failed)} of {outcome.total} trials of grid {ran[-1]} errored",
-            f"see `arb status`, then `arb resume {head}`",
-        )
-    if outcome.interrupted:
-        raise ArbError("the sweep stopped before every trial ended", f"`arb resume {head}` finishes the rest")
+    run_stages(specs, str(models) if models else registry_path, _uri(tracking_uri, sweep=True), embedded_port,
+               me=_me(), own_store=tracking_uri is not None)  # fmt: skip
 
 
 @app.command()
@@ -224,6 +185,7 @@ def plan(
     per task the smallest effect its n_eval detects (from earlier runs of the task in the store, if any)."""
     from rich.table import Table
 
+    from analysis import planning
     from grid.spec import expand, load_grid, stages
     from trainables.registry import load_registry
 
@@ -251,97 +213,12 @@ def plan(
             table.add_row(str(i), *map(str, row))
         _console().print(table)
         typer.echo(f"{spec.name}: {len(trials)} trials")
-        measured, routed = _measured_discordance(tracking_uri)
-        _console().print(_power_table(spec, measured))
-        _console().print(_routing_plan(spec, registry, routed))
+        measured, routed = planning.measured_discordance(tracking_uri)
+        _console().print(planning.power_table(spec.name, spec.tasks, spec.n_eval, spec.stopping, measured))
+        cheaper = sum(not registry.get(m).is_api for m in spec.models)
+        _console().print(planning.routing_plan(spec.name, spec.tasks, spec.n_eval, spec.margin_pp, cheaper, routed))
     if len(counts) > 1:
         typer.echo(f"{sum(counts)} trials in {len(counts)} grids")
-
-
-def _measured_discordance(tracking_uri: str | None) -> tuple[Any, Any]:
-    """Per task, how often earlier runs' conditions disagreed (`analysis.tables.discordance_by_task`), and how
-    often cheaper models disagreed with the best API model (`analysis.tables.routing_discordance`); empty when the
-    store does not exist yet (planning must not create one) or holds no runs."""
-    import pandas as pd
-
-    from trainables.record.tracking import default_tracking_uri
-
-    uri = tracking_uri or default_tracking_uri()
-    empty = pd.DataFrame(columns=["discordance", "runs", "examples"])
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        return empty, empty
-    from analysis.runs import load_study
-    from analysis.tables import discordance_by_task, routing_discordance
-
-    try:
-        runs, examples = load_study(uri)
-    except Exception as exc:  # an unreachable server: plan still works, on the assumption
-        typer.echo(f"(no earlier runs read from {uri}: {type(exc).__name__}; power below is assumed)", err=True)
-        return empty, empty
-    if runs.empty:
-        return empty, empty
-    return discordance_by_task(runs, examples), routing_discordance(runs, examples)
-
-
-def _discordance(task: str, measured: Any) -> tuple[float, str]:
-    """A task's measured share of disagreeing examples and where it comes from, else the stated assumption."""
-    from trainables.stats import paired as stats
-
-    if task in measured.index:
-        row = measured.loc[task]
-        return float(row["discordance"]), f"{int(row['runs'])} runs, {int(row['examples'])} examples"
-    return stats.prior_discordance(), f"assumed: 0/1 at {stats.PRIOR_RATE:.0%}, ρ = {stats.PRIOR_RHO}"
-
-
-def _routing_plan(spec: Any, registry: Any, measured: Any) -> Any:
-    """Per task: the test examples a routing decision at the grid's margin needs (a cheaper model shown
-    non-inferior when it is truly as good as the reference), beside n_eval, from measured or assumed
-    disagreement between a cheaper model and the reference."""
-    from rich.table import Table
-
-    from trainables.stats import paired as stats
-    from trainables.stats.noninferiority import Rule
-
-    cheaper = [m for m in spec.models if not registry.get(m).is_api]
-    rule = Rule(spec.margin_pp, candidates=max(1, len(cheaper)))
-    title = (f"examples a routing decision needs ({spec.name}: δ = {spec.margin_pp:g} pp, {rule.confidence}, "
-             f"a candidate truly as good as the reference; n_eval {spec.n_eval})")  # fmt: skip
-    table = Table(title=title)
-    for col in ("task", "examples that differ", "from", "even chance", "80% power", f"n_eval {spec.n_eval}"):
-        table.add_column(col)
-    for task in spec.tasks:
-        rate, source = _discordance(task, measured)
-        even, power = rule.examples_needed(rate), rule.examples_needed(rate, power=stats.POWER)
-        verdict = "enough" if spec.n_eval >= power else ("a coin flip" if spec.n_eval >= even else "too few")
-        table.add_row(task, f"{rate:.0%}", source, f"{even:,.0f}", f"{power:,.0f}", verdict)
-    return table
-
-
-def _power_table(spec: Any, measured: Any) -> Any:
-    """Per task: the smallest paired effect the grid's n_eval detects with 80% power at α = 0.05 (the report's
-    fixed-n test, and the sequence if the grid stops sequentially), from measured or assumed discordance."""
-    from rich.table import Table
-
-    from trainables.stats import paired as stats
-    from trainables.stats import sequential
-
-    title = f"smallest effect {spec.name} detects (80% power, α = 0.05, n_eval {spec.n_eval})"
-    table = Table(title=title)
-    for col in ("task", "examples that differ", "from", "fixed n_eval: detects ≥"):
-        table.add_column(col)
-    if spec.stopping == "sequential":
-        table.add_column("sequential: decides by n_eval ≥")
-    for task in spec.tasks:
-        rate, source = _discordance(task, measured)
-        cells = [task, f"{rate:.0%}", source, _pp(stats.detectable_effect_pp(spec.n_eval, rate))]
-        if spec.stopping == "sequential":
-            cells.append(_pp(sequential.detectable_effect_pp(spec.n_eval, rate)))
-        table.add_row(*cells)
-    return table
-
-
-def _pp(value: float) -> str:
-    return "none up to 100 pp" if value != value else f"{value:.0f} pp"
 
 
 @app.command()
@@ -378,38 +255,14 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-def _score_views(uri: str, ui: str) -> list[str]:
-    """One line per grid in the store: the link to its runs table with the scores as columns."""
-    from mlflow.tracking import MlflowClient
-
-    from grid.launch import ensure_scores_view, scores_view_url
-    from trainables.record.tracking import store_error
-
-    client = MlflowClient(uri)
-    try:
-        grids = [e for e in client.search_experiments() if "arb.grid_spec" in e.tags]
-        for exp in grids:
-            ensure_scores_view(client, exp)
-    except Exception as exc:
-        raise store_error(uri, exc) from None
-    if not grids:
-        return []
-    width = max(len(e.name) for e in grids)
-    links = [f"  {e.name:<{width}}  {scores_view_url(ui, e.experiment_id)}" for e in grids]
-    return [
-        "scores of each grid:", *links,
-        "(MLflow 3.17 opens every experiment on the page of the workflow chosen at its top left, GenAI: Overview, "
-        "Model training: Runs; no saved view can be an experiment's first page. These links, and the first line of "
-        "each grid's description, open the scores.)",
-    ]  # fmt: skip
-
-
 @app.command()
 def ui(
     tracking_uri: TrackingUri = None,
     port: Annotated[int, typer.Option(help="Port for the MLflow UI on 127.0.0.1.")] = 5000,
 ) -> None:
     """Serve the MLflow UI for the store (Ctrl-C stops it)."""
+    from trainables.record.experiments import score_view_lines
+
     uri = _uri(tracking_uri)
     if uri.startswith("http"):
         typer.echo(
@@ -417,11 +270,11 @@ def ui(
             "inside the cluster): on your machine `ray attach cluster.yaml -p 5000`, then open http://localhost:5000 "
             "and sign in as `admin` with the password from `ray exec cluster.yaml 'grep ADMIN ~/.arb/server.env'`"
         )
-        for line in _score_views(uri, uri):
+        for line in score_view_lines(uri, uri):
             typer.echo(line)
         return
     typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port}  (Ctrl-C stops it)")
-    for line in _score_views(uri, f"http://127.0.0.1:{port}"):
+    for line in score_view_lines(uri, f"http://127.0.0.1:{port}"):
         typer.echo(line)
     cmd = [
         sys.executable,

@@ -11,169 +11,27 @@ import json
 import logging
 import os
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from grid import placement
 from grid.embedded import DEFAULT_PORT, EmbeddedServers, check_embedded, serve_embedded
+from grid.progress import GridOutcome, progress_callback
 from grid.signals import stop_on_sigterm
 from grid.spec import GridSpec, Trial, expand
 from trainables import ablation
 from trainables.errors import ArbError
 from trainables.lm import slots
-from trainables.registry import ModelRegistry
+from trainables.record import experiments
+from trainables.record.tracking import default_home
+from trainables.registry import ModelRegistry, load_registry
 from trainables.tasks import sandbox
 
-SPEC_TAG = "arb.grid_spec"
 PRELOAD = ("trainables.trial",)
 """Modules a local Ray worker imports before it is handed a trial (what `run_trial` needs). Cluster nodes also
 preload `datasets` (cluster.yaml), which a trial's data step would otherwise import itself (1.3 s and 134 MB,
 BENCHMARKS.md "Data step at full size"); on one 2-core machine the extra import at every worker start cost more
 than it saved (a local Ray test grid: 49 s with it, 42 s without)."""
-REGISTRY_TAG = "arb.registry_path"
-
-
-@dataclass
-class GridOutcome:
-    """How a launch ended, trial by trial (by trial key)."""
-
-    total: int
-    statuses: dict[str, str] = field(default_factory=dict)
-    reused: int = 0
-    interrupted: bool = False
-    errors: dict[str, str] = field(default_factory=dict)
-    """Why each errored trial failed (one line), by trial key."""
-    repeated_error: str | None = None
-    """Set when most ended trials failed with the same error: the sweep stops rather than spend the rest on it."""
-
-    @property
-    def failed(self) -> list[str]:
-        return [k for k, s in self.statuses.items() if s == "errored"]
-
-    def note_error(self, key: str, line: str) -> bool:
-        """Record a failed trial; True the first time the sweep should stop because the same error (up to names
-        and numbers, `error_signature`) ended at least `REPEATS_TO_STOP` trials and most of those that ended."""
-        self.errors[key] = line
-        if self.repeated_error is not None:
-            return False
-        counts: dict[str, int] = {}
-        for error in self.errors.values():
-            counts[error_signature(error)] = counts.get(error_signature(error), 0) + 1
-        n = max(counts.values())
-        if n >= REPEATS_TO_STOP and 2 * n > len(self.statuses):
-            self.repeated_error = line
-            return True
-        return False
-
-
-REPEATS_TO_STOP = 3
-"""Failures with one error after which a sweep that mostly fails stops (the first trials of a sweep say it all)."""
-
-
-def error_signature(line: str) -> str:
-    """An error line with what varies between trials (quoted names, paths, numbers, run ids) taken out, so that
-    "cannot load 'google/boolq'" and "cannot load 'openai/gsm8k'" count as the same failure."""
-    import re
-
-    line = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", line.split(" (MLflow run")[0])
-    return re.sub(r"[0-9a-f]{8,}|\d+(\.\d+)?|/[\w./-]+", "#", line)
-
-
-def _progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) -> Any:
-    from ray.tune import Callback
-
-    names = {t.key: t.run_name for t in trials}
-    grid = trials[0].grid if trials else "GRID"
-
-    class Progress(Callback):
-        """One line per trial as it ends: status, baseline → optimized, time."""
-
-        def __init__(self) -> None:
-            self.started: dict[str, float] = {}
-
-        def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            self.started[trial.trial_id] = time.monotonic()
-            key = Trial.model_validate(trial.config["trial"]).key
-            print(f"  ▶ start    {names.get(key, key)}", file=stream, flush=True)
-
-        def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any) -> None:
-            key = Trial.model_validate(trial.config["trial"]).key
-            outcome.statuses[key] = "compile_failed" if result.get("compile_failed") else "finished"
-            outcome.reused += int(result.get("reused", 0))
-            done = len(outcome.statuses)
-            took = time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
-            how = "compile_failed (baseline kept)" if result.get("compile_failed") else "finished"
-            how = f"reused {how}" if result.get("reused") else how
-            print(
-                f"  ✔ [{done}/{outcome.total}] {how} {names.get(key, key)}: "
-                f"baseline {result.get('baseline_score', float('nan')):.1f} → optimized "
-                f"{result.get('optimized_score', float('nan')):.1f} ({result.get('delta_pp', 0):+.1f} pp), "
-                f"{int(result.get('lm_calls', 0))} LM calls, {took:.0f} s",
-                file=stream,
-                flush=True,
-            )
-
-        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-            key = Trial.model_validate(trial.config["trial"]).key
-            outcome.statuses[key] = "errored"
-            line = _error_line(trial)
-            print(
-                f"  ✘ [{len(outcome.statuses)}/{outcome.total}] errored  {names.get(key, key)}: {line}",
-                file=stream,
-                flush=True,
-            )
-            if outcome.note_error(key, line):
-                same = sum(error_signature(e) == error_signature(line) for e in outcome.errors.values())
-                print(
-                    f"  ■ stopping the sweep: {same} of the {len(outcome.statuses)} trials that ended failed with "
-                    f"the same error; the other trials would too. Fix it, then `arb resume {grid}`.",
-                    file=stream,
-                    flush=True,
-                )
-
-    return Progress()
-
-
-def _error_line(trial: Any) -> str:
-    """Why a Tune trial failed, in one line: the trainable's own summary (class, message, MLflow run) when it
-    raised one, else the class and first line of whatever Ray reports (e.g. the worker process died). Ray may not
-    have written its error file yet when it tells the callbacks, so the trial's MLflow run (which the trial tagged
-    with its error before raising) is asked next."""
-    from trainables.trial import TrialFailed
-
-    try:
-        error = trial.get_pickled_error() or trial.get_error()
-    except Exception:  # an unreadable error file must not stop the sweep
-        error = None
-    if isinstance(error, str) and error.strip():  # Tune's text trace: its last line names the exception
-        return error.strip().splitlines()[-1][:300]
-    cause = getattr(error, "cause", None) or error
-    if isinstance(cause, TrialFailed):
-        return str(cause)
-    if cause is not None and not isinstance(cause, str):
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-        return f"{type(cause).__name__}: {first[:300]}"
-    return _recorded_error(trial.config) or "the trial process ended without an error message (see `arb status`)"
-
-
-def _recorded_error(config: dict[str, Any]) -> str | None:
-    """The error a trial recorded in its MLflow run (`arb.error_class`, `arb.error`), if it got that far."""
-    from mlflow.tracking import MlflowClient
-
-    from trainables.record import tracking
-
-    try:
-        runtime, key = config["runtime"], Trial.model_validate(config["trial"]).key
-        runs = tracking.find_runs(MlflowClient(runtime["tracking_uri"]), runtime["experiment_id"], key)
-    except Exception:  # the store is unreachable, or the config is not a trial's: nothing more to say
-        return None
-    for run in runs:
-        message = run.data.tags.get("arb.error")
-        if message:
-            return f"{run.data.tags.get('arb.error_class', 'Error')}: {' '.join(message.split())[:300]}"
-    return None
 
 
 def run_grid(
@@ -274,49 +132,12 @@ def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) ->
 
 def _remember_spec(tracking_uri: str, experiment_id: str, spec: GridSpec, registry_path: str | None) -> None:
     """Store the grid spec on its experiment, so that `arb resume NAME` needs nothing but the tracking store."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    client.set_experiment_tag(experiment_id, SPEC_TAG, spec.model_dump_json())
-    client.set_experiment_tag(experiment_id, REGISTRY_TAG, registry_path or "")
-    client.set_experiment_tag(experiment_id, "mlflow.note.content", experiment_description(spec, experiment_id))
-    client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{SCORES_VIEW}", json.dumps(SCORES_VIEW_STATE))
-
-
-def ensure_scores_view(client: Any, experiment: Any) -> None:
-    """Give a grid's experiment the scores view if it was launched before the view existed."""
-    if f"mlflow.sharedViewState.{SCORES_VIEW}" not in experiment.tags:
-        client.set_experiment_tag(
-            experiment.experiment_id, f"mlflow.sharedViewState.{SCORES_VIEW}", json.dumps(SCORES_VIEW_STATE)
-        )
-
-
-SCORES_VIEW = "arb-scores"
-"""A saved view of the experiment's runs table with the scores as columns (MLflow's shared view state: the UI
-shows no metric column by default). `arb ui` prints the link to it."""
-SCORES_VIEW_STATE = {
-    "selectedColumns": [
-        *(f"metrics.`{m}`" for m in ("baseline_score", "optimized_score", "delta_pp", "lm_calls", "cost_usd")),
-        *(f"params.`{p}`" for p in ("model", "task", "optimizer", "demos", "n_labeled")),
-        "tags.`arb.outcome`",
-    ]
-}
-
-
-def scores_view_url(ui: str, experiment_id: str) -> str:
-    """The runs table of an experiment in the MLflow UI at `ui`, with the scores as columns."""
-    return f"{ui.rstrip('/')}/{scores_view_link(experiment_id)}"
-
-
-def scores_view_link(experiment_id: str) -> str:
-    """`scores_view_url` relative to the page it is on (a link in a description)."""
-    return f"#/experiments/{experiment_id}/runs?viewStateShareKey={SCORES_VIEW}"
+    experiments.remember(tracking_uri, experiment_id, spec.model_dump_json(), registry_path,
+                         experiment_description(spec, experiment_id))  # fmt: skip
 
 
 def experiment_description(spec: GridSpec, experiment_id: str) -> str:
-    """The experiment's description in the MLflow UI: a link to the scores view first (the UI shows the first line
-    on top of every page of the experiment, and MLflow 3.17 opens an experiment on the Overview or the Runs page by
-    the workflow chosen in the UI, never on a saved view), then the grid's own words, its axes, and how to act."""
+    """The experiment's description in the MLflow UI (`trainables.record.experiments.describe`) for a grid."""
     axes = [
         f"models: {', '.join(spec.models)}",
         f"tasks: {', '.join(spec.tasks)}",
@@ -324,38 +145,14 @@ def experiment_description(spec: GridSpec, experiment_id: str) -> str:
         f"demos: {spec.demos}; n_labeled: {spec.n_labeled}; seeds: {spec.seeds}; n_val {spec.n_val}; "
         f"n_eval {spec.n_eval}; data: {spec.data}",
     ]
-    scores = (
-        f"**[Scores of every trial]({scores_view_link(experiment_id)})**: the runs table with the scores as columns."
-    )
-    lines = [scores, "", spec.description.strip() or f"Grid `{spec.name}`.", "",
-             f"**{spec.size} trials**, phase {spec.phase}:"]  # fmt: skip
-    lines += [f"- {axis}" for axis in axes]
-    lines += [
-        "",
-        "Each run is one trial: `baseline_score`, `optimized_score` and `delta_pp` are its result; its description, "
-        "Traces tab, `examples.json` table and child runs (the optimizer's candidates) tell the rest. Each condition "
-        "of a trial (baseline, optimized) is also an evaluation run (Evaluation runs page), which holds its traces "
-        "with the gold answers and scores as assessments; select two and *Compare* to see them example by example.",
-        f"`arb resume {spec.name}` finishes unfinished trials; `arb report {spec.name}` writes the study's tables.",
-    ]
-    return "\n".join(lines)
+    words = spec.description.strip() or f"Grid `{spec.name}`."
+    return experiments.describe(experiment_id, spec.name, words, f"**{spec.size} trials**, phase {spec.phase}:", axes)
 
 
 def stored_spec(tracking_uri: str, name: str) -> tuple[GridSpec, str | None]:
     """The spec (and registry path) a grid was last launched with, read back from its experiment."""
-    from mlflow.tracking import MlflowClient
-
-    from trainables.record.tracking import ensure_experiment
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is None or SPEC_TAG not in exp.tags:
-        ensure_experiment(tracking_uri, "Default")  # a store that cannot be reached fails here, with its own message
-        raise ArbError(
-            f"no grid named {name!r} has been run in {tracking_uri}",
-            "check `arb status`, or `arb run GRIDFILE`",
-        )
-    return GridSpec.model_validate_json(exp.tags[SPEC_TAG]), exp.tags.get(REGISTRY_TAG) or None
+    spec_json, registry_path = experiments.stored(tracking_uri, name)
+    return GridSpec.model_validate_json(spec_json), registry_path
 
 
 def _fit(
@@ -441,7 +238,7 @@ def _fit(
                 name=spec.name,
                 storage_path=storage_path(home),
                 verbose=0,
-                callbacks=[_progress_callback(trials, outcome, stream)],
+                callbacks=[progress_callback(trials, outcome, stream)],
                 stop=_sweep_stopper(servers, outcome),
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
@@ -569,3 +366,44 @@ def tune_state(home: Path, name: str) -> str:
 def summary_line(outcome: GridOutcome) -> str:
     counts = {s: sum(v == s for v in outcome.statuses.values()) for s in ("finished", "compile_failed", "errored")}
     return json.dumps({"trials": outcome.total, **counts, "reused": outcome.reused})
+
+
+def run_stages(
+    specs: list[GridSpec], registry_path: str | None, uri: str, embedded_port: int, *, me: str, own_store: bool
+) -> None:
+    """Run the grids in order (a grid and its `then:` grids), one summary line each, then where to look; an
+    `ArbError` if the last one did not finish. `me`: how the user invokes arb; `own_store`: they named the store."""
+    registry = load_registry(registry_path)
+    ran: list[str] = []
+    outcome: GridOutcome | None = None
+    for spec in specs:
+        if spec.analysis_of is not None:
+            print(f"grid {spec.name} (phase {spec.phase}) runs no trials: it is the analysis of grid "
+                  f"{spec.analysis_of}. Read it with: {me} report {spec.analysis_of} --out report/")  # fmt: skip
+            continue
+        outcome = run_grid(spec, registry, uri, default_home(), registry_path=registry_path,
+                           embedded_port=embedded_port)  # fmt: skip
+        print(summary_line(outcome), flush=True)
+        ran.append(spec.name)
+        if outcome.failed or outcome.interrupted:
+            break
+    if not ran or outcome is None:
+        return
+    print(f"MLflow store: {uri}")
+    ui = f"{me} ui" + (f" --tracking-uri {uri}" if own_store else "")
+    print(f"Browse the runs: {ui}  (then open the link it prints for each grid: its runs with their scores)")
+    print(f"Tables and dashboard: {me} report {' '.join(ran)} --out report/", flush=True)
+    head = specs[0].name
+    if outcome.repeated_error is not None:
+        raise ArbError(
+            f"the sweep stopped after {len(outcome.failed)} trials of grid {ran[-1]} failed, most with the same "
+            f"error: {outcome.repeated_error}",
+            f"fix that, then `arb resume {head}` runs the trials that did not finish",
+        )
+    if outcome.failed:
+        raise ArbError(
+            f"{len(outcome.failed)} of {outcome.total} trials of grid {ran[-1]} errored",
+            f"see `arb status`, then `arb resume {head}`",
+        )
+    if outcome.interrupted:
+        raise ArbError("the sweep stopped before every trial ended", f"`arb resume {head}` finishes the rest")

@@ -43,6 +43,7 @@ from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
 from grid.launch import PRELOAD, connect_ray, stored_spec
 from grid.placement import SLOTS
 from trainables.errors import ArbError
+from trainables.record.registered import point_alias, registered_name
 from trainables.registry import ModelRegistry, load_registry
 from trainables.stats.noninferiority import MARGIN_PP
 from trainables.stats.paired import ALPHA
@@ -404,35 +405,15 @@ def _finish(client: MlflowClient, race: TaskRace, state: RaceState, settings: Se
     client.set_terminated(race.run_id, status="FINISHED")
 
 
-def registered_name(grid: str, task: str) -> str:
-    """The registered model that holds a task's routed program (registry names allow [A-Za-z0-9_.-])."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"arb.{grid}.{task}")
-
-
 def register(client: MlflowClient, race: TaskRace, chosen: Program, kind: str) -> str | None:
-    """Register the chosen program's logged model as a version of the task's registered model (once: a version
-    of the same program is reused) and point alias `routed` at it. None if the trial logged no model."""
+    """Register the chosen program's logged model as a version of the task's registered model and point alias
+    `routed` at it. None if the trial logged no model."""
     if not chosen.model_uri:
         print(f"{race.task}: trial run {chosen.run_id} logged no model; nothing registered", file=sys.stderr)
         return None
-    name = registered_name(race.grid, race.task)
-    if not _exists(client, name):
-        client.create_registered_model(name, description=f"The program arb routes task {race.task} to.")
-    same = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == chosen.run_id]
-    version = same[0] if same else client.create_model_version(
-        name, source=chosen.model_uri, run_id=chosen.run_id,
-        tags={"arb.model": chosen.model, "arb.decision": kind, "arb.reference": race.reference.model},
-    )  # fmt: skip
-    client.set_registered_model_alias(name, ROUTED_ALIAS, version.version)
-    return str(version.version)
-
-
-def _exists(client: MlflowClient, name: str) -> bool:
-    try:
-        client.get_registered_model(name)
-        return True
-    except MlflowException:
-        return False
+    tags = {"arb.model": chosen.model, "arb.decision": kind, "arb.reference": race.reference.model}
+    return point_alias(client, registered_name(race.grid, race.task), ROUTED_ALIAS, chosen.model_uri,
+                       chosen.run_id, tags, f"The program arb routes task {race.task} to.")  # fmt: skip
 
 
 def decisions_frame(races: list[TaskRace], states: list[RaceState]) -> pd.DataFrame:

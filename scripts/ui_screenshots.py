@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grid.launch import ensure_scores_view, scores_view_url  # noqa: E402
+from trainables.record.experiments import ensure_scores_view, scores_view_url  # noqa: E402
 
 PAGE_TIMEOUT_S = 90.0
 

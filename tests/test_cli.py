@@ -131,9 +131,9 @@ def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from grid.cli import _score_views
-    from grid.launch import SCORES_VIEW, SCORES_VIEW_STATE
     from grid.spec import GridSpec
     from trainables.record import tracking
+    from trainables.record.experiments import SCORES_VIEW, SCORES_VIEW_STATE
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = tracking.ensure_experiment(uri, "older-grid")  # launched before the view existed: no view tag yet
@@ -153,8 +153,9 @@ def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
 
 def test_a_grids_description_opens_with_the_link_to_its_scores() -> None:
     """MLflow 3.17 shows an experiment's description on top of every one of its pages, first line first."""
-    from grid.launch import SCORES_VIEW, experiment_description
+    from grid.launch import experiment_description
     from grid.spec import GridSpec
+    from trainables.record.experiments import SCORES_VIEW
 
     text = experiment_description(GridSpec(name="g", models=["llama3.2"], tasks=["math"]), "7")
     assert text.splitlines()[0] == (

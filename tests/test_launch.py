@@ -61,7 +61,7 @@ def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: Stub
 def test_a_sweep_that_keeps_failing_the_same_way_stops_once_and_resumably(tmp_path: Path, tracking_uri: str) -> None:
     """Every call fails (the server answers 500): after three trials with the same error the sweep stops, says so
     once, and leaves the rest pending for `arb resume`; Ray's trial folders are short (model, task, key)."""
-    from grid.launch import GridOutcome, error_signature
+    from grid.progress import GridOutcome, error_signature
 
     with StubServer(["llama3.2"]) as stub:
         stub.state.fault_always = "500"

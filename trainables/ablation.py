@@ -21,10 +21,10 @@ from mlflow.tracking import MlflowClient
 
 from trainables.context import TrialContext, TrialOutcome
 from trainables.errors import ArbError
-from trainables.evaluate import EvalResult
 from trainables.optimizers import get_optimizer
 from trainables.optimizers.demo_ablation import parse_source
 from trainables.record import results, tracking
+from trainables.record.scores import EvalResult
 from trainables.stopping import comparison
 from trainables.vocabulary import Trial, trial_key
 
@@ -117,5 +117,5 @@ def run(ctx: TrialContext, baseline: EvalResult, shared_from: str | None) -> Tri
     with pace.phases.phase("publish"):
         delta = comparison(baseline, scored[-1], None)
         tags.update(results.publish_trial(trial, ctx.evals, tracking.FINISHED, ctx.splits, full, ctx.student, metrics,
-                                          ("", delta, None), rows, pace))  # fmt: skip
+                                          ("", delta, None), rows, pace, compiled=False))  # fmt: skip
     return TrialOutcome(tracking.FINISHED, metrics, results.artifacts(full, rows), tags)

@@ -21,7 +21,7 @@ from dataclasses import asdict, fields
 
 from mlflow.tracking import MlflowClient
 
-from trainables.evaluate import EvalResult, ExampleRecord
+from trainables.record.scores import EvalResult, ExampleRecord
 from trainables.vocabulary import Trial, trial_key
 
 TAG_KIND = "arb.kind"

@@ -9,10 +9,11 @@ from typing import Any
 import dspy
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainables.evaluate import EvalResult, evaluate
+from trainables.evaluate import evaluate
 from trainables.lm import ollama_node
 from trainables.lm.client import Meter, MeteredLM
 from trainables.optimizers import Optimizer
+from trainables.record.scores import EvalResult
 from trainables.record.tracing import EvaluationRuns
 from trainables.registry import ModelEntry, ModelRegistry, load_registry
 from trainables.tasks import Splits, Task

@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trainables.errors import ArbError, one_line, unknown_name, validation_summary
-from trainables.lm.providers import Provider, get_provider
+from trainables.providers import Provider, get_provider
 
 DEFAULT_REGISTRY = Path(__file__).parents[1] / "grid" / "models.yaml"
 """The shipped registry: configuration that grid files name models from (data, not code: read, never imported)."""
@@ -41,7 +41,7 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: str
-    """A name of `trainables.lm.providers.PROVIDERS` (ollama, openai, embedded)."""
+    """A name of `trainables.providers.PROVIDERS` (ollama, openai, embedded)."""
     id: str = Field(min_length=1)
     endpoint: str | None = None
     api_key_env: str | None = None
@@ -71,7 +71,7 @@ class ModelEntry(BaseModel):
 
     @property
     def provider_spec(self) -> Provider:
-        """What the entry's provider is and does (`trainables.lm.providers`)."""
+        """What the entry's provider is and does (`trainables.providers`)."""
         return get_provider(self.provider)
 
     def resolved_endpoint(self) -> str | None:

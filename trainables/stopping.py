@@ -10,7 +10,8 @@ import dspy
 import numpy as np
 
 from trainables.context import TrialContext
-from trainables.evaluate import EvalResult, joined
+from trainables.evaluate import joined
+from trainables.record.scores import EvalResult
 from trainables.stats.paired import PairedDelta, paired_delta
 from trainables.stats.sequential import Decision, StopRule, check
 

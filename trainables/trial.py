@@ -17,12 +17,12 @@ from mlflow.tracking import MlflowClient
 
 from trainables import ablation, baselines
 from trainables.context import Runtime, TrialContext, TrialOutcome, endpoint_for
-from trainables.evaluate import EvalResult
 from trainables.lm import adapters, slots
 from trainables.lm import cache as lm_cache
 from trainables.lm.client import build_lm, drop_meter, new_meter
 from trainables.optimizers import CompileRequest, get_optimizer
 from trainables.record import publish, results, tracing, tracking
+from trainables.record.scores import EvalResult
 from trainables.registry import ModelRegistry
 from trainables.stats.paired import outcome_label
 from trainables.stopping import comparison, evaluate_sequentially
@@ -201,7 +201,8 @@ def _steps(ctx: TrialContext) -> TrialOutcome:
     ctx.evals.done([results.outcome(baseline, borrowed[0]), results.outcome(optimized, borrowed[1])])
     with pace.phases.phase("publish"):
         tags.update(results.publish_trial(trial, ctx.evals, status, ctx.splits, compiled, ctx.student, metrics,
-                                          (compile_error, delta, decision), rows, pace))  # fmt: skip
+                                          (compile_error, delta, decision), rows, pace,
+                                          compiled=optimizer.compiles))  # fmt: skip
     return TrialOutcome(status, metrics, results.artifacts(compiled, rows), tags)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import dspy
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format, _has_open_ended_mapping
 
-from trainables.lm.providers import get_provider
+from trainables.providers import get_provider
 
 
 def response_format(provider: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -14,10 +14,9 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from trainables.evaluate import EvalResult
 from trainables.lm.client import Meter
-from trainables.optimizers import get_optimizer
 from trainables.record import publish, tracing, tracking
+from trainables.record.scores import EvalResult
 from trainables.registry import ModelEntry
 from trainables.stats.paired import PairedDelta
 from trainables.stats.sequential import Decision
@@ -148,17 +147,18 @@ def log_sequence(tracking_uri: str, run_id: str, decision: Decision) -> None:
 def publish_trial(
     trial: Trial, evals: tracing.EvaluationRuns, status: str, splits: Splits, program: dspy.Module,
     student: dspy.LM, metrics: dict[str, float], comparison: tuple[str, PairedDelta, Decision | None],
-    rows: list[dict[str, Any]], pace: Pace,
+    rows: list[dict[str, Any]], pace: Pace, *, compiled: bool,
 ) -> dict[str, str]:  # fmt: skip
     """Datasets, the per-example table, the program as a model and its instruction as a prompt version, and the
     run's description; returns the tags that point to them (the table and the prompt are written in the background:
-    the prompt's tag comes with `pace.settle()`). `comparison`: the compile error, the paired delta, how it stopped."""
+    the prompt's tag comes with `pace.settle()`). `comparison`: the compile error, the paired delta, how it stopped;
+    `compiled`: the program is an optimizer's, so its instruction becomes a prompt version."""
     compile_error, delta, decision = comparison
     run_id = evals.parent
     expected = get_task(trial.task).expected
     pace.later(lambda: publish.log_examples_table(run_id, rows, splits.test, expected))
     instruction = instructions(program)
-    if status == tracking.FINISHED and get_optimizer(trial.optimizer).compiles:
+    if status == tracking.FINISHED and compiled:
         message = f"{trial.grid}: {trial.run_name}: {metrics['baseline_score']:.1f} → {metrics['optimized_score']:.1f}"
         prompt_tags = {"arb.run_id": run_id, "arb.trial_key": trial.key, "arb.grid": trial.grid}
         pace.later(lambda: {"arb.prompt_uri": publish.register_instruction(

@@ -4,10 +4,10 @@ adding one). Imported by the registry, the LM client, the driver and the analysi
 
 from __future__ import annotations
 
-from trainables.lm.providers.base import Provider
-from trainables.lm.providers.embedded import Embedded
-from trainables.lm.providers.ollama import Ollama
-from trainables.lm.providers.openai import OpenAI
+from trainables.providers.base import Provider
+from trainables.providers.embedded import Embedded
+from trainables.providers.ollama import Ollama
+from trainables.providers.openai import OpenAI
 
 __all__ = ["PROVIDERS", "Provider", "get_provider", "register"]
 

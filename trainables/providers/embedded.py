@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainables.lm.providers.base import Provider
+from trainables.providers.base import Provider
 
 
 class Embedded(Provider):

@@ -1,6 +1,6 @@
 """What a model provider is to the project: how its LM is reached and built, whether its models are priced API
 models, and what the driver must check or start for it. One module per provider in this folder, registered by
-name in `trainables.lm.providers`; the registry, the trial, the driver and the analysis ask the description,
+name in `trainables.providers`; the registry, the trial, the driver and the analysis ask the description,
 never the provider's name. No DSPy here: the registry imports this when a grid is only being planned."""
 
 from __future__ import annotations

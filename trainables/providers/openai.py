@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainables.lm.providers.base import Provider
+from trainables.providers.base import Provider
 
 
 class OpenAI(Provider):
