@@ -130,7 +130,7 @@ def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
 
     from mlflow.tracking import MlflowClient
 
-    from grid.cli import _score_views
+    from trainables.record.experiments import score_view_lines
     from grid.spec import GridSpec
     from trainables.record import tracking
     from trainables.record.experiments import SCORES_VIEW, SCORES_VIEW_STATE
@@ -141,7 +141,7 @@ def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
     client.set_experiment_tag(
         exp, "arb.grid_spec", GridSpec(name="older-grid", models=["llama3.2"], tasks=["math"]).model_dump_json()
     )
-    lines = _score_views(uri, "http://127.0.0.1:5000")
+    lines = score_view_lines(uri, "http://127.0.0.1:5000")
     assert lines[1].split() == [
         "older-grid",
         f"http://127.0.0.1:5000/#/experiments/{exp}/runs?viewStateShareKey={SCORES_VIEW}",
