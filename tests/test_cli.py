@@ -130,10 +130,9 @@ def test_ui_links_each_grid_to_its_scores_view(tmp_path: Path) -> None:
 
     from mlflow.tracking import MlflowClient
 
-    from trainables.record.experiments import score_view_lines
     from grid.spec import GridSpec
     from trainables.record import tracking
-    from trainables.record.experiments import SCORES_VIEW, SCORES_VIEW_STATE
+    from trainables.record.experiments import SCORES_VIEW, SCORES_VIEW_STATE, score_view_lines
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = tracking.ensure_experiment(uri, "older-grid")  # launched before the view existed: no view tag yet

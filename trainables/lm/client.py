@@ -295,8 +295,8 @@ def build_lm(
     `endpoint` overrides the registry (the embedded server's port is only known at run time). `version` is the
     content of the model served there (the Ollama digest, the GGUF's sha256): with it the response cache's keys
     hold the model, not its port, so a later job on other ports reuses the answers; without it they hold the
-    endpoint. `timeout_s` overrides the
-    registry's per-call timeout (the embedded servers' is set from their measured speed). The API key is
+    endpoint. `timeout_s` overrides the registry's per-call timeout (the embedded servers' is set from their
+    measured speed). The API key is
     read from the environment here and handed to the client, never put in the trial config, so it cannot reach
     Ray's results or MLflow params.
     """
@@ -317,14 +317,12 @@ def build_lm(
         meter=meter,
         role=role,
         provider=entry.provider,
-        api_base=base,
-        api_key=key,
         temperature=entry.temperature,
         max_tokens=entry.max_tokens,
         reasoning=entry.reasoning,
         context=entry.context if provider.knows_context else None,
-        timeout=timeout_s or entry.timeout_s,
         num_retries=entry.retries,
         cache=True,  # the process's cache decides: `lm_cache.install` (per node, keyed by model identity, or none)
+        **provider.connection(base, key, timeout_s or entry.timeout_s),
         **provider.lm_options(entry),
     )

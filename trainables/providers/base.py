@@ -6,16 +6,7 @@ never the provider's name. No DSPy here: the registry imports this when a grid i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, ClassVar
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a model answers, and what the client needs to send there."""
-
-    base: str | None
-    key: str
 
 
 class Provider:
@@ -57,6 +48,10 @@ class Provider:
     def client_base(self, base: str | None) -> str | None:
         """The base URL as the LM client wants it."""
         return base
+
+    def connection(self, base: str | None, key: str, timeout_s: float) -> dict[str, Any]:
+        """How the LM client reaches the server: base URL, key, per-call timeout (`dspy.LM` arguments)."""
+        return {"api_base": base, "api_key": key, "timeout": timeout_s}
 
     def lm_options(self, entry: Any) -> dict[str, Any]:
         """Extra `dspy.LM` arguments for an entry of this provider."""
