@@ -60,7 +60,8 @@ def toy() -> Iterator[None]:
 
 def _spec(**overrides: Any) -> GridSpec:
     fields: dict[str, Any] = dict(name="toygrid", phase="test", models=["fake-math"], tasks=["math"],
-                                  optimizer="toy_instruct", demos=[0], n_labeled=[6], n_val=3, n_eval=8, data="sample")  # fmt: skip
+                                  optimizer="toy_instruct", demos=[0], n_labeled=[6], n_val=3, n_eval=8,
+                                  data="sample")  # fmt: skip
     return GridSpec(**{**fields, **overrides})
 
 
