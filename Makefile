@@ -39,7 +39,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: debian-test lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 ui: install
 	$(VENV)/bin/arb ui

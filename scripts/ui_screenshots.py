@@ -6,7 +6,7 @@ Serves the store with `mlflow ui` on 127.0.0.1, opens the grid's runs table with
 `arb ui` links to), one trial's run (description, registered prompt), its Traces tab (each example's gold answer
 and score as assessments, the score's distribution), its `examples.json` table (inputs, gold, prediction, score),
 and its optimized condition compared to its baseline example by example on MLflow's Evaluation runs page, and
-saves one PNG each. `tests/test_mlflow_ui.py` runs the same pages on a stub grid. Needs Debian's chromium and
+saves one PNG each. `tests/integration/test_mlflow_ui.py` runs the same pages on a stub grid. Needs Debian's chromium and
 chromium-driver.
 """
 

@@ -1,7 +1,15 @@
-"""Shared fixtures: a stub LM server that knows the sample math answers, and a throwaway MLflow store."""
+"""Shared fixtures (a stub LM server that knows the sample math answers, a throwaway MLflow store), and how the
+suite is laid out and run: tests mirror the code (`tests/grid/`, `tests/trainables/`, `tests/analysis/`), and
+`tests/integration/` holds the ones that start real Ray clusters, servers, Chromium, Slurm or real models; those
+are marked `integration` (`pytest -m "not integration"` runs the rest in a few minutes).
+
+`make test` runs the suite on two pytest-xdist workers: the integration tests spend most of their time waiting on
+processes, so two at once overlap. Tests that watch something machine-wide run in one worker (`GROUPS`), and the
+longest start first so that neither worker is left with one of them at the end."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +21,36 @@ sys.path.insert(0, str(Path(__file__).parent))
 from stub_server import StubServer, table_responder
 
 from trainables.tasks import math as math_task
+
+GROUPS = {
+    # every llama.cpp server of the suite on one worker: two at once on two cores would each run at half speed
+    "integration/test_embedded_sweep.py": "llama",
+    "integration/test_real_model.py": "llama",
+    # the sandbox's leftover check looks for any sandboxed process on the machine
+    "trainables/test_sandbox.py": "sandbox",
+    "trainables/test_tasks.py": "sandbox",
+    "trainables/test_feedback.py": "sandbox",
+}
+LONGEST_FIRST = ("test_slurm.py", "test_cluster.py", "test_embedded_sweep.py", "test_head_replacement.py")
+"""Files whose tests take minutes (`pytest --durations`): scheduled before everything else."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        where = item.path.relative_to(here).as_posix()
+        if where.startswith("integration/"):
+            item.add_marker(pytest.mark.integration)
+        if where in GROUPS:
+            item.add_marker(pytest.mark.xdist_group(GROUPS[where]))
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        if name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(name)
+        return len(LONGEST_FIRST) + (0 if "integration" in item.path.parts else 1)
+
+    items.sort(key=rank)  # stable: within a rank, files and tests keep their order
 
 
 @pytest.fixture(autouse=True)
@@ -52,3 +90,12 @@ def expected_baseline(math_splits: math_task.Splits, known_answers: dict[str, st
     """Score the stub earns by construction: known questions right, the rest answered "0"."""
     right = sum(ex.answer == known_answers.get(ex.question, "0") for ex in math_splits.test)
     return 100.0 * right / len(math_splits.test)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("arb: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in lines[0]

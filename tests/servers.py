@@ -129,7 +129,8 @@ def mlflow_on_postgres(workdir: Path) -> Iterator[MlflowServer]:
 
 
 RAY = str(Path(sys.executable).with_name("ray"))
-# A throwaway cluster on loopback without Ray's token auth; tests/test_cluster.py runs with a token, as clusters do.
+# A throwaway cluster on loopback without Ray's token auth; tests/integration/test_cluster.py runs with a token,
+# as clusters do.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
 
 

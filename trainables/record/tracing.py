@@ -17,7 +17,7 @@ While a trial works, its run is MLflow's active run in the worker process and `m
   gets the metric history `eval` (mlflow.dspy's `log_compiles` / `log_evals`).
 
 API keys stay out: mlflow.dspy drops `api_key` from the LM attributes it records (`sanitize_params`), and
-`tests/test_secrets.py` checks the traces with a planted key.
+`tests/integration/test_secrets.py` checks the traces with a planted key.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ right or both wrong), so the sequence narrows much faster than Hoeffding's. It i
 candidate means (about 40 lines of numpy): `confseq`, the authors' package, is a C++ build that pins pybind11 2.6
 and pulls in matplotlib, multiprocess and pytest at run time (last release 2023-01; its build fails on Python
 3.11 here), and `sequential-analysis` is AGPL-3.0, which this Apache-2.0 project does not impose on its users.
-`tests/test_sequential.py` checks coverage and the false-positive rate by simulation.
+`tests/trainables/test_sequential.py` checks coverage and the false-positive rate by simulation.
 
 The p-value is the sequence's own: 1 / (the largest capital at 0 so far), which is ≤ α exactly when the sequence
 has excluded 0 (Ville's inequality makes it valid at any stopping time), so interval, p-value and verdict come

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from conftest import assert_one_line_error
 from servers import MlflowServer, pg_bin, postgres
 from stub_server import StubServer
-from test_cli import assert_one_line_error
 from test_secrets import CANARY, _files_containing
 
 from grid import cluster_secrets

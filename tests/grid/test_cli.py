@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 
 
 def arb(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -17,15 +18,6 @@ def arb(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess
     return subprocess.run(
         [sys.executable, "-m", "grid.cli", *args], capture_output=True, text=True, env=full_env, timeout=120
     )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("arb: error:"), proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_help_lists_every_command(tmp_path: Path) -> None:

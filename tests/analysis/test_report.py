@@ -151,7 +151,7 @@ def test_dashboard_renders_in_headless_chromium(report_dir: Path, tmp_path: Path
 def test_phase_page_of_smoke_shaped_runs_shows_labeled_ablation_and_low_data_charts(tmp_path: Path) -> None:
     """Issue 17: runs with no phase 3/5 label (the smoke's) still fill both charts, and each series is named."""
     from selenium.webdriver.support.ui import WebDriverWait
-    from test_analysis import _smoke_shaped_runs
+    from test_tables import _smoke_shaped_runs
 
     out = tmp_path / "report"
     render(_smoke_shaped_runs(), pd.DataFrame(columns=EXAMPLE_COLUMNS), load_registry(), out)

@@ -25,7 +25,7 @@ from trainables.registry import load_registry
 from trainables.tasks import math as math_task
 from trainables.trial import execute_trial
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 import bench_data
 
 TASKS = ["math", "qa", "analysis", "synthesis", "classification", "extraction", "agentic", "rag", "code"]

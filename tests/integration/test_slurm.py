@@ -29,11 +29,11 @@ from mlflow.tracking import MlflowClient
 
 from trainables.record import tracking
 
-sys.path.insert(0, str(Path(__file__).parent / "slurm"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "slurm"))
 import real_slurm
 
 pytestmark = pytest.mark.cluster
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = [ROOT / "deploy/slurm/arb.sbatch", ROOT / "deploy/slurm/arb-node.sh", ROOT / "deploy/slurm/submit",
            ROOT / "tests/slurm/bin/ollama"]  # fmt: skip
 GRID = (

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # Releases withdrawn after their PyPI uploads carried credential-stealing code (BerriAI/litellm issue 24518, 2026).
 COMPROMISED = {"litellm": {"1.82.7", "1.82.8"}}
 

@@ -21,7 +21,7 @@ from grid import cluster_secrets
 from grid.placement import MAX_MODELS_LABEL
 from trainables.lm.ollama_node import PORT_LABEL
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "deploy" / "kuberay"
 SCHEMA = yaml.safe_load((KUBERAY / "schema" / "kuberay-v1.6.2.schema.yaml").read_text())
 K8S_VERSION = "1.31.0"  # oldest Kubernetes the manifests need: native sidecars (restartPolicy: Always) are GA-beta

@@ -19,7 +19,7 @@ from grid.launch import run_grid
 from grid.spec import load_grid
 from trainables.registry import load_registry
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
 from ui_screenshots import capture
 

@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer, table_responder
-from test_trial_stub import _config, _trial
+from test_trial import _config, _trial
 
 from analysis.runs import load_runs
 from trainables.record import tracing, tracking

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from stub_server import StubServer, table_responder
-from test_trial_stub import _config, _trial
+from test_trial import _config, _trial
 
 from trainables.lm import cache as lm_cache
 from trainables.trial import execute_trial

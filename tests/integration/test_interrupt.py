@@ -25,13 +25,15 @@ def _slow(answers: dict[str, str]) -> Any:
     return respond
 
 
-def _raylets() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "raylet/raylet"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+def _raylets(driver: int) -> list[str]:
+    """The raylets of the Ray instance a driver process started: Ray names its session directory after the
+    starting process's pid (`session_<date>_<pid>`), so other tests' Ray instances, running beside this one under
+    pytest-xdist, are not counted."""
+    out = subprocess.run(["pgrep", "-af", "raylet/raylet"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if f"_{driver}/" in line or line.endswith(f"_{driver}")]
 
 
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path, known_answers: dict[str, str]) -> None:
-    before = _raylets()
     with StubServer(["llama3.2", "mistral", "phi4"], _slow(known_answers)) as stub:
         registry = tmp_path / "models.yaml"
         registry.write_text(
@@ -61,12 +63,13 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tmp_path: Path, known_answers:
             if "▶ start" in line:
                 break
         time.sleep(1.0)
+        assert _raylets(proc.pid), "the driver's own raylet is found while it runs"
         proc.send_signal(signal.SIGINT)
         _, rest = proc.communicate(timeout=120)
         output = "".join(lines) + rest
         assert proc.returncode != 0, output
         assert "arb resume intr" in output, output
-        assert _raylets() <= before  # Ray stopped with the driver
+        assert _raylets(proc.pid) == []  # Ray stopped with the driver
 
         done = subprocess.run(
             [*cmd, "resume", "intr", "--models", str(registry)], env=env, capture_output=True, text=True, timeout=300

@@ -78,7 +78,7 @@ def test_no_decision_outside_the_descriptions_compares_a_provider_name() -> None
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     found = subprocess.run(["grep", "-rn", "--include=*.py", "provider ==", "grid", "trainables", "analysis"],
                            cwd=root, capture_output=True, text=True).stdout  # fmt: skip
     assert found == ""

@@ -25,7 +25,7 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)"),
 ]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS = ("llama3.2", "mistral", "phi4")
 
 

@@ -17,7 +17,7 @@ from stub_server import StubServer
 
 from trainables.record import tracking
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _arb(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-CLUSTER = Path(__file__).resolve().parents[1] / "cluster.yaml"
+CLUSTER = Path(__file__).resolve().parents[2] / "cluster.yaml"
 
 
 def test_cluster_yaml_passes_ray_validation() -> None:

@@ -2,7 +2,7 @@
 model, how it died, its log and the likely fix. The per-call timeout follows the measured speed.
 
 The supervised process here is the stub LM server (it answers /v1/models like llama.cpp's server), so the unit
-tests need no model; `tests/test_embedded_sweep.py` does the same with llama.cpp inside a real sweep."""
+tests need no model; `tests/integration/test_embedded_sweep.py` does the same with llama.cpp inside a real sweep."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from grid.embedded import (
 )
 from trainables.registry import ModelEntry
 
-STUB = Path(__file__).with_name("stub_server.py")
+STUB = Path(__file__).parents[1] / "stub_server.py"
 
 
 def _until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

@@ -105,7 +105,7 @@ def test_synthesis(pred: str | None, ref: str, ratio: float, score: float) -> No
 
 @pytest.mark.parametrize(("code", "ok"), CODE_CASES)
 def test_code(code: str, ok: bool) -> None:
-    # `ok` is the metric's value: tests/test_tasks.py::test_code_pass_at_1 holds `passes` to this same table
+    # `ok` is the metric's value: tests/trainables/test_tasks.py::test_code_pass_at_1 holds `passes` to this same table
     out = _agree("code", HE_EXAMPLE, dspy.Prediction(code=code), metric=float(ok))
     if code == "def add(a, b):\n    return a - b":
         assert "assert candidate(2, 3) == 5" in out.feedback and "AssertionError" in out.feedback

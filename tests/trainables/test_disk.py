@@ -20,7 +20,7 @@ from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 needs_mount = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare to mount a private tmpfs"
 )

@@ -29,7 +29,7 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.skipif(pg_bin() is None, reason="PostgreSQL is not installed (apt-get install postgresql)"),
 ]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODELS, TASKS = ["llama3.2", "mistral"], ["math", "qa", "analysis"]
 GRID = (
     "name: cluster\nmodels: [llama3.2, mistral]\ntasks: [math, qa, analysis]\noptimizer: none\ndemos: [0]\n"
