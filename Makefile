@@ -22,10 +22,14 @@ debian-test:
 # Every third-party package is checked against the sha256 pinned in requirements.lock (pip's hash-checking mode;
 # scripts/lock.sh writes it from constraints.txt), build tools included: nothing is built in an isolated env
 # whose dependencies pip would fetch unchecked. `pip check` then proves the lock complete.
-$(STAMP): pyproject.toml requirements.lock scripts/llama-cpp.lock scripts/install-llama-cpp.sh
+# The build tools go first; then llama.cpp compiles (CPU) while the other packages download and unpack (network,
+# disk), and the install goes on once both have ended well. The two never write the same package.
+$(STAMP): pyproject.toml requirements.lock scripts/build-tools.lock scripts/llama-cpp.lock scripts/install-llama-cpp.sh
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --progress-bar off --require-hashes --no-deps -r requirements.lock
-	./scripts/install-llama-cpp.sh $(VENV)
+	$(PY) -m pip install --progress-bar off --require-hashes --no-deps -r scripts/build-tools.lock
+	./scripts/install-llama-cpp.sh $(VENV) & llama=$$!; \
+	$(PY) -m pip install --progress-bar off --require-hashes --no-deps -r requirements.lock; packages=$$?; \
+	wait $$llama && exit $$packages
 	$(PY) -m pip install --progress-bar off --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
 	touch $(STAMP)

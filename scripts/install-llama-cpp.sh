@@ -19,6 +19,9 @@ flags=(
   -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF
   -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
   -DLLAMA_CURL=OFF
+  # no multimodal library (mtmd: CLIP and its vision encoders, 54 of the ~350 source files): llama_cpp imports it only
+  # for image chat handlers (llama_chat_format.py, lazily), and every model here is text only
+  -DLLAVA_BUILD=OFF
 )
 marker="$venv/.llama-cpp-build"
 want="llama_cpp_python==$version ${flags[*]}"

@@ -35,6 +35,7 @@ LONGEST_FIRST = ("test_slurm.py", "test_cluster.py", "test_embedded_sweep.py", "
 """Files whose tests take minutes (`pytest --durations`): scheduled before everything else."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
