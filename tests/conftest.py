@@ -30,7 +30,12 @@ GROUPS = {
     "trainables/test_sandbox.py": "sandbox",
     "trainables/test_tasks.py": "sandbox",
     "trainables/test_feedback.py": "sandbox",
+    # module-scoped fixtures (a generated hub mirror, a rendered report) made once, not once per worker
+    "trainables/test_hub_data.py": "hub-mirror",
+    "analysis/test_report.py": "report",
 }
+"""Files whose tests run on one worker. Every file under integration/ does too, each its own group: its clusters,
+servers and Slurm are module fixtures, and one file's teardown must not meet another copy of it."""
 LONGEST_FIRST = ("test_slurm.py", "test_cluster.py", "test_embedded_sweep.py", "test_head_replacement.py")
 """Files whose tests take minutes (`pytest --durations`): scheduled before everything else."""
 
@@ -42,8 +47,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         where = item.path.relative_to(here).as_posix()
         if where.startswith("integration/"):
             item.add_marker(pytest.mark.integration)
-        if where in GROUPS:
-            item.add_marker(pytest.mark.xdist_group(GROUPS[where]))
+        group = GROUPS.get(where) or (where if where.startswith("integration/") else None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
     def rank(item: pytest.Item) -> int:
         name = item.path.name

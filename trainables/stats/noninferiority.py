@@ -40,10 +40,8 @@ MARGIN_PP = 5.0
 NON_INFERIOR = "non-inferior"
 WORSE = "worse than margin"
 UNDECIDED = "undecided"
-NO_DATA = "no data"
 Verdict = Literal["non-inferior", "worse than margin", "undecided", "no data"]
 
-ROUTE, KEEP = "route", "keep reference"
 Kind = Literal["route", "keep reference", "undecided", "not enough data"]
 
 
