@@ -43,7 +43,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: debian-test lint
-	$(PY) -m pytest -n 2 --dist loadgroup
+	$(PY) -m pytest -n 2 --dist loadfile
 
 ui: install
 	$(VENV)/bin/arb ui

@@ -3,9 +3,11 @@ suite is laid out and run: tests mirror the code (`tests/grid/`, `tests/trainabl
 `tests/integration/` holds the ones that start real Ray clusters, servers, Chromium, Slurm or real models; those
 are marked `integration` (`pytest -m "not integration"` runs the rest in a few minutes).
 
-`make test` runs the suite on two pytest-xdist workers: the integration tests spend most of their time waiting on
-processes, so two at once overlap. Tests that watch something machine-wide run in one worker (`GROUPS`), and the
-longest start first so that neither worker is left with one of them at the end."""
+`make test` runs the suite on two pytest-xdist workers, a test file at a time (`--dist loadfile`: an integration
+file's clusters, servers and Slurm are module fixtures, made once): the integration tests spend most of their time
+waiting on processes, so two at once overlap. The longest files start first, so that neither worker is left with
+one of them at the end. (`--dist loadgroup` would not do: pytest-xdist 3.8.0 names a group by rewriting
+`item._nodeid`, which pytest 9 no longer reads, so its groups are silently ignored.)"""
 
 from __future__ import annotations
 
@@ -22,34 +24,16 @@ from stub_server import StubServer, table_responder
 
 from trainables.tasks import math as math_task
 
-GROUPS = {
-    # every llama.cpp server of the suite on one worker: two at once on two cores would each run at half speed
-    "integration/test_embedded_sweep.py": "llama",
-    "integration/test_real_model.py": "llama",
-    # the sandbox's leftover check looks for any sandboxed process on the machine
-    "trainables/test_sandbox.py": "sandbox",
-    "trainables/test_tasks.py": "sandbox",
-    "trainables/test_feedback.py": "sandbox",
-    # module-scoped fixtures (a generated hub mirror, a rendered report) made once, not once per worker
-    "trainables/test_hub_data.py": "hub-mirror",
-    "analysis/test_report.py": "report",
-}
-"""Files whose tests run on one worker. Every file under integration/ does too, each its own group: its clusters,
-servers and Slurm are module fixtures, and one file's teardown must not meet another copy of it."""
 LONGEST_FIRST = ("test_slurm.py", "test_cluster.py", "test_embedded_sweep.py", "test_head_replacement.py")
 """Files whose tests take minutes (`pytest --durations`): scheduled before everything else."""
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups into the test ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
     for item in items:
         where = item.path.relative_to(here).as_posix()
         if where.startswith("integration/"):
             item.add_marker(pytest.mark.integration)
-        group = GROUPS.get(where) or (where if where.startswith("integration/") else None)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
     def rank(item: pytest.Item) -> int:
         name = item.path.name

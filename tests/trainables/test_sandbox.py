@@ -10,6 +10,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -25,10 +26,28 @@ MARGIN_S = 3.0  # process start-up and teardown on a loaded 2-core machine
 
 
 def _leftovers() -> list[str]:
+    """Sandbox processes left by this test process: its descendants, or orphans (a sandbox whose parent died is
+    reparented to init). Another pytest-xdist worker's sandboxes, alive while its tests run, are neither."""
     # exactly the sandbox's own command lines (prlimit … bwrap --unshare-all … python -I -B main.py)
     pattern = r"bwrap --unshare-all|-I -B main\.py"
     out = subprocess.run(["pgrep", "-af", "--", pattern], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if "pgrep" not in line]
+    found = {int(line.split()[0]): line for line in out.splitlines() if "pgrep" not in line}
+    return [line for pid, line in found.items() if _left_by_me(pid, set(found))]
+
+
+def _left_by_me(pid: int, sandboxed: set[int]) -> bool:
+    me = os.getpid()
+    for _ in range(64):  # a process tree is never this deep; bounded anyway
+        try:
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False  # it has exited meanwhile
+        if parent == me or (parent == 1 and pid in sandboxed):
+            return True
+        if parent <= 1:
+            return False
+        pid = parent
+    return False
 
 
 @pytest.fixture(autouse=True)
