@@ -5,8 +5,9 @@ are marked `integration` (`pytest -m "not integration"` runs the rest in a few m
 
 `make test` runs the suite on two pytest-xdist workers, a test file at a time (`--dist loadfile`: an integration
 file's clusters, servers and Slurm are module fixtures, made once): the integration tests spend most of their time
-waiting on processes, so two at once overlap. The longest files start first, so that neither worker is left with
-one of them at the end. (`--dist loadgroup` would not do: pytest-xdist 3.8.0 names a group by rewriting
+waiting on processes, so two at once overlap. The longest files start first (`--no-loadscope-reorder` keeps this
+order; xdist's own puts the files with the most tests first), so that neither worker is left with one of them at
+the end. (`--dist loadgroup` would not do: pytest-xdist 3.8.0 names a group by rewriting
 `item._nodeid`, which pytest 9 no longer reads, so its groups are silently ignored.)"""
 
 from __future__ import annotations
