@@ -43,7 +43,7 @@ lint: install
 	$(VENV)/bin/mypy
 
 test: debian-test lint
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -n 2 --no-loadscope-reorder
 
 ui: install
 	$(VENV)/bin/arb ui

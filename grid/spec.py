@@ -252,8 +252,9 @@ def _merged(path: Path, depth: int = 0) -> dict[str, Any]:
     if not isinstance(base_ref, str):
         raise ArbError(f"grid file {path}: `include` must be a file name", "write include: base.yaml")
     base_path = (path.parent / base_ref).resolve()
-    if not base_path.exists():
-        raise ArbError(f"grid file {path} includes {base_ref!r}, which does not exist", "fix the include path")
+    if not base_path.is_file():
+        what = "a directory" if base_path.is_dir() else "not there"
+        raise ArbError(f"grid file {path} includes {base_ref!r}, which is {what}", "include a grid file by its name")
     return {**_merged(base_path, depth + 1), **raw}
 
 

@@ -3,12 +3,9 @@ suite is laid out and run: tests mirror the code (`tests/grid/`, `tests/trainabl
 `tests/integration/` holds the ones that start real Ray clusters, servers, Chromium, Slurm or real models; those
 are marked `integration` (`pytest -m "not integration"` runs the rest in a few minutes).
 
-`make test` runs the suite on two pytest-xdist workers, a test file at a time (`--dist loadfile`: an integration
-file's clusters, servers and Slurm are module fixtures, made once): the integration tests spend most of their time
-waiting on processes, so two at once overlap. The longest files start first (`--no-loadscope-reorder` keeps this
-order; xdist's own puts the files with the most tests first), so that neither worker is left with one of them at
-the end. (`--dist loadgroup` would not do: pytest-xdist 3.8.0 names a group by rewriting
-`item._nodeid`, which pytest 9 no longer reads, so its groups are silently ignored.)"""
+`make test` runs the suite on two pytest-xdist workers: one runs the integration files one after another (each
+starts clusters, servers or Slurm, mostly CPU-bound on two cores: two at once only slowed each other), the other
+the unit test files meanwhile (`pytest_xdist_make_scheduler` below). The integration files run longest first."""
 
 from __future__ import annotations
 
@@ -16,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +25,17 @@ from trainables.tasks import math as math_task
 
 LONGEST_FIRST = ("test_slurm.py", "test_cluster.py", "test_embedded_sweep.py", "test_head_replacement.py")
 """Files whose tests take minutes (`pytest --durations`): scheduled before everything else."""
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's by-file scheduling, with every integration file in one work unit: the first worker takes it whole."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class IntegrationApart(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "integration" if nodeid.startswith("tests/integration/") else super()._split_scope(nodeid)
+
+    return IntegrationApart(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

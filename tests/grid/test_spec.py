@@ -81,7 +81,8 @@ BAD_GRIDS = [
     ("[1, 2]\n", "mapping"),
     ("name: g\nmodels: [phi4\n", "not valid YAML"),
     ("a: &x [1]\nb: *x\n", "aliases"),
-    ("include: nowhere.yaml\nname: g\n", "does not exist"),
+    ("include: nowhere.yaml\nname: g\n", "which is not there"),
+    ("include: ''\nname: g\n", "which is a directory"),  # found by the fuzz test: the grid's own folder
 ]
 
 
