@@ -77,6 +77,10 @@ common=(--block --disable-usage-stats --node-ip-address="$ip" --temp-dir="$tmp/r
     --resources="{\"ollama_slots\": $slots}" --labels="arb-ollama-port=$ollama_port,arb-ollama-max-models=$max_models"
     --dashboard-agent-listen-port="$(free_port)")
 export RAY_preload_python_modules=trainables.trial,datasets
+# On SIGTERM, `ray start --block` (Ray 2.60) first drains the node for up to 30 s, for Ray Serve's replicas
+# (ray/_private/node.py `_drain_node_before_shutdown`). Nothing here serves; a head still draining when `stop`'s
+# grace ran out was SIGKILLed under load (the real-Slurm test, plain `scancel`): stop at once instead.
+export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0
 if [[ $node == 0 ]]; then
     port=$(free_port)
     head=(--head --port="$port" --include-dashboard=false)
