@@ -4,8 +4,8 @@ suite is laid out and run: tests mirror the code (`tests/grid/`, `tests/trainabl
 are marked `integration` (`pytest -m "not integration"` runs the rest in a few minutes).
 
 `make test` runs the suite on two pytest-xdist workers: one runs the integration files one after another (each
-starts clusters, servers or Slurm, mostly CPU-bound on two cores: two at once only slowed each other), the other
-the unit test files meanwhile (`pytest_xdist_make_scheduler` below). The integration files run longest first."""
+starts clusters, servers or Ray, CPU-bound on two cores: two at once only slowed each other), the other the
+real-Slurm study (mostly waiting on its jobs) and then the unit test files (`pytest_xdist_make_scheduler` below)."""
 
 from __future__ import annotations
 
@@ -23,17 +23,20 @@ from stub_server import StubServer, table_responder
 
 from trainables.tasks import math as math_task
 
+SLURM = "tests/integration/test_slurm.py"
 LONGEST_FIRST = ("test_slurm.py", "test_cluster.py", "test_embedded_sweep.py", "test_head_replacement.py")
 """Files whose tests take minutes (`pytest --durations`): scheduled before everything else."""
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """xdist's by-file scheduling, with every integration file in one work unit: the first worker takes it whole."""
+    """xdist's by-file scheduling (`--no-loadscope-reorder` keeps the order below), with every integration file but
+    the Slurm study in one work unit, which one worker takes whole."""
     from xdist.scheduler import LoadFileScheduling
 
     class IntegrationApart(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "integration" if nodeid.startswith("tests/integration/") else super()._split_scope(nodeid)
+            together = nodeid.startswith("tests/integration/") and not nodeid.startswith(SLURM)
+            return "integration" if together else super()._split_scope(nodeid)
 
     return IntegrationApart(config, log)
 
