@@ -9,9 +9,10 @@ real-Slurm study (mostly waiting on its jobs) and then the unit test files (`pyt
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +86,32 @@ def stub(known_answers: dict[str, str]) -> Iterator[StubServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, made once per test process: MLflow builds a new file through its ~60 schema
+    migrations (alembic, `mlflow/store/db/utils.py:_initialize_tables`), about 1.5 s of CPU each time."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    path = tmp_path_factory.mktemp("empty-store") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{path}", str(path.parent / "artifacts")).engine.dispose()
+    return path
+
+
 @pytest.fixture()
-def tracking_uri(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def new_store(tmp_path: Path, empty_store: Path) -> Callable[[str], str]:
+    """`new_store(name)`: the URI of a new empty store `name` in the test's directory, a copy of `empty_store`.
+    (A store MLflow creates itself is what `arb run` in a new ARB_HOME meets: the CLI and integration tests.)"""
+
+    def make(name: str) -> str:
+        shutil.copyfile(empty_store, tmp_path / name)
+        return f"sqlite:///{tmp_path / name}"
+
+    return make
+
+
+@pytest.fixture()
+def tracking_uri(new_store: Callable[[str], str]) -> str:
+    return new_store("mlflow.db")
 
 
 def expected_baseline(math_splits: math_task.Splits, known_answers: dict[str, str]) -> float:

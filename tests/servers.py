@@ -132,6 +132,10 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # A throwaway cluster on loopback without Ray's token auth; tests/integration/test_cluster.py runs with a token,
 # as clusters do.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+# Ray 2.60's `ray start --block` drains its node for up to 30 s on SIGTERM (for Ray Serve replicas; ray/_private/
+# node.py, RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S): no Serve here, so `stop` below would only wait it out.
+# deploy/slurm/arb-node.sh sets the same.
+NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 
 
 def ray_node(args: list[str], log: Path, ray_env: dict[str, str] = RAY_ENV) -> subprocess.Popen[bytes]:
@@ -140,7 +144,7 @@ def ray_node(args: list[str], log: Path, ray_env: dict[str, str] = RAY_ENV) -> s
     with log.open("ab") as out:
         return subprocess.Popen([RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
                                  *args], stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **ray_env})  # fmt: skip
+                                env={**os.environ, **NO_DRAIN, **ray_env})  # fmt: skip
 
 
 def stop(proc: subprocess.Popen[Any]) -> None:

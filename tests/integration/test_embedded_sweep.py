@@ -1,6 +1,6 @@
-"""A real sweep on llama.cpp (SmolLM2) whose server is killed with SIGKILL mid-sweep: `arb` restarts it and the
-sweep finishes; killed again after the restart, the sweep stops with one line and `arb resume` finishes it with one
-MLflow run per trial key. Bounded: 3 small baseline trials, about a minute per test on 2 cores."""
+"""A real sweep on llama.cpp (SmolLM2) whose server is killed with SIGKILL mid-sweep: killed again after the
+restart, the sweep stops with one line; `arb resume`, whose server is killed once, restarts it and finishes with one
+MLflow run per trial key. Bounded: 3 small baseline trials, about two minutes on 2 cores."""
 
 from __future__ import annotations
 
@@ -85,28 +85,20 @@ def _finished_runs(tmp: Path) -> list[str]:
     return [r.data.tags["arb.trial_key"] for r in runs if r.data.tags.get("arb.status") == "finished"]
 
 
-def _sweep_with_server_killed_mid_trial(tmp: Path) -> Sweep:
-    """`arb run` of the grid; once the first trial has started, SIGKILL of the llama.cpp server."""
-    pytest.importorskip("llama_cpp", reason="needs the `embedded` extra")
-    grid = tmp / "grid.yaml"
-    grid.write_text(GRID)
-    sweep = Sweep(tmp, "run", str(grid))
+def _kill_once_started(sweep: Sweep) -> None:
+    """SIGKILL of the llama.cpp server once the sweep's first trial has started."""
     sweep.wait_for("▶ start")
     _kill_server(sweep)
-    return sweep
 
 
-def test_a_killed_server_is_restarted_and_the_sweep_finishes(tmp_path: Path) -> None:
-    sweep = _sweep_with_server_killed_mid_trial(tmp_path)
-    assert sweep.finish() == 0, sweep.output
-    assert "'smollm2' was killed by SIGKILL; restarting it once" in sweep.output
-    assert "Traceback" not in sweep.output
-    keys = _finished_runs(tmp_path)
-    assert len(keys) == len(set(keys)) == 3
-
-
-def test_a_server_that_dies_twice_stops_the_sweep_with_one_line_and_resume_finishes(tmp_path: Path) -> None:
-    sweep = _sweep_with_server_killed_mid_trial(tmp_path)
+def test_killed_twice_the_sweep_stops_killed_once_in_resume_it_is_restarted(tmp_path: Path) -> None:
+    """Both ways a server death ends, in one study (each sweep costs minutes of llama.cpp on two cores): killed
+    twice, `arb run` stops with one line; `arb resume`, whose server is killed once, restarts it and finishes."""
+    pytest.importorskip("llama_cpp", reason="needs the `embedded` extra")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID)
+    sweep = Sweep(tmp_path, "run", str(grid))
+    _kill_once_started(sweep)
     sweep.wait_for("restarting it once")
     deadline = time.monotonic() + 120
     while _server_pid(sweep.port) is None:  # the restarted server
@@ -124,6 +116,9 @@ def test_a_server_that_dies_twice_stops_the_sweep_with_one_line_and_resume_finis
     assert len(_finished_runs(tmp_path)) < 3
 
     resume = Sweep(tmp_path, "resume", "killsweep")
+    _kill_once_started(resume)
     assert resume.finish() == 0, resume.output
+    assert "'smollm2' was killed by SIGKILL; restarting it once" in resume.output
+    assert "Traceback" not in resume.output
     keys = _finished_runs(tmp_path)
     assert len(keys) == len(set(keys)) == 3

@@ -3,6 +3,7 @@ file, not its port), and an answer that failed to parse is never replayed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +14,24 @@ from test_trial import _config, _trial
 from trainables.lm import cache as lm_cache
 from trainables.trial import execute_trial
 
+NewStore = Callable[[str], str]
+
 
 def _run(
-    tmp_path: Path, store: str, endpoints: dict[str, str], versions: dict[str, str] | None = None, **trial: Any
+    new_store: NewStore, store: str, endpoints: dict[str, str], versions: dict[str, str] | None = None, **trial: Any
 ) -> dict[str, float]:
     """One baseline trial in a fresh tracking store (so nothing is reused from MLflow; only the cache can help)."""
-    config = _config(_trial("llama3.2", optimizer="none", **trial), f"sqlite:///{tmp_path / store}", endpoints)
+    config = _config(_trial("llama3.2", optimizer="none", **trial), new_store(store), endpoints)
     config["runtime"]["versions"] = versions or {}
     return execute_trial(config)
 
 
-def test_a_second_identical_trial_is_served_from_the_cache(stub: StubServer, tmp_path: Path, arb_home: Path) -> None:
-    first = _run(tmp_path, "a.db", {"llama3.2": stub.url})
+def test_a_second_identical_trial_is_served_from_the_cache(
+    stub: StubServer, new_store: NewStore, arb_home: Path
+) -> None:
+    first = _run(new_store, "a.db", {"llama3.2": stub.url})
     calls = stub.state.calls.total()
-    second = _run(tmp_path, "b.db", {"llama3.2": stub.url})
+    second = _run(new_store, "b.db", {"llama3.2": stub.url})
     assert stub.state.calls.total() == calls == first["lm_calls"] == 8
     assert second["lm_calls"] == second["cache_hits"] == 8 and first["cache_hits"] == 0
     assert second["baseline_score"] == first["baseline_score"]
@@ -35,49 +40,49 @@ def test_a_second_identical_trial_is_served_from_the_cache(stub: StubServer, tmp
 
 
 def test_the_same_model_on_another_port_hits_the_cache_another_model_never_does(
-    stub: StubServer, known_answers: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stub: StubServer, known_answers: dict[str, str], new_store: NewStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A resumed job starts its Ollamas on new free ports: the entries are keyed by the model's digest, not the
     port, so it pays no call twice; a re-pulled model (a new digest) is asked again."""
     monkeypatch.setenv("OLLAMA_HOST", stub.url)  # through the registry: the trial asks the node's Ollama its digest
-    _run(tmp_path, "a.db", {})
+    _run(new_store, "a.db", {})
     assert stub.state.calls.total() == 8
     with StubServer(["llama3.2"], table_responder(known_answers)) as moved:  # same model, a new port
         monkeypatch.setenv("OLLAMA_HOST", moved.url)
-        again = _run(tmp_path, "b.db", {})
+        again = _run(new_store, "b.db", {})
         assert moved.state.calls.total() == 0 and again["cache_hits"] == 8
         moved.state.digests["llama3.2"] = "re-pulled"
-        third = _run(tmp_path, "c.db", {})
+        third = _run(new_store, "c.db", {})
         assert moved.state.calls.total() == 8 and third["cache_hits"] == 0
 
 
 def test_an_embedded_server_on_a_new_port_hits_the_cache_by_its_file_identity(
-    stub: StubServer, known_answers: dict[str, str], tmp_path: Path
+    stub: StubServer, known_answers: dict[str, str], new_store: NewStore
 ) -> None:
     """The driver hands each embedded server's content identity (GGUF sha256 and settings) to the trial."""
-    first = _run(tmp_path, "a.db", {"llama3.2": stub.url}, versions={"llama3.2": "gguf-sha256:aa n_ctx=4096"})
+    first = _run(new_store, "a.db", {"llama3.2": stub.url}, versions={"llama3.2": "gguf-sha256:aa n_ctx=4096"})
     with StubServer(["llama3.2"], table_responder(known_answers)) as moved:
-        same = _run(tmp_path, "b.db", {"llama3.2": moved.url}, versions={"llama3.2": "gguf-sha256:aa n_ctx=4096"})
+        same = _run(new_store, "b.db", {"llama3.2": moved.url}, versions={"llama3.2": "gguf-sha256:aa n_ctx=4096"})
         assert moved.state.calls.total() == 0 and same["cache_hits"] == first["lm_calls"] == 8
-        other = _run(tmp_path, "c.db", {"llama3.2": moved.url}, versions={"llama3.2": "gguf-sha256:bb n_ctx=4096"})
+        other = _run(new_store, "c.db", {"llama3.2": moved.url}, versions={"llama3.2": "gguf-sha256:bb n_ctx=4096"})
         assert other["cache_hits"] == 0
         # a server whose content is unknown shares nothing across ports
-        unknown = _run(tmp_path, "d.db", {"llama3.2": moved.url})
+        unknown = _run(new_store, "d.db", {"llama3.2": moved.url})
         assert unknown["cache_hits"] == 0 and moved.state.calls.total() == 16
 
 
-def test_unparseable_answers_are_not_replayed(tmp_path: Path) -> None:
+def test_unparseable_answers_are_not_replayed(new_store: NewStore) -> None:
     with StubServer(["llama3.2"], lambda model, messages: "I refuse to use your format.") as server:
-        first = _run(tmp_path, "a.db", {"llama3.2": server.url})
-        second = _run(tmp_path, "b.db", {"llama3.2": server.url})
+        first = _run(new_store, "a.db", {"llama3.2": server.url})
+        second = _run(new_store, "b.db", {"llama3.2": server.url})
     assert first["parse_failures_baseline"] == second["parse_failures_baseline"] == 8
     assert second["cache_hits"] == 0 and server.state.calls.total() == first["lm_calls"] + second["lm_calls"]
 
 
-def test_grid_can_turn_the_cache_off(stub: StubServer, tmp_path: Path) -> None:
-    _run(tmp_path, "a.db", {"llama3.2": stub.url})
+def test_grid_can_turn_the_cache_off(stub: StubServer, new_store: NewStore) -> None:
+    _run(new_store, "a.db", {"llama3.2": stub.url})
     trial = _trial("llama3.2", optimizer="none").model_copy(update={"lm_cache": False})
-    again = execute_trial(_config(trial, f"sqlite:///{tmp_path / 'b.db'}", {"llama3.2": stub.url}))
+    again = execute_trial(_config(trial, new_store("b.db"), {"llama3.2": stub.url}))
     assert again["cache_hits"] == 0 and stub.state.calls.total() == 16
 
 

@@ -7,6 +7,7 @@ Everything here runs while the trial's run is MLflow's active run (`trainables.r
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -26,6 +27,12 @@ from mlflow.exceptions import MlflowException
 from trainables.record import fields, tracking
 
 T = TypeVar("T")
+
+_TABLES = threading.Lock()
+"""`MlflowClient.log_table` lists its file in the run's `mlflow.loggedArtifacts` tag by reading the run and
+setting the tag again (mlflow 3.17, tracking/client.py): two tables of one run logged at once (the trial's background
+writes) lose one from the list, or fail on SQL's unique (key, run) constraint. One at a time per process: a run's
+writes all come from its trial's process."""
 
 MODEL_NAME = "program"
 """Name of the logged model (the optimized program); load it with `mlflow.dspy.load_model(<tag arb.model_uri>)`."""
@@ -88,7 +95,8 @@ def log_examples_table(
         frame["latency_ms"] = frame["latency_ms"].round(1)  # the table is read, not computed on (examples.csv is)
     first = [c for c in REVIEW_COLUMNS if c in frame]
     frame = frame[first + [c for c in frame.columns if c not in first]]
-    mlflow.MlflowClient().log_table(run_id, data=frame, artifact_file="examples.json")
+    with _TABLES:
+        mlflow.MlflowClient().log_table(run_id, data=frame, artifact_file="examples.json")
 
 
 def log_candidates(run_id: str, rows: list[dict[str, Any]]) -> None:
@@ -96,7 +104,8 @@ def log_candidates(run_id: str, rows: list[dict[str, Any]]) -> None:
     lineage) and the metric `candidate_val_score` (GEPA, validation set) or `candidate_train_score` (SIMBA,
     trainset) with one step per candidate, so the UI charts the search."""
     client = mlflow.MlflowClient()
-    client.log_table(run_id, data=pd.DataFrame(rows), artifact_file="candidates.json")
+    with _TABLES:
+        client.log_table(run_id, data=pd.DataFrame(rows), artifact_file="candidates.json")
     now = int(time.time() * 1000)
     key = "val_score" if "val_score" in rows[0] else "train_score"
     scores = [Metric(f"candidate_{key}", row[key], now, row["candidate"]) for row in rows]
