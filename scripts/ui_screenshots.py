@@ -48,6 +48,7 @@ def mlflow_ui(tracking_uri: str, log: Path) -> Iterator[str]:
             [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
              "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ},  # as `arb ui`
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -74,6 +74,11 @@ def postgres(*, passwords: bool = False) -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+NO_SERVER_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+"""As every server arb starts (deploy/slurm, cluster.yaml, deploy/kuberay, `arb ui`): without it MLflow 3.17's server
+starts a job runner with seven huey consumers (mlflow/server/__init__.py), ~33 CPU-s and ~1.2 GB per start here."""
+
+
 class MlflowServer:
     """`mlflow server` on a PostgreSQL store; can be stopped and started again on the same port (outage tests)."""
 
@@ -95,7 +100,7 @@ class MlflowServer:
                  "--backend-store-uri", self.backend_uri, "--artifacts-destination", self.artifacts.as_uri(),
                  *self.args],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env=None if self.env is None else {**os.environ, **self.env},
+                env={**os.environ, **NO_SERVER_JOBS, **(self.env or {})},
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -148,8 +148,11 @@ def test_a_client_without_the_clusters_token_is_refused(cluster: Cluster) -> Non
     other = cluster_secrets.read_env(cluster_secrets.write_ray_token(cluster.home / "other-cluster"))
     empty_home = cluster.home / "no-token-home"  # Ray also looks for ~/.ray/auth_token
     empty_home.mkdir()
+    # A refused client hears "Failed to connect" only after Ray has tried the GCS NUM_REDIS_GET_RETRIES times, about
+    # a second apart (20 by default: ray/_private/node.py, get_gcs_client); on loopback 3 tries say the same sooner.
+    retries = {"RAY_NUM_REDIS_GET_RETRIES": "3"}
     for ray_env in ({"RAY_AUTH_MODE": "token", "HOME": str(empty_home)}, other, {"RAY_AUTH_MODE": "disabled"}):
-        proc = cluster.arb("run", str(grid), ray_env=ray_env)
+        proc = cluster.arb("run", str(grid), ray_env={**ray_env, **retries})
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 2, err
         lines = [line for line in err.splitlines() if line.startswith("arb: error:")]
