@@ -28,7 +28,7 @@ want="llama_cpp_python==$version ${flags[*]}"
 if [[ -f "$marker" && "$(cat "$marker")" == "$want" ]] && "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
   exit 0
 fi
-echo "building llama-cpp-python $version for x86-64 with AVX2 (portable; about 6-10 minutes on 2 cores)"
+echo "building llama-cpp-python $version for x86-64 with AVX2 (portable; about 4-5 minutes on 2 cores)"
 start=$SECONDS
 # --no-build-isolation: scikit-build-core comes hash-checked from requirements.lock (installed first), and CMake and
 # Ninja from Debian; an isolated build would fetch its build dependencies from PyPI unchecked.

@@ -4,8 +4,9 @@
 # resources and labels. Runs until SIGTERM (the batch script signals this step when it ends; `scancel` and a time
 # limit signal every task), then stops Ollama, every process Ray started here, and removes its temp dir: nothing
 # of the job is left on the node.
-# Reads from the batch script: ARB_VENV, ARB_RUN_DIR, ARB_OLLAMA_TAGS, ARB_OLLAMA_SLOTS, ARB_OLLAMA_MAX_MODELS,
-# ARB_OLLAMA_CONTEXT, RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH (srun passes the batch script's environment to every task).
+# Reads from the batch script: ARB_VENV, ARB_RUN_DIR, ARB_NODE_TMP, ARB_OLLAMA_TAGS, ARB_OLLAMA_SLOTS,
+# ARB_OLLAMA_MAX_MODELS, ARB_OLLAMA_CONTEXT, RAY_AUTH_MODE / RAY_AUTH_TOKEN_PATH (srun passes the batch script's
+# environment to every task).
 set -euo pipefail
 
 node=${SLURM_NODEID:?run by srun inside deploy/slurm/arb.sbatch}
@@ -20,7 +21,7 @@ free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("", 0)); pri
 
 # This job's files on this node, private to its user (Ray makes its own temp dir world-writable, so it lives
 # inside). A requeued job keeps its id: what the previous attempt left here is removed first.
-tmp=/tmp/arb-$job-$node
+tmp=${ARB_NODE_TMP:-/tmp/arb-$job}-$node
 rm -rf "$tmp"
 mkdir -m 700 "$tmp"
 
