@@ -95,8 +95,12 @@ def log_examples_table(
         frame["latency_ms"] = frame["latency_ms"].round(1)  # the table is read, not computed on (examples.csv is)
     first = [c for c in REVIEW_COLUMNS if c in frame]
     frame = frame[first + [c for c in frame.columns if c not in first]]
+    _log_table(mlflow.MlflowClient(), run_id, frame, "examples.json")
+
+
+def _log_table(client: mlflow.MlflowClient, run_id: str, frame: pd.DataFrame, artifact_file: str) -> None:
     with _TABLES:
-        mlflow.MlflowClient().log_table(run_id, data=frame, artifact_file="examples.json")
+        client.log_table(run_id, data=frame, artifact_file=artifact_file)
 
 
 def log_candidates(run_id: str, rows: list[dict[str, Any]]) -> None:
@@ -104,8 +108,7 @@ def log_candidates(run_id: str, rows: list[dict[str, Any]]) -> None:
     lineage) and the metric `candidate_val_score` (GEPA, validation set) or `candidate_train_score` (SIMBA,
     trainset) with one step per candidate, so the UI charts the search."""
     client = mlflow.MlflowClient()
-    with _TABLES:
-        client.log_table(run_id, data=pd.DataFrame(rows), artifact_file="candidates.json")
+    _log_table(client, run_id, pd.DataFrame(rows), "candidates.json")
     now = int(time.time() * 1000)
     key = "val_score" if "val_score" in rows[0] else "train_score"
     scores = [Metric(f"candidate_{key}", row[key], now, row["candidate"]) for row in rows]
