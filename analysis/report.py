@@ -34,7 +34,7 @@ TITLES = {
     "reasoning": "8. Reasoning models, unoptimized (phase 4)",
     "low_data": "9. Low-data tipping point: runs that differ only in n labeled (phase 5)",
     "significance": "Every delta with its 95% interval, p-value and verdict, all three from the test named in `test`",
-    "optimizers": "Optimizers compared on the same test examples (b − a, paired 95% interval of the sign-flip test)",
+    "optimizers": "Optimizers compared on the same test examples (b − a, paired 95% interval named in `test`)",
     "routing": "Routing advice",
 }
 TITLE_NOTES = {

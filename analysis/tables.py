@@ -13,7 +13,6 @@ from trainables.optimizers import OPTIMIZERS
 from trainables.stats.noninferiority import MARGIN_PP, Rule
 from trainables.stats.paired import (
     CONFIDENCE_SEQUENCE,
-    SIGN_FLIP,
     PairedDelta,
     delta_verdict,
     noise_floor_pp,
@@ -50,7 +49,7 @@ def _optimized(runs: pd.DataFrame) -> pd.DataFrame:
 def per_model_summary(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex | None = None) -> pd.DataFrame:
     """Table 1: per optimizer and model, average baseline and optimized score over tasks, average delta, tasks
     improved. Per optimizer: an average over MIPROv2 and GEPA runs would describe neither. With `examples`, the
-    paired 95% CI of the average delta (`ci_low`, `ci_high`: the sign-flip test on the per-example differences of
+    paired 95% CI of the average delta (`ci_low`, `ci_high`: the paired interval on the per-example differences of
     all its trials pooled, which weighs the tasks equally when their n_eval is equal; `ci_test` says so)."""
     done = _optimized(runs)
     grouped = done.groupby(["optimizer", "model"], observed=True)
@@ -73,7 +72,7 @@ def per_model_summary(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex | 
             pairs = [index.pairs(r, "baseline", r, "optimized") for r in group["run_id"]]
             d = paired_delta(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs]))
             table.loc[key, ["ci_low", "ci_high"]] = [d.ci_low, d.ci_high]
-            tests[key] = pair_test(*group.itertuples())
+            tests[key] = pair_test(d, *group.itertuples())
         table["ci_test"] = pd.Series(tests)
     order = table.reset_index().sort_values(["optimizer", "delta_pp"], ascending=[True, False], kind="stable")
     return table.loc[list(zip(order["optimizer"], order["model"], strict=True))]
@@ -142,7 +141,7 @@ def _sequential(run: object) -> bool:
 
 
 def trial_delta(run: object, index: ScoreIndex) -> PairedDelta:
-    """A trial's own comparison of its two conditions: the paired sign-flip test on its examples, or for a trial
+    """A trial's own comparison of its two conditions: the paired interval on its examples, or for a trial
     that stopped sequentially the confidence sequence it stopped on (a fixed-n test on an adaptively stopped
     sample would not hold its level)."""
     a, b = index.pairs(run.run_id, "baseline", run.run_id, "optimized")  # type: ignore[attr-defined]
@@ -154,15 +153,17 @@ def trial_delta(run: object, index: ScoreIndex) -> PairedDelta:
                        int((diff > 0).sum()), int((diff < 0).sum()), test=CONFIDENCE_SEQUENCE)  # fmt: skip
 
 
-def pair_test(*runs: object) -> str:
-    """Which test a comparison across trials used: the sign-flip test over their common examples, marked when one
-    of them stopped sequentially (the common examples are then the ones it chose to stop at: indicative only)."""
-    return f"{SIGN_FLIP} (a sequential stop: indicative)" if any(map(_sequential, runs)) else SIGN_FLIP
+def pair_test(d: PairedDelta, *runs: object) -> str:
+    """Which test a comparison across trials used (`d.test`: Tango's interval for 0/1 scores, the betting interval
+    otherwise, over their common examples), marked when one of them stopped sequentially (the common examples are
+    then the ones it chose to stop at: indicative only)."""
+    return f"{d.test} (a sequential stop: indicative)" if any(map(_sequential, runs)) else d.test
 
 
 def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
     """Every optimization delta with its 95% interval, p-value and verdict, all three from one test (`test`): the
-    paired sign-flip test for trials that scored a fixed number of examples, the confidence sequence for trials
+    paired interval of the score's kind (`trainables.stats.paired`) for trials that scored a fixed number of
+    examples, the confidence sequence for trials
     that stopped sequentially (`stopped`: why)."""
     rows = []
     index = ScoreIndex.of(examples)
@@ -224,7 +225,7 @@ def api_vs_best_local(
                 "ci_low": d.ci_low,
                 "ci_high": d.ci_high,
                 "p_value": d.p_value,
-                "test": pair_test(best_api, best_local),
+                "test": pair_test(d, best_api, best_local),
                 "margin_pp": margin_pp,
                 "verdict": rule.verdict(d),
             }
@@ -326,8 +327,8 @@ PAIR_POINT = ["model", "task", "n_labeled", "seed", "demos", "structured"]
 
 def optimizer_pairs(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> pd.DataFrame:
     """Optimizers side by side on the same point (model, task, n_labeled, seed, demos): each one's delta, the
-    difference of their optimized scores with its paired 95% interval and p-value (sign-flip test) over the same
-    test examples, what each optimization cost (LM calls, USD) and which is better at what cost."""
+    difference of their optimized scores with its paired 95% interval and p-value (`trainables.stats.paired`) over
+    the same test examples, what each optimization cost (LM calls, USD) and which is better at what cost."""
     done = _optimized(runs)
     index = ScoreIndex.of(examples)
     rows = []
@@ -352,7 +353,7 @@ def optimizer_pairs(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> 
                         "ci_low": d.ci_low,
                         "ci_high": d.ci_high,
                         "p_value": d.p_value,
-                        "test": pair_test(a, b),
+                        "test": pair_test(d, a, b),
                         "calls_a": calls_a,
                         "calls_b": calls_b,
                         "cost_a_usd": a.cost_usd,

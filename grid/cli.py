@@ -343,6 +343,14 @@ def route(
     margin: Margin = MARGIN_DEFAULT,
     reference: Reference = None,
     batch: Annotated[int, typer.Option(min=1, help="Test examples per program per round.")] = 25,
+    zone: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Indifference zone ε in pp: a candidate shown no better than −margin + ε leaves "
+            "the race (it cannot be the pick; routing still needs the full margin shown).",
+        ),
+    ] = 2.0,
     n_max: Annotated[
         int | None, typer.Option("--n-max", min=1, help="Most test examples per program (default: the split's size).")
     ] = None,
@@ -356,15 +364,20 @@ def route(
 ) -> None:
     """Decide, per task, whether a cheaper model can take it: race the cheaper models' optimized programs against
     the reference on more test examples, round by round, until each is shown non-inferior (within --margin pp) or
-    worse, or --n-max is reached. Records each race in MLflow, registers the chosen program under the alias
-    `routed`, and writes a LiteLLM gateway config. Interrupted, it continues where it stopped."""
+    no better than −margin + --zone, or --n-max is reached. Records each race in MLflow, registers the chosen
+    program under the alias `routed`, and writes a LiteLLM gateway config. Interrupted, it continues where it
+    stopped."""
     from analysis.routing import write_gateway_config
     from grid.route import Settings, decisions_frame, grid_setup, plan_races, registered_name, run_races
     from trainables.record.tracking import default_home
 
     uri = _uri(tracking_uri, sweep=True)
     registry, registry_path, lm_cache, cpus = grid_setup(grid[0], uri, models)
-    settings = Settings(margin_pp=margin, batch=batch, n_max=n_max, reference=reference, rounds=rounds)
+    if zone >= margin:
+        raise ArbError(f"--zone {zone:g} must be smaller than --margin {margin:g}",
+                       "a typical zone is 2 (pp) for a margin of 5")  # fmt: skip
+    settings = Settings(margin_pp=margin, batch=batch, n_max=n_max, reference=reference, rounds=rounds,
+                        zone_pp=zone)  # fmt: skip
     races = plan_races(uri, grid, registry, settings)
     for r in races:
         have = len(r.scores(r.reference))

@@ -47,7 +47,7 @@ from trainables.record.registered import point_alias, registered_name
 from trainables.registry import ModelRegistry, load_registry
 from trainables.stats.noninferiority import MARGIN_PP
 from trainables.stats.paired import ALPHA
-from trainables.stats.race import BATCH, Entrant, Race, RaceRule, RaceState
+from trainables.stats.race import BATCH, ZONE_PP, Entrant, Race, RaceRule, RaceState
 
 ROUTED_ALIAS = "routed"
 RACE_KIND = "race"
@@ -81,6 +81,8 @@ class TaskRace:
     structured: bool
     order: list[str]
     """Example ids of the task's seeded test order, up to the race's n_max."""
+    unit: str = "pp"
+    """What a gap is measured in: the per-example score's points (for a corpus-level metric, not its units)."""
     outcomes: dict[str, dict[str, float]] = field(default_factory=dict)
     """Program name → example id → score."""
     run_id: str = ""
@@ -109,12 +111,17 @@ class Settings:
     reference: str | None = None
     rounds: int | None = None
     """Stop after this many rounds in this invocation (a budget); `arb route` again continues."""
+    zone_pp: float = ZONE_PP
+    """Indifference zone ε: a candidate shown no better than −margin + ε leaves the race."""
 
 
 def race_key(grid: str, task: str, reference: Program, candidates: list[Program], settings: Settings) -> str:
     """What identifies a race: the programs and the rule. Another margin is another race (its own run)."""
-    raw = json.dumps([grid, task, reference.run_id, sorted(c.run_id for c in candidates), settings.margin_pp,
-                      settings.alpha, settings.batch, settings.n_max])  # fmt: skip
+    fields: list[Any] = [grid, task, reference.run_id, sorted(c.run_id for c in candidates), settings.margin_pp,
+                         settings.alpha, settings.batch, settings.n_max]  # fmt: skip
+    if settings.zone_pp != 0:  # a race recorded before the zone existed raced without one: its key stays valid
+        fields.append(settings.zone_pp)
+    raw = json.dumps(fields)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -192,7 +199,16 @@ def _task_race(
     splits = get_task(task).load(data, seed, 0, n_val, limit)
     order = [str(ex.get("id", "")) for ex in splits.test]
     structured = params.get("structured", "False") == "True"
-    return TaskRace(grid, task, reference, candidates, data, seed, n_val, structured, order)
+    return TaskRace(grid, task, reference, candidates, data, seed, n_val, structured, order, unit_of(task))
+
+
+def unit_of(task: str) -> str:
+    """The unit of a race's gaps: pp of the task's metric, or, where that metric is corpus-level (extraction's
+    micro F1), pp of the per-example score the race compares, said as such."""
+    from trainables.tasks import get_task
+
+    t = get_task(task)
+    return f"pp of mean per-example {t.metric_name}, not corpus {t.metric_name}" if t.corpus_metric else "pp"
 
 
 def _open_record(client: MlflowClient, race: TaskRace, settings: Settings) -> None:
@@ -257,6 +273,7 @@ def progress_line(race: TaskRace, state: RaceState) -> str:
     """A task's race after a look: candidates left, examples so far, current intervals."""
     parts = [f"{s.name} {s.delta_pp:+.1f} [{s.ci_low:+.1f}, {s.ci_high:+.1f}] {s.verdict} (n {s.n})"
              for s in state.standings.values()]  # fmt: skip
+    parts.append(f"gaps in {race.unit}")
     left = f"{len(state.racing)} of {len(race.candidates)} racing"
     return f"{race.task} · round {race.rounds} · {left} · reference n {state.n_reference} · " + " · ".join(parts)
 
@@ -275,7 +292,8 @@ def run_races(
     used = sorted({p.model for r in races for p in [r.reference, *r.candidates]})
     registry.require_keys(used)
     check_embedded(used, registry, embedded_port)
-    rule = RaceRule(settings.margin_pp, settings.alpha, settings.batch, max(len(r.order) for r in races))
+    rule = RaceRule(settings.margin_pp, settings.alpha, settings.batch, max(len(r.order) for r in races),
+                    settings.zone_pp)  # fmt: skip
     engines = {r.task: Race(rule, r.reference.name, [_entrant(p) for p in r.candidates], len(r.order))
                for r in races}  # fmt: skip
     states: dict[str, RaceState] = {}
@@ -367,15 +385,23 @@ def _play_round(
             if homes is not None and program.model in homes:  # the node that holds the model already: no second load
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(homes[program.model], soft=True)
             futures.append((race, program, piece.options(**options).remote(p, runtime)))
+    failure: BaseException | None = None
     for race, program, future in futures:
-        result, node = ray.get(future)
+        try:
+            result, node = ray.get(future)
+        except Exception as exc:  # the other pieces' outcomes are still recorded: a resumed race does not redo them
+            failure = failure or exc
+            continue
         if homes is not None:
             homes[program.model] = node
         race.outcomes.setdefault(program.name, {}).update(dict(zip(result["example_id"], result["score"], strict=True)))
     for race, _ in work:
-        race.rounds += 1
+        if failure is None:
+            race.rounds += 1
         client.log_dict(race.run_id, race.outcomes, OUTCOMES)
         client.set_tag(race.run_id, "arb.race_rounds", str(race.rounds))
+    if failure is not None:
+        raise failure
 
 
 def _finish(client: MlflowClient, race: TaskRace, state: RaceState, settings: Settings) -> None:
@@ -394,9 +420,10 @@ def _finish(client: MlflowClient, race: TaskRace, state: RaceState, settings: Se
     version = register(client, race, chosen, decision.kind)
     client.set_tag(race.run_id, "arb.race_decision", decision.kind)
     client.set_tag(race.run_id, "arb.route_to", chosen.model)
-    lines = [f"**{decision.words}**", "", f"Margin δ = {settings.margin_pp:g} pp; {race.rounds} round(s) of "
-             f"{settings.batch}; reference scored on {state.n_reference} examples.", ""]  # fmt: skip
-    lines += [f"- {s.name}: {s.delta_pp:+.1f} pp [{s.ci_low:+.1f}, {s.ci_high:+.1f}] on {s.n} examples, {s.verdict}"
+    lines = [f"**{decision.words}**", "", f"Margin δ = {settings.margin_pp:g} pp, indifference zone ε = "
+             f"{settings.zone_pp:g} pp; {race.rounds} round(s) of {settings.batch}; reference scored on "
+             f"{state.n_reference} examples; gaps in {race.unit}.", ""]  # fmt: skip
+    lines += [f"- {s.name}: {s.delta_pp:+.1f} [{s.ci_low:+.1f}, {s.ci_high:+.1f}] on {s.n} examples, {s.verdict}"
               for s in state.standings.values()]  # fmt: skip
     if version:
         lines += ["", f"Registered: `{registered_name(race.grid, race.task)}` version {version}, alias "
@@ -426,7 +453,8 @@ def decisions_frame(races: list[TaskRace], states: list[RaceState]) -> pd.DataFr
         )  # fmt: skip
         rows.append({"task": race.task, "reference": race.reference.model,
                      "decision": d.kind if d else "racing", "route_to": chosen.model,
-                     "examples": state.n_reference, "rounds": race.rounds, "why": d.words if d else ""})  # fmt: skip
+                     "examples": state.n_reference, "rounds": race.rounds, "why": d.words if d else "",
+                     "unit": race.unit})  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import norm
 from synthetic import DELTAS, REPORTED, TIERS, _row, binary, paired_examples, study_runs
 
 from analysis import tables
@@ -75,9 +76,9 @@ def test_paired_delta_cases(
 
 
 def test_mcnemar_counts_only_discordant_pairs() -> None:
-    # 10 examples go up, none down: exact two-sided p = 2 * 0.5**10
+    # 10 examples go up, none down: McNemar's corrected test, z = (|10 − 0| − 1) / √10
     d = paired_delta(np.zeros(50), np.array(binary(50, 10)))
-    assert (d.up, d.down) == (10, 0) and d.p_value == pytest.approx(2 * 0.5**10)
+    assert (d.up, d.down) == (10, 0) and d.p_value == pytest.approx(2 * norm.sf(9 / np.sqrt(10)))
     # same marginal scores but every example swaps: 10 up, 10 down, p = 1
     a = np.array([1.0] * 10 + [0.0] * 40)
     b = np.array([0.0] * 10 + [1.0] * 10 + [0.0] * 30)
@@ -106,13 +107,15 @@ def test_gap_verdicts_are_the_routing_rule() -> None:
 
 def _routing_fixture() -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, frames = [], []
-    # task "easy": the local model matches gpt-4o exactly -> route to the free local model
+    # task "easy": the local model matches gpt-4o exactly on 400 examples -> route to the free local model (on 50
+    # identical examples it would not be: see test_identical_columns_at_n50_are_not_evidence)
     # task "hard": the local model is far below -> stay on gpt-4o
-    for task, local_right in (("easy", 40), ("hard", 10)):
-        for model, right in (("llama3.2", local_right), ("gpt-4o", 40)):
+    n = 400
+    for task, local_right in (("easy", 320), ("hard", 80)):
+        for model, right in (("llama3.2", local_right), ("gpt-4o", 320)):
             run_id = f"{task}-{model}"
-            rows.append(_row(run_id, model, task, 50.0, 2 * right))
-            frames.append(paired_examples(run_id, binary(50, 25), binary(50, right), latency_ms=200.0))
+            rows.append(_row(run_id, model, task, 50.0, 100 * right / n))
+            frames.append(paired_examples(run_id, binary(n, n // 2), binary(n, right), latency_ms=200.0))
     return typed_runs(rows), pd.concat(frames, ignore_index=True)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from scipy.stats import binom
+from scipy.stats import binom, norm
 from stub_server import StubServer, _text, chat_adapter_reply, requested_output_fields
 
 from analysis.runs import load_study
@@ -25,7 +25,7 @@ from grid.spec import GridSpec, expand, load_grid
 from trainables.errors import ArbError
 from trainables.record import tracking
 from trainables.registry import load_registry
-from trainables.stats.paired import ALPHA, delta_verdict, paired_delta
+from trainables.stats.paired import ALPHA, BETTING, TANGO, delta_verdict, paired_delta
 from trainables.stats.sequential import StopRule, check, confidence_sequence, decide_chance, run
 
 
@@ -75,12 +75,18 @@ def test_interval_p_value_and_verdict_agree_for_both_tests() -> None:
 
 def test_the_smoke_row_that_contradicted_itself_now_reads_one_way() -> None:
     # the smoke's BootstrapFewShot delta: 3 of 8 examples up, none down. The bootstrap CI said [2.5, 62.5] beside
-    # a sign test p = 0.25 and "no significant change"; now all three come from the sign-flip test.
+    # a sign test p = 0.25 and "no significant change"; now all three come from Tango's score test.
     d = paired_delta(np.zeros(8), np.array([1.0, 1, 1, 0, 0, 0, 0, 0]))
-    assert d.p_value == pytest.approx(0.25) and d.ci_low <= 0 <= d.ci_high
-    assert delta_verdict(d) == "no significant change" and d.test == "sign-flip test"
-    # 0/1 scores: the sign-flip test is McNemar's exact test
-    assert paired_delta(np.zeros(50), np.r_[np.ones(10), np.zeros(40)]).p_value == pytest.approx(2 * 0.5**10)
+    assert d.p_value == pytest.approx(2 * norm.sf(2 / np.sqrt(3))) and d.ci_low < 0 < d.ci_high
+    assert delta_verdict(d) == "no significant change" and d.test == TANGO
+    # 0/1 scores: at 0 Tango's corrected statistic is McNemar's corrected test, (|up − down| − 1) / √(up + down)
+    assert paired_delta(np.zeros(50), np.r_[np.ones(10), np.zeros(40)]).p_value == pytest.approx(
+        2 * norm.sf(9 / np.sqrt(10))
+    )
+    # continuous scores (extraction's per-sentence F1) get the betting interval, order-free
+    a, b = np.linspace(0.2, 0.6, 8), np.linspace(0.3, 0.9, 8)
+    d = paired_delta(a, b)
+    assert d.test == BETTING and paired_delta(a[::-1], b[::-1]) == d and d.ci_low < d.delta_pp < d.ci_high
 
 
 def test_the_rule_looks_where_it_says_and_stops_for_its_reasons() -> None:
@@ -114,14 +120,13 @@ def test_power_is_the_exact_power_of_the_reports_test() -> None:
     mde = stats.detectable_effect_pp(n, rate)
     assert mde == 20.0 and stats.detectable_effect_pp(200, rate) < mde < stats.detectable_effect_pp(8, rate)
 
-    def simulated_power(effect_pp: float) -> float:  # McNemar on simulated examples, the way the report tests
+    def simulated_power(effect_pp: float) -> float:  # the report's own test on simulated examples
         up, down = stats.discordant_outcomes(rate, effect_pp / 100)
         rng = np.random.default_rng(1)
         hits = 0
         for _ in range(2000):
             d = _differences(rng, n, up, down)
-            u, w = int((d > 0).sum()), int((d < 0).sum())
-            hits += u + w > 0 and 2 * binom.cdf(min(u, w), u + w, 0.5) <= ALPHA
+            hits += paired_delta(np.zeros(n) + (d < 0), np.zeros(n) + (d > 0)).significant
         return hits / 2000
 
     assert simulated_power(mde) >= 0.77 and simulated_power(mde - 3) < 0.8

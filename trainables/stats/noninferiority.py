@@ -16,8 +16,8 @@ that a task is routed to a model truly more than `margin_pp` worse is at most α
 rather than Holm because each decision is read off an interval that the tables print: Holm's step-down has no
 simultaneous intervals to print beside its decisions, and with m ≤ 5 candidates it gains little.
 
-Which interval: for a fixed set of examples, the paired sign-flip test inverted
-(`trainables.stats.paired.paired_delta`);
+Which interval: for a fixed set of examples, the report's paired interval for the kind of score
+(`trainables.stats.paired.paired_delta`: Tango's score interval for 0/1 scores, the betting interval otherwise);
 for a race that looks after every round, the anytime-valid confidence sequence (`trainables.stats.sequential`), since a
 fixed-n interval checked after each round would not hold its level.
 """
@@ -25,14 +25,15 @@ fixed-n interval checked after each round would not hold its level.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from scipy.special import gammaln, xlogy
 from scipy.stats import norm
 
-from trainables.stats.paired import ALPHA, PairedDelta, paired_delta
+from trainables.stats.paired import ALPHA, PairedDelta, paired_delta, tango_z
 
 MARGIN_PP = 5.0
 """Default non-inferiority margin δ (percentage points of the task's metric)."""
@@ -40,7 +41,9 @@ MARGIN_PP = 5.0
 NON_INFERIOR = "non-inferior"
 WORSE = "worse than margin"
 UNDECIDED = "undecided"
-Verdict = Literal["non-inferior", "worse than margin", "undecided", "no data"]
+ELIMINATED = "eliminated"
+"""A race's verdict for a candidate shown no better than −margin + ε (`trainables.stats.race`)."""
+Verdict = Literal["non-inferior", "worse than margin", "undecided", "no data", "eliminated"]
 
 Kind = Literal["route", "keep reference", "undecided", "not enough data"]
 
@@ -105,13 +108,58 @@ class Rule:
     def examples_needed(self, discordance: float, true_gap_pp: float = 0.0, power: float = 0.5) -> float:
         """Examples a fixed design needs so that a candidate whose true gap to the reference is `true_gap_pp` is
         shown non-inferior with probability `power`, for 0/1 scores that disagree on a share `discordance` of the
-        examples (normal approximation; 0.5 = an even chance). inf if the gap is not above −margin."""
+        examples: the smallest n at which the report's own interval (Tango's, at this rule's level) clears
+        −margin that often, computed exactly over the paired 2×2 table's distribution up to `EXACT_N` examples
+        (beyond, the normal approximation, which that range shows is close). inf if the gap is not above
+        −margin or cannot occur with that little disagreement."""
         distance = (true_gap_pp + self.margin_pp) / 100
-        if distance <= 0:
+        gap = true_gap_pp / 100
+        if distance <= 0 or abs(gap) > discordance:
             return math.inf
-        spread2 = max(discordance - (true_gap_pp / 100) ** 2, 1e-12)
+        spread2 = max(discordance - gap**2, 1e-12)
         z_power = float(norm.ppf(power)) if power != 0.5 else 0.0
-        return math.ceil((self.z() + z_power) ** 2 * spread2 / distance**2)
+        approx = math.ceil((self.z() + z_power) ** 2 * spread2 / distance**2)
+        if approx > EXACT_N:
+            return approx
+
+        def enough(n: int) -> bool:
+            return noninferior_power(n, discordance, gap, self.margin_pp / 100, self.level) >= power
+
+        # the exact power rises with n up to the saw-tooth of a discrete test: the first n of a doubling search
+        # at which it is reached, then bisected
+        high = max(8, approx)
+        while not enough(high):
+            if high > EXACT_N:
+                return approx
+            high *= 2
+        low = high // 2
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (low, mid) if enough(mid) else (mid, high)
+        return float(high)
+
+
+EXACT_N = 1000
+"""Up to this many examples `Rule.examples_needed` enumerates the 2×2 table exactly (≈ 0.5M cells)."""
+
+
+def noninferior_power(n: int, discordance: float, gap: float, margin: float, level: float) -> float:
+    """P(the Tango interval at two-sided `level` lies above −margin) on n examples whose 0/1 outcomes disagree on a
+    share `discordance`, with true gap `gap` (both in [0, 1] units): a sum over every (up, down) table."""
+    up_rate, down_rate = (discordance + gap) / 2, (discordance - gap) / 2
+    ups = np.arange(n + 1)[:, None]
+    downs = np.arange(n + 1)[None, :]
+    ties = n - ups - downs
+    ok = ties >= 0
+    z = tango_z(ups, downs, n, -margin)
+    reject = ok & (z >= float(norm.ppf(1 - level / 2)))
+    if not reject.any():
+        return 0.0
+    ties = np.where(ok, ties, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = gammaln(n + 1) - gammaln(ups + 1) - gammaln(downs + 1) - gammaln(ties + 1)
+        log_p += xlogy(ups, up_rate) + xlogy(downs, down_rate) + xlogy(ties, 1 - discordance)
+    return float(np.exp(np.where(reject, log_p, -np.inf)).sum())
 
 
 def spread_of(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -146,15 +194,20 @@ class Decision:
     words: str
 
 
-def decide(rule: Rule, reference: str, candidates: Sequence[Candidate]) -> Decision:
+def decide(
+    rule: Rule, reference: str, candidates: Sequence[Candidate], verdicts: Mapping[str, str] | None = None,
+    conf: str | None = None, zone_pp: float = 0.0,
+) -> Decision:  # fmt: skip
     """The cheapest candidate shown non-inferior (routed to), else the reference: kept when every candidate is
-    shown worse than the margin, undecided when some are neither."""
+    shown worse than the margin (or, in a race, eliminated), undecided when some are neither. `verdicts`: a race's
+    own verdicts (read off its tests at the margin), else the rule's on each interval; `conf`: how the race states
+    its confidence."""
     if not candidates:
         return Decision("not enough data", reference, None, math.nan,
                         f"not enough data: no candidate shares examples with {reference}")  # fmt: skip
     order = sorted(candidates, key=lambda c: (_known(c.usd_per_1k), _known(c.latency_s_per_1k), c.name))
-    verdicts = {c.name: rule.verdict(c.delta) for c in order}
-    conf = rule.confidence
+    verdicts = dict(verdicts) if verdicts is not None else {c.name: rule.verdict(c.delta) for c in order}
+    conf = conf or rule.confidence
     for i, c in enumerate(order):
         if verdicts[c.name] == NON_INFERIOR:
             cheaper_open = [o.name for o in order[:i] if verdicts[o.name] == UNDECIDED]
@@ -166,9 +219,13 @@ def decide(rule: Rule, reference: str, candidates: Sequence[Candidate]) -> Decis
             return Decision("route", c.name, c, math.nan, words)
     open_ = [c for c in order if verdicts[c.name] == UNDECIDED]
     if not open_:
+        if all(v == WORSE for v in verdicts.values()):
+            worse = f"more than {rule.margin_pp:g} pp worse"
+        else:
+            worse = (f"at least {rule.margin_pp - zone_pp:g} pp worse (the margin less its indifference zone of "
+                     f"{zone_pp:g} pp)")  # fmt: skip
         return Decision("keep reference", reference, None, math.nan,
-                        f"keep {reference}: every cheaper candidate is more than {rule.margin_pp:g} pp worse at "
-                        f"{conf} confidence")  # fmt: skip
+                        f"keep {reference}: every cheaper candidate is {worse} at {conf} confidence")  # fmt: skip
     needs = {c.name: rule.examples_to_decide(c.delta, c.spread) - c.delta.n for c in open_}
     name = min(needs, key=lambda k: needs[k])
     more = max(needs[name], 1)

@@ -2,39 +2,65 @@
 result, and the analysis, which compares many).
 
 With n = 50 examples a few points of delta is noise. Every comparison here is paired by example id, and each
-comparison's interval, p-value and verdict come from one test, so a row of a table cannot contradict itself:
+comparison's interval, p-value and verdict come from one procedure, so a row of a table cannot contradict itself.
+Which procedure depends on the kind of score (`test` names it in every row):
 
-- a fixed number of examples (`stopping: fixed`): the paired sign-flip randomization test of the mean per-example
-  difference (Fisher's; for 0/1 scores it is McNemar's exact test), and the interval is the set of mean shifts
-  that the same test does not reject (test inversion). Before, the interval was a bootstrap and the p-value a sign
-  test, and on the smoke's n = 8 they disagreed: CI [2.5, 62.5] with p = 0.25.
+- **0/1 scores** (accuracy, exact match, pass@1): Tango's score interval for a difference of paired proportions
+  (Tango 1998, Statistics in Medicine 17:891–908; the interval `PropCIs::scoreci.mp` and
+  `contingencytables::Tango_asymptotic_score_CI_paired_2x2` compute in R; no Python package has it: statsmodels
+  0.15's `confint_proportions_paired` offers Newcombe's and Wald's only), with the continuity correction that
+  McNemar's test carries (Edwards 1948: |up − down| − 1, half the step of up − down at a fixed number of
+  disagreements). The score test's variance comes from the restricted maximum likelihood of the disagreement
+  rate under each candidate difference, so it stays valid when the two columns rarely disagree: two models that
+  never disagree on 50 examples get about ±9 pp, not [0, 0] (without the correction, ±7.1). Uncorrected, the
+  interval's one-sided error at the margin reached 3.0% for a nominal 2.5% (n = 20, half the examples disagreeing;
+  exact trinomial enumeration, `benchmarks/coverage.py`); corrected, every cell of that benchmark is at or below
+  nominal. The p-value is the same score test at 0 (McNemar's corrected test), so p ≤ α exactly when the interval
+  excludes 0.
+- **bounded continuous scores** (F1, token F1, faithfulness in [0, 1]): the fixed-n betting interval of
+  Waudby-Smith & Ramdas (2024, Section 4; `trainables.stats.betting`), valid at every n for any distribution in
+  [0, 1] (Markov's inequality on an e-value, no asymptotics). Its capital is averaged over `PERMUTATIONS` seeded
+  orders of the examples: the average of e-values is an e-value, and it makes the interval depend on the scores,
+  not on the order they were evaluated in. The p-value is 1 / that capital at 0.
 - a trial that stopped early (`stopping: sequential`): the anytime-valid confidence sequence of
   `trainables.stats.sequential`, whose interval and p-value stay valid at whatever example it stopped.
+
+Before, every comparison inverted the paired sign-flip test under a location shift. For 0/1 scores most
+differences are ties; shifted by any μ ≠ 0 every tie moves off zero, the test then checks symmetry rather than
+the mean, and the interval's end stuck at 0: identical columns gave [0, 0], and a model that never disagreed with
+the reference was routed to on no evidence.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.stats import binom
+from scipy.optimize import brentq
+from scipy.special import logsumexp
+from scipy.stats import binom, norm
+
+from trainables.stats import betting
 
 ALPHA = 0.05
-N_FLIPS = 4000
-"""Random sign vectors of the randomization test above `EXACT_MAX_N` examples (the p-value's Monte Carlo error is
-at most about 0.007 at p = 0.05)."""
-EXACT_MAX_N = 12
-"""Up to this many examples the test enumerates all 2^n sign vectors (exact)."""
-SIGN_FLIP = "sign-flip test"
+TANGO = "Tango score interval"
+BETTING = "betting interval"
 CONFIDENCE_SEQUENCE = "confidence sequence"
+CONTINUITY = 1.0
+"""McNemar's (Edwards') continuity correction on up − down."""
+PERMUTATIONS = 16
+"""Seeded orders whose betting capital is averaged (the interval's dependence on the order falls as 1/√that)."""
+_GRID = np.linspace(0.0, 1.0, 4001)[1:-1]
+"""Candidate means of x = (d + 1) / 2 for the betting interval: a step of 0.05 pp in d; 0.5 (d = 0) is on it."""
+_ZERO = int(np.argmin(np.abs(_GRID - 0.5)))
+_STEP = 2 * float(_GRID[1] - _GRID[0])
 
 
 @dataclass(frozen=True)
 class PairedDelta:
-    """b − a in percentage points, with the 95% interval, p-value and verdict of one test (`test`)."""
+    """b − a in percentage points, with the 95% interval, p-value and verdict of one procedure (`test`)."""
 
     n: int
     delta_pp: float
@@ -44,7 +70,7 @@ class PairedDelta:
     up: int
     """Examples where b scored higher than a."""
     down: int
-    test: str = SIGN_FLIP
+    test: str = TANGO
 
     @property
     def significant(self) -> bool:
@@ -52,14 +78,17 @@ class PairedDelta:
         return self.p_value <= ALPHA
 
 
-def paired_delta(a: np.ndarray, b: np.ndarray, *, seed: int = 0, alpha: float = ALPHA) -> PairedDelta:
-    """Compare per-example scores `b` against `a` (same examples, same order, scores in [0, 1]) with the paired
-    sign-flip test: under "no difference", each example's difference is as likely to have either sign.
+def is_binary(*columns: np.ndarray) -> bool:
+    """Whether every score is 0 or 1 (then the paired 2×2 table is all there is to know)."""
+    return all(bool(np.isin(np.asarray(c, dtype=float), (0.0, 1.0)).all()) for c in columns)
 
-    The interval holds every shift δ whose test on (b − a − δ) is not rejected at `alpha` (a 1 − `alpha`
-    interval), searched by bisection from the observed mean outwards; it excludes 0 exactly when p ≤ `alpha`.
+
+def paired_delta(a: np.ndarray, b: np.ndarray, *, seed: int = 0, alpha: float = ALPHA) -> PairedDelta:
+    """Compare per-example scores `b` against `a` (same examples, same order, scores in [0, 1]): Tango's score
+    interval for 0/1 scores, the betting interval otherwise (module docstring), at level 1 − `alpha`.
+
     A smaller `alpha` is how a decision over several candidates splits its error rate
-    (`trainables.stats.noninferiority`).
+    (`trainables.stats.noninferiority`). `seed` picks the betting interval's orders.
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
@@ -67,76 +96,87 @@ def paired_delta(a: np.ndarray, b: np.ndarray, *, seed: int = 0, alpha: float = 
     n = len(a)
     if n == 0:
         return PairedDelta(0, float("nan"), float("nan"), float("nan"), 1.0, 0, 0)
-    diff = np.sort(b - a)  # the test does not depend on the order of the examples; sorted, equal inputs share work
-    mean, low, high, p = _sign_flip(diff.tobytes(), seed, alpha)
+    diff = b - a
     up, down = int((diff > 0).sum()), int((diff < 0).sum())
-    return PairedDelta(n, 100 * mean, 100 * low, 100 * high, p, up, down)
+    if is_binary(a, b):
+        low, high, p = tango(up, down, n, alpha)
+        return PairedDelta(n, 100 * (up - down) / n, 100 * low, 100 * high, p, up, down, TANGO)
+    mean, low, high, p = _betting(np.sort(diff).tobytes(), seed, alpha)
+    return PairedDelta(n, 100 * mean, 100 * low, 100 * high, p, up, down, BETTING)
+
+
+def tango_z(up: np.ndarray | int, down: np.ndarray | int, n: int, d0: float, cc: float = CONTINUITY) -> np.ndarray:
+    """Tango's score statistic for "the mean paired difference is `d0`" (in [−1, 1] units) given `up` examples
+    where the second scored higher and `down` where it scored lower, out of `n`; with `cc` taken off |numerator|.
+    Vectorized over up/down (the coverage benchmark evaluates every table at once).
+
+    Under the restriction, the rate of "down" examples has the closed-form maximum-likelihood estimate
+    q = (√(B² − 4AC) − B) / 2A with A = 2n, B = −up − down + (2n − up + down)·d0, C = −down·d0·(1 − d0), and the
+    statistic is (up − down − n·d0) / √(n (2q + d0 (1 − d0))) (Tango 1998, eq. 3–5)."""
+    b, c = np.asarray(up, dtype=float), np.asarray(down, dtype=float)
+    big_a = 2.0 * n
+    big_b = -b - c + (2.0 * n - b + c) * d0
+    big_c = -c * d0 * (1 - d0)
+    q = (np.sqrt(np.maximum(big_b**2 - 4 * big_a * big_c, 0.0)) - big_b) / (2 * big_a)
+    var = n * (2 * q + d0 * (1 - d0))
+    raw = b - c - n * d0
+    num = np.sign(raw) * np.maximum(np.abs(raw) - cc, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(var > 0, num / np.sqrt(np.maximum(var, 1e-300)), np.sign(num) * np.inf)
+    out: np.ndarray = np.where(num == 0, 0.0, z)
+    return out
+
+
+@lru_cache(maxsize=8192)
+def tango(up: int, down: int, n: int, alpha: float = ALPHA) -> tuple[float, float, float]:
+    """(low, high, two-sided p-value at 0) of the corrected Tango interval, in [−1, 1] units: the differences d0
+    whose score test is not rejected at `alpha`, found by root finding on each side of the estimate (the
+    statistic decreases in d0). Memoized: a report's comparisons share a few hundred (up, down, n)."""
+    z = float(norm.ppf(1 - alpha / 2))
+    estimate = (up - down) / n
+
+    def excess(d0: float, side: float) -> float:
+        return float(tango_z(up, down, n, d0)) - side * z
+
+    edge = 1 - 1e-12
+    low = -1.0 if excess(-edge, 1.0) < 0 else brentq(excess, -edge, estimate, args=(1.0,), xtol=1e-10)
+    high = 1.0 if excess(edge, -1.0) > 0 else brentq(excess, estimate, edge, args=(-1.0,), xtol=1e-10)
+    z0 = abs(float(tango_z(up, down, n, 0.0)))
+    p = 1.0 if up + down == 0 else min(1.0, 2 * float(norm.sf(z0)))
+    return float(low), float(high), p
 
 
 @lru_cache(maxsize=4096)
-def _sign_flip(sorted_diff: bytes, seed: int, alpha: float = ALPHA) -> tuple[float, float, float, float]:
-    """(mean, interval low, interval high, p-value) of the sign-flip test on these differences, in [−1, 1] units;
-    memoized: with 0/1 scores most comparisons of a report have the same few hundred up/down/tie counts."""
-    diff = np.frombuffer(sorted_diff)
-    signs = _signs(len(diff), seed)
-
-    def p_at(shift: float) -> float:
-        return _sign_flip_p(diff - shift, signs)
-
-    mean = float(diff.mean())
-    p = p_at(0.0)
-    low = _bound(p_at, mean, 0.0 if (mean > 0 and p <= alpha) else -1.0, alpha)
-    high = _bound(p_at, mean, 0.0 if (mean < 0 and p <= alpha) else 1.0, alpha)
-    if p > alpha:  # 0 is not rejected, so it belongs to the interval even where acceptance is not one stretch
-        low, high = min(low, 0.0), max(high, 0.0)
-    return mean, low, high, p
-
-
-def _sign_flip_p(x: np.ndarray, signs: np.ndarray | None) -> float:
-    """Two-sided p-value of |Σx| under random signs on each x_i."""
-    scale = max(1.0, float(np.abs(x).sum()))
-    observed = abs(float(x.sum())) - 1e-9 * scale  # equal sums count as "as extreme", whatever the rounding
-    size = np.abs(x)
-    moving = size[size > 1e-12]
-    if len(moving) == 0:
-        return 1.0
-    if np.allclose(moving, moving[0]):
-        # all differences of one size (0/1 scores at shift 0): |Σ| = size·|2·Binomial(k, ½) − k|, exactly
-        k, need = len(moving), observed / moving[0]
-        lo = int(np.floor((k - need) / 2 + 1e-9))  # up-counts j with |2j − k| ≥ need: j ≤ lo or j ≥ k − lo
-        return 1.0 if lo >= k / 2 else min(1.0, 2.0 * float(binom.cdf(lo, k, 0.5)))
-    assert signs is not None
-    extreme = int((np.abs(signs @ x) >= observed).sum())
-    if len(signs) == 2 ** len(x):  # every sign vector: exact
-        return extreme / len(signs)
-    return (extreme + 1) / (len(signs) + 1)  # a random sample of them (Phipson & Smyth 2010: never 0)
-
-
-def _bound(p_at: Callable[[float], float], inside: float, limit: float, alpha: float, tol: float = 5e-4) -> float:
-    """The end of the accepted shifts between `inside` (accepted: the observed mean has p = 1) and `limit`."""
-    if p_at(limit) > alpha:
-        return limit
-    good, bad = inside, limit
-    while abs(bad - good) > tol:
-        mid = (good + bad) / 2
-        if p_at(mid) > alpha:
-            good = mid
-        else:
-            bad = mid
-    return good
-
-
-@lru_cache(maxsize=64)
-def _signs(n: int, seed: int) -> np.ndarray:
-    """Sign vectors for n examples, drawn once per (n, seed) and shared by every comparison of that size: all 2^n
-    up to `EXACT_MAX_N`, else `N_FLIPS` random ones. Sharing is what makes a report on thousands of runs fast, and
-    it keeps each comparison reproducible."""
-    if n <= EXACT_MAX_N:
-        out = np.array(list(itertools.product((-1.0, 1.0), repeat=n)))
-    else:
-        out = np.random.default_rng(seed).choice((-1.0, 1.0), size=(N_FLIPS, n))
-    out.setflags(write=False)
-    return out
+def _betting(sorted_diff: bytes, seed: int, alpha: float = ALPHA) -> tuple[float, float, float, float]:
+    """(mean, low, high, p-value) of the fixed-n betting interval on these differences, in [−1, 1] units: the
+    hedged capital with plug-in bets sized for n, averaged over `PERMUTATIONS` seeded orders, at every candidate
+    mean of the grid; a mean is rejected when that average reaches 1/α. The reported ends are the outermost
+    candidates not rejected, moved one grid step outwards (the boundary lies between grid points), never across
+    a rejected 0."""
+    d = np.frombuffer(sorted_diff)
+    x = betting.as_x(d)
+    rng = np.random.default_rng(seed)
+    m = _GRID[None, :]
+    logs = []
+    for _ in range(PERMUTATIONS):
+        xs = rng.permutation(x)
+        bets = betting.plugin_bets(xs, alpha, horizon=len(xs))[:, None]
+        up = betting.log_wealth_up(xs[:, None], bets, m)[-1]
+        down = betting.log_wealth_down(xs[:, None], bets, m)[-1]
+        logs.append(betting.hedged(up, down))
+    log_capital = logsumexp(np.array(logs), axis=0) - math.log(PERMUTATIONS)
+    rejected = log_capital >= math.log(1 / alpha)
+    mean = float(d.mean())
+    p = min(1.0, math.exp(-float(log_capital[_ZERO])))
+    inside = np.flatnonzero(~rejected)
+    if len(inside) == 0:  # every candidate rejected: an event of probability ≤ α; report the estimate alone
+        return mean, mean, mean, p
+    low, high = 2 * _GRID[inside[0]] - 1 - _STEP, 2 * _GRID[inside[-1]] - 1 + _STEP
+    if rejected[_ZERO] and inside[0] > _ZERO:
+        low = max(low, _STEP / 2)
+    elif rejected[_ZERO] and inside[-1] < _ZERO:
+        high = min(high, -_STEP / 2)
+    return mean, float(max(low, -1.0)), float(min(high, 1.0)), p
 
 
 def outcome_label(status: str, delta_pp: float, n_eval: int) -> str:
@@ -186,14 +226,14 @@ def discordant_outcomes(discordance: float, effect: float) -> tuple[float, float
 
 
 def detectable_effect_pp(n: int, discordance: float, *, alpha: float = ALPHA, power: float = POWER) -> float:
-    """The smallest mean paired difference (pp, on a 1-pp grid) that the report's fixed-n test (McNemar's exact
-    test, which is the sign-flip test on 0/1 scores) detects with probability `power` on n examples, computed
-    exactly: the number of disagreeing examples is binomial, and so are the ups among them. NaN if none is."""
+    """The smallest mean paired difference (pp, on a 1-pp grid) that the report's fixed-n test of 0/1 scores
+    detects with probability `power` on n examples, computed exactly: at d0 = 0 Tango's corrected statistic is
+    McNemar's corrected test, (|up − down| − 1) / √(up + down), so with k disagreeing examples (binomial) it
+    rejects when the ups among them (binomial given k) lie at most `_cut(k)` from either end. NaN if none is."""
     if n <= 0:
         return float("nan")
     ks = np.arange(n + 1)
-    # largest j with 2·P(Bin(k, ½) ≤ j) ≤ alpha: the test rejects when min(up, down) ≤ that (−1: never)
-    cut = np.array([_rejection_cut(int(k), alpha) for k in ks])
+    cut = _cuts(n, alpha)
     for effect_pp in range(1, 101):
         up, down = discordant_outcomes(discordance, effect_pp / 100)
         if up + down > 1:
@@ -205,9 +245,13 @@ def detectable_effect_pp(n: int, discordance: float, *, alpha: float = ALPHA, po
     return float("nan")
 
 
-@lru_cache(maxsize=4096)
-def _rejection_cut(k: int, alpha: float) -> int:
-    j = -1
-    while j + 1 < k / 2 and 2 * float(binom.cdf(j + 1, k, 0.5)) <= alpha:
-        j += 1
-    return j
+@lru_cache(maxsize=256)
+def _cuts(n: int, alpha: float) -> np.ndarray:
+    """Per number of disagreements k = 0 … n: the largest count of ups j with |2j − k| − 1 ≥ z·√k (the corrected
+    test rejects for j ≤ cut or j ≥ k − cut), −1 where no count rejects."""
+    z = float(norm.ppf(1 - alpha / 2))
+    ks = np.arange(n + 1)
+    cut = np.floor((ks - 1 - z * np.sqrt(ks)) / 2 + 1e-9).astype(int)
+    cut = np.where(cut >= ks / 2, -1, np.maximum(cut, -1))
+    cut.setflags(write=False)
+    return cut

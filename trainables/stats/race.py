@@ -3,19 +3,31 @@
 A task's race compares a reference program with cheaper candidate programs on the task's test examples in their
 seeded order (the trials' own examples first: they count). Each round scores the next `batch` examples on every
 candidate still racing (the reference's outcomes are shared: scored once per example). After each round each
-candidate's anytime-valid confidence sequence for (candidate − reference) is read (`trainables.stats.sequential`, at
-the Bonferroni level of `trainables.stats.noninferiority.Rule` for the race's starting candidates, so looking after
-every round costs no validity) and judged by the routing rule:
+candidate's two one-sided tests, read at the points they are about, say where it stands:
 
-- a candidate leaves the race once decided: shown non-inferior (sequence above −margin) or worse than the
-  margin (sequence below −margin); a candidate dearer than one shown non-inferior leaves too (it cannot be the
-  pick);
-- the task is decided when its cheapest non-inferior candidate has no cheaper one still open (route to it), or
-  when every candidate is shown worse (keep the reference); otherwise it stops at `n_max` and says what it knows.
+- **non-inferior**: the betting capital against "candidate − reference ≤ −δ" has reached 2k/α at every candidate
+  gap up to and including −δ itself (k: the race's starting candidates, Bonferroni), so the chance that a task is
+  routed to a model truly more than δ worse is at most α/2, however often the race looks;
+- **eliminated**: the capital against "the gap ≥ −δ + ε" has reached 2/α (one-sided α/2, no Bonferroni split: a
+  wrong elimination can only cost savings, never route wrongly), so the candidate is no better than −δ + ε, inside
+  the indifference zone ε or worse: it cannot be the pick an ε-PAC race must make. Without ε a candidate truly
+  near the margin would race to n_max (the simulation in BENCHMARKS.md: a third of all calls);
+- undecided otherwise.
 
-This is paired successive elimination in the sense of the adaptive-evaluation literature (e.g. Synchronized
-Successive Rejects, arXiv 2606.07726: shared examples, paired differences, eliminate what is decided), with the
-stopping rule replaced by the non-inferiority question and confidence sequences that stay valid at any stop.
+The points −δ and −δ + ε are on the grid of candidate gaps, so "the margin is rejected" is read off the capital at
+the margin itself (an earlier version inverted a two-sided sequence on a grid and read 2·0.475 − 1 as above −0.05:
+an effective margin of 5.1 pp). A candidate dearer than one shown non-inferior leaves too (it cannot be the pick).
+The task is decided when its cheapest non-inferior candidate has no cheaper one still open (route to it), or when
+no candidate is open and none is non-inferior (keep the reference); otherwise it stops at `n_max` and says what it
+knows.
+
+Correctness is ε-PAC: never route to a model truly more than δ worse, and never pick one dearer than the cheapest
+candidate truly above −δ + ε (`benchmarks/routing_sim.py` measures both).
+
+This is paired successive elimination (shared examples, paired differences, eliminate what is decided; e.g.
+Even-Dar, Mannor & Mansour 2006 for elimination, and Waudby-Smith & Ramdas 2024 for the tests) with the stopping
+rule replaced by the non-inferiority question and tests that stay valid at any stop. Scores are each example's own
+(for extraction: that sentence's F1, not the corpus micro F1 the trial reports), and every row says so.
 The functions here are pure: `grid.route` feeds them outcomes and records what they say.
 """
 
@@ -24,11 +36,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
+from trainables.stats import betting
 from trainables.stats.noninferiority import (
+    ELIMINATED,
     MARGIN_PP,
     NON_INFERIOR,
     UNDECIDED,
@@ -40,31 +53,98 @@ from trainables.stats.noninferiority import (
     spread_of,
 )
 from trainables.stats.paired import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta
-from trainables.stats.sequential import RunningSequence
 
 N_MAX = 500
 """A race's cap when none is given (`arb route` gives the test split's size unless `--n-max` says otherwise)."""
 BATCH = 25
 """Default examples per round."""
+ZONE_PP = 2.0
+"""Default indifference zone ε (pp): a candidate no better than −δ + ε leaves the race."""
 
 
 @dataclass(frozen=True)
 class RaceRule:
-    """How a task's race runs: the routing rule's margin and error rate, the round size and the cap."""
+    """How a task's race runs: the routing rule's margin and error rate, the indifference zone, the round size and
+    the cap."""
 
     margin_pp: float = MARGIN_PP
     alpha: float = ALPHA
     batch: int = BATCH
     n_max: int = N_MAX
-    bets: Literal["plug-in", "grapa"] = "grapa"
-    """How the race's confidence sequences size their bets (`trainables.stats.sequential.RunningSequence`)."""
+    zone_pp: float = ZONE_PP
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.n_max < 1:
             raise ValueError(f"a race needs batch ≥ 1 and n_max ≥ 1, got {self.batch} and {self.n_max}")
+        if not 0 <= self.zone_pp < self.margin_pp:
+            raise ValueError(f"the indifference zone must be in [0, margin) = [0, {self.margin_pp:g}) pp, "
+                             f"got {self.zone_pp:g}")  # fmt: skip
 
     def rule(self, candidates: int) -> Rule:
         return Rule(self.margin_pp, self.alpha, candidates)
+
+    def confidence(self, candidates: int) -> str:
+        """How a race states its level: the routing side's, with Bonferroni over the starting candidates."""
+        return self.rule(candidates).confidence + " (anytime-valid)"
+
+
+class MarginTests:
+    """One candidate's two one-sided betting tests over a race, carried from round to round.
+
+    Candidate gaps g (in [−1, 1] units) form a grid that holds −δ and −δ + ε exactly. Against each g the
+    "above" capital bets that the mean difference exceeds g (aGRAPA bets, `trainables.stats.betting`) and the
+    "below" capital that it falls short of it. A g is out from below once its "above" capital has reached
+    1/`low_level` (valid for every mean ≤ g at any stopping time), out from above once its "below" capital has
+    reached 1/`high_level`. The lower end is the largest g with every grid point up to it out from below; the
+    upper end the smallest g with every grid point from it out from above; so the margin is rejected exactly when
+    the printed lower end is at or above −δ."""
+
+    def __init__(self, margin: float, zone: float, low_level: float, high_level: float):
+        grid = np.linspace(-1.0, 1.0, 2001)[1:-1]
+        for point in (round(-margin, 12), round(-margin + zone, 12)):  # snapped onto the grid, not beside it
+            near = int(np.argmin(np.abs(grid - point)))
+            grid = np.insert(grid, np.searchsorted(grid, point), point) if abs(grid[near] - point) > 1e-9 else grid
+            grid[np.argmin(np.abs(grid - point))] = point
+        self.gaps = grid
+        self._m = (grid + 1) / 2
+        self._low_log = math.log(1 / low_level)
+        self._high_log = math.log(1 / high_level)
+        self._up = np.zeros(len(grid))
+        self._down = np.zeros(len(grid))
+        self._out_low = np.zeros(len(grid), dtype=bool)
+        self._out_high = np.zeros(len(grid), dtype=bool)
+        self.n = 0
+
+    def extend(self, diffs: np.ndarray) -> None:
+        """Take in every difference so far (the first `n` were seen before); only the new ones are scored."""
+        x = betting.as_x(diffs)
+        if len(x) < self.n:
+            raise ValueError(f"the race had {self.n} differences; it cannot shrink to {len(x)}")
+        new = x[self.n :]
+        if len(new) == 0:
+            return
+        bet_up, bet_down = betting.grapa_bets(x, self._m)
+        up = self._up + betting.log_wealth_up(new[:, None], bet_up[self.n :], self._m)
+        down = self._down + betting.log_wealth_down(new[:, None], bet_down[self.n :], self._m)
+        self._out_low |= (up >= self._low_log).any(axis=0)
+        self._out_high |= (down >= self._high_log).any(axis=0)
+        self._up, self._down = up[-1], down[-1]
+        self.n = len(x)
+
+    @property
+    def low(self) -> float:
+        """The lower end (in [−1, 1] units): −1 until the lowest grid point is out."""
+        inside = np.flatnonzero(~self._out_low)
+        if len(inside) == 0:
+            return float(self.gaps[-1])
+        return -1.0 if inside[0] == 0 else float(self.gaps[inside[0] - 1])
+
+    @property
+    def high(self) -> float:
+        inside = np.flatnonzero(~self._out_high)
+        if len(inside) == 0:
+            return float(self.gaps[0])
+        return 1.0 if inside[-1] == len(self.gaps) - 1 else float(self.gaps[inside[-1] + 1])
 
 
 @dataclass(frozen=True)
@@ -78,8 +158,8 @@ class Entrant:
 
 @dataclass(frozen=True)
 class Standing:
-    """A candidate after a round: examples it has scored, its gap to the reference with the sequence's interval
-    (pp), and the rule's verdict."""
+    """A candidate after a round: examples it has scored beside the reference, its gap to the reference with the
+    race's interval (pp; lower end at the routing level, upper end at the elimination level), and the verdict."""
 
     name: str
     n: int
@@ -111,9 +191,9 @@ class Round:
 
 
 class Race:
-    """One task's race: the reference, the candidates and each candidate's running confidence sequence (carried
-    across rounds, so a look costs only the new examples). Its verdicts are a function of the outcomes alone: a
-    resumed race rebuilds the same state from the stored outcomes."""
+    """One task's race: the reference, the candidates and each candidate's tests (carried across rounds, so a
+    look costs only the new examples). Its verdicts are a function of the outcomes alone: a resumed race rebuilds
+    the same state from the stored outcomes."""
 
     def __init__(self, rule: RaceRule, reference: str, entrants: Sequence[Entrant], n_max: int | None = None):
         if not entrants:
@@ -121,10 +201,21 @@ class Race:
         self.rule, self.reference, self.entrants = rule, reference, list(entrants)
         self.cap = rule.n_max if n_max is None else min(n_max, rule.n_max)
         self.decision_rule = rule.rule(len(entrants))
-        self._sequences = {e.name: RunningSequence(self.decision_rule.level, bets=rule.bets) for e in entrants}
+        low_level = self.decision_rule.level / 2  # the routing side: one-sided α/(2k)
+        self._tests = {e.name: MarginTests(rule.margin_pp / 100, rule.zone_pp / 100, low_level, rule.alpha / 2)
+                       for e in entrants}  # fmt: skip
+
+    def verdict(self, low_pp: float, high_pp: float) -> str:
+        """Non-inferior when the lower end is at or above −δ (the margin itself rejected), eliminated when the
+        upper end is at or below −δ + ε (worse than the margin when ε = 0)."""
+        if low_pp >= -self.rule.margin_pp - 1e-9:
+            return NON_INFERIOR
+        if high_pp <= -self.rule.margin_pp + self.rule.zone_pp + 1e-9:
+            return ELIMINATED if self.rule.zone_pp > 0 else WORSE
+        return UNDECIDED
 
     def standings(self, reference: np.ndarray, outcomes: Mapping[str, np.ndarray]) -> dict[str, Standing]:
-        """Each candidate's sequence over the examples it shares with the reference (a prefix of the seeded
+        """Each candidate's tests over the examples it shares with the reference (a prefix of the seeded
         order)."""
         out = {}
         for e in self.entrants:
@@ -134,12 +225,10 @@ class Race:
                 out[e.name] = Standing(e.name, 0, math.nan, -100.0, 100.0, UNDECIDED)
                 continue
             diffs = cand[:n] - np.asarray(reference[:n], dtype=float)
-            seq = self._sequences[e.name]
-            seq.extend(diffs)
-            look = seq.look
-            d = PairedDelta(n, 100 * float(diffs.mean()), look.ci_low, look.ci_high, look.p_value,
-                            int((diffs > 0).sum()), int((diffs < 0).sum()), test=CONFIDENCE_SEQUENCE)  # fmt: skip
-            out[e.name] = Standing(e.name, n, d.delta_pp, d.ci_low, d.ci_high, self.decision_rule.verdict(d))
+            tests = self._tests[e.name]
+            tests.extend(diffs)
+            low, high = 100 * tests.low, 100 * tests.high
+            out[e.name] = Standing(e.name, n, 100 * float(diffs.mean()), low, high, self.verdict(low, high))
         return out
 
     def judge(self, reference: np.ndarray, outcomes: Mapping[str, np.ndarray]) -> RaceState:
@@ -153,21 +242,27 @@ class Race:
         state = RaceState(table, racing, None, len(reference), calls)
         if not racing:
             cands = [_candidate(e, table[e.name], reference, outcomes) for e in order]
-            state.decision = decide(self.decision_rule, self.reference, cands)
+            verdicts = {e.name: table[e.name].verdict for e in order}
+            state.decision = decide(self.decision_rule, self.reference, cands, verdicts,
+                                    self.rule.confidence(len(self.entrants)), self.rule.zone_pp)  # fmt: skip
         return state
 
     def next_round(self, state: RaceState) -> Round:
-        """The next round: the next `batch` examples for every candidate still racing, and the reference up to
-        the furthest of them (its outcomes are shared, so each example costs it one call however many candidates
-        race)."""
-        have = {name: state.standings[name].n for name in state.racing}
-        want = {name: range(n, min(self.cap, _next_look(n, self.rule.batch))) for name, n in have.items()}
-        far = max((r.stop for r in want.values()), default=0)
+        """The next round: every candidate still racing up to the next multiple of `batch` beyond the examples it
+        shares with the reference, from where its own outcomes end (a trial may have scored more examples than
+        the reference's: those are not scored again), and the reference up to the furthest of them (its outcomes
+        are shared, so each example costs it one call however many candidates race)."""
+        want, far = {}, 0
+        for name in state.racing:
+            target = min(self.cap, _next_look(state.standings[name].n, self.rule.batch))
+            own = state.calls.get(name, state.standings[name].n)
+            want[name] = range(own, max(own, target))
+            far = max(far, target)
         return Round(range(state.n_reference, max(far, state.n_reference)), want)
 
 
 def _candidate(e: Entrant, s: Standing, reference: np.ndarray, outcomes: Mapping[str, np.ndarray]) -> Candidate:
-    """A standing as the routing rule's `Candidate` (the sequence's interval; the spread for the estimate of
+    """A standing as the routing rule's `Candidate` (the race's interval; the spread for the estimate of
     examples still needed)."""
     cand = np.asarray(outcomes.get(e.name, np.array([])), dtype=float)
     n = min(len(cand), len(reference))
@@ -204,10 +299,13 @@ def simulate(
 
 __all__ = [
     "BATCH",
+    "ELIMINATED",
     "NON_INFERIOR",
     "N_MAX",
     "WORSE",
+    "ZONE_PP",
     "Entrant",
+    "MarginTests",
     "Race",
     "RaceRule",
     "RaceState",

@@ -35,6 +35,7 @@ from typing import Literal
 
 import numpy as np
 
+from trainables.stats import betting
 from trainables.stats.paired import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta, discordant_outcomes
 
 StopReason = Literal["decided_improved", "decided_hurt", "equivalent", "futile", "max_reached"]
@@ -43,9 +44,6 @@ STOP_REASONS: tuple[StopReason, ...] = ("decided_improved", "decided_hurt", "equ
 _GRID = np.linspace(0.0, 1.0, 2001)[1:-1]
 """Candidate means of x = (d + 1) / 2 in (0, 1); 0.5 (d = 0) is on it, so "excludes 0" is read off exactly."""
 _ZERO = int(np.argmin(np.abs(_GRID - 0.5)))
-_TRUNCATION = 0.75
-"""c: a bet is at most c / m (or c / (1 − m)) of the capital, so every factor stays ≥ 1 − c > 0. The paper
-suggests 1/2 or 3/4; 3/4 decided large effects sooner in the simulation (BENCHMARKS.md) at the same validity."""
 
 
 @dataclass(frozen=True)
@@ -58,67 +56,27 @@ class Look:
     p_value: float
 
 
-def _bets(x: np.ndarray, alpha: float) -> np.ndarray:
-    """Predictable plug-in bet sizes along the last axis (the paper's PrPl-EB λ_t): bet t uses only x_1 … x_{t−1},
-    through the running mean and variance that start at 1/2 and 1/4."""
-    t = np.arange(1, x.shape[-1] + 1)
-    mean = (0.5 + np.cumsum(x, axis=-1)) / (t + 1)
-    var = (0.25 + np.cumsum((x - mean) ** 2, axis=-1)) / (t + 1)
-    var_before = np.concatenate((np.full((*x.shape[:-1], 1), 0.25), var[..., :-1]), axis=-1)
-    out: np.ndarray = np.sqrt(2 * math.log(2 / alpha) / (var_before * t * np.log1p(t)))
-    return out
-
-
-def _grapa_bets(x: np.ndarray, start: int, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """aGRAPA bets for steps start+1 … len(x) at every candidate mean `m` (a row): from the running mean and
-    variance of the earlier steps (starting at 1/2 and 1/4, as the plug-in bets do), the bet on "above m" where the
-    mean so far is above m and on "below m" where it is below; the other side bets nothing."""
-    t = np.arange(1, len(x) + 1)
-    mean = (0.5 + np.cumsum(x)) / (t + 1)
-    var = (0.25 + np.cumsum((x - mean) ** 2)) / (t + 1)
-    mean_before = np.concatenate(([0.5], mean[:-1]))[start:, None]
-    var_before = np.concatenate(([0.25], var[:-1]))[start:, None]
-    gap = mean_before - m
-    lam = gap / (var_before + gap**2)
-    return np.maximum(lam, 0.0), np.maximum(-lam, 0.0)
-
-
-def _log_capital(x: np.ndarray, bets: np.ndarray, m: np.ndarray | float, axis: int) -> np.ndarray:
-    """log of the hedged capital against mean m after each step: half the wealth bets the mean is above m, half
-    that it is below (θ = 1/2), each bet truncated at c / m or c / (1 − m)."""
-    up = np.minimum(bets, _TRUNCATION / m)
-    down = np.minimum(bets, _TRUNCATION / (1 - m))
-    log_up = np.cumsum(np.log1p(up * (x - m)), axis=axis)
-    log_down = np.cumsum(np.log1p(-down * (x - m)), axis=axis)
-    out: np.ndarray = np.logaddexp(log_up, log_down) + math.log(0.5)
-    return out
-
-
-def _as_x(diffs: np.ndarray) -> np.ndarray:
-    d = np.asarray(diffs, dtype=float)
-    if d.ndim != 1 or np.any(np.abs(d) > 1 + 1e-9):
-        raise ValueError("paired differences must be a 1-D sequence in [-1, 1]")
-    return np.clip((d + 1) / 2, 0.0, 1.0)
-
-
 @dataclass
 class RunningSequence:
     """The confidence sequence carried from one batch of differences to the next: the capital at every candidate
-    mean and the running intersection so far, so a race that looks after every round pays only for the new
-    examples (recomputing from the first example each round grows quadratically with the rounds)."""
+    mean and which candidates have been rejected so far, so a trial that looks after every batch pays only for
+    the new examples.
+
+    The sequence is the running intersection: a candidate mean rejected once stays out (valid: the capital ever
+    reaching 1/α has probability ≤ α under the truth). The interval is the span of the candidates never rejected,
+    and nothing else moves it: an earlier version also dropped the candidates on the far side of 0 once 0 was
+    rejected, and took a midpoint when the intersection emptied, each of which could lift an end without its
+    mean being rejected. Once every candidate has been rejected (an event of probability ≤ α) the interval stays
+    where it last was."""
 
     alpha: float = ALPHA
-    bets: Literal["plug-in", "grapa"] = "plug-in"
-    """How each step's bet is sized: `plug-in` (PrPl-EB, the sequential trials': one size for every candidate mean,
-    tuned to the interval's width) or `grapa` (aGRAPA, Waudby-Smith & Ramdas 2024 Section 5.2: per candidate mean
-    m, the growth-rate-adapted bet (μ̂ − m) / (σ̂² + (μ̂ − m)²), which rejects a given m sooner; for a race whose
-    question is one point, the margin)."""
     n: int = 0
     low: float = -1.0
     high: float = 1.0
     best_at_zero: float = 0.0
     _up: np.ndarray = field(default_factory=lambda: np.zeros(len(_GRID)))
     _down: np.ndarray = field(default_factory=lambda: np.zeros(len(_GRID)))
+    _out: np.ndarray = field(default_factory=lambda: np.zeros(len(_GRID), dtype=bool))
 
     @property
     def look(self) -> Look:
@@ -129,34 +87,27 @@ class RunningSequence:
         """Take in every difference so far (`diffs`: the whole sequence, of which the first `n` were seen) and
         return one `Look` per new example. The bets depend on all earlier examples, so the whole sequence is
         passed; only the new part is scored against the grid."""
-        x = _as_x(diffs)
+        x = betting.as_x(diffs)
+        if x.ndim != 1:
+            raise ValueError("paired differences must be a 1-D sequence in [-1, 1]")
         if len(x) < self.n:
             raise ValueError(f"the sequence had {self.n} differences; it cannot shrink to {len(x)}")
         new = x[self.n :]
         if len(new) == 0:
             return []
         m = _GRID[None, :]
-        if self.bets == "plug-in":
-            bet_up = bet_down = _bets(x, self.alpha)[self.n :, None]
-        else:
-            bet_up, bet_down = _grapa_bets(x, self.n, m)
-        step = new[:, None] - m
-        up = self._up + np.cumsum(np.log1p(np.minimum(bet_up, _TRUNCATION / m) * step), axis=0)
-        down = self._down + np.cumsum(np.log1p(-np.minimum(bet_down, _TRUNCATION / (1 - m)) * step), axis=0)
-        log_capital = np.logaddexp(up, down) + math.log(0.5)
+        bets = betting.plugin_bets(x, self.alpha)[self.n :, None]
+        up = self._up + betting.log_wealth_up(new[:, None], bets, m)
+        down = self._down + betting.log_wealth_down(new[:, None], bets, m)
+        log_capital = betting.hedged(up, down)
         self._up, self._down = up[-1], down[-1]
-        rejected = log_capital >= math.log(1 / self.alpha)
-        observed = np.cumsum(x)[self.n :] / np.arange(self.n + 1, len(x) + 1)
+        rejected = np.logical_or.accumulate(log_capital >= math.log(1 / self.alpha), axis=0) | self._out
+        self._out = rejected[-1]
         looks = []
         for i in range(len(new)):
-            keep = ~rejected[i]
-            if rejected[i, _ZERO]:  # 0 is out: keep only the side where the estimate is, so the interval excludes it
-                keep &= (_GRID > 0.5) if observed[i] > 0.5 else (_GRID < 0.5)
-            inside = _GRID[keep]
+            inside = np.flatnonzero(~rejected[i])
             if len(inside):
-                self.low, self.high = max(self.low, 2 * inside[0] - 1), min(self.high, 2 * inside[-1] - 1)
-            if self.low > self.high:  # the running intersection emptied (possible, rarely): keep the point it closed on
-                self.low = self.high = (self.low + self.high) / 2
+                self.low, self.high = 2 * _GRID[inside[0]] - 1, 2 * _GRID[inside[-1]] - 1
             self.best_at_zero = max(self.best_at_zero, float(log_capital[i, _ZERO]))
             p = min(1.0, math.exp(-self.best_at_zero))
             looks.append(Look(self.n + i + 1, float(100 * self.low), float(100 * self.high), p))
@@ -177,15 +128,14 @@ def decide_chance(diffs: np.ndarray, n_max: int, seed: int, alpha: float = ALPHA
     """The share of continuations to `n_max` in which the sequence would exclude 0, drawing the remaining
     differences from those seen so far (stochastic curtailment with the empirical distribution). Stopping when
     this is small can only give up a decision, never make one, so it adds no false positives."""
-    x = _as_x(diffs)
+    x = betting.as_x(diffs)
     rest = n_max - len(x)
     if rest <= 0 or len(x) == 0:
         return 0.0
     rng = np.random.default_rng([seed, len(x)])
     paths = np.concatenate((np.broadcast_to(x, (FUTILITY_PATHS, len(x))),
                             rng.choice(x, size=(FUTILITY_PATHS, rest))), axis=1)  # fmt: skip
-    log_capital = _log_capital(paths, _bets(paths, alpha), 0.5, axis=1)
-    return float((log_capital >= math.log(1 / alpha)).any(axis=1).mean())
+    return float(_rejects_zero(paths, alpha).mean())
 
 
 @dataclass(frozen=True)
@@ -277,7 +227,14 @@ def detectable_effect_pp(n_max: int, discordance: float, *, power: float = 0.8, 
         if up + down > 1:
             break
         x = np.where(uniforms < up, 1.0, np.where(uniforms < up + down, 0.0, 0.5))
-        log_capital = _log_capital(x, _bets(x, alpha), 0.5, axis=1)
-        if float((log_capital >= math.log(1 / alpha)).any(axis=1).mean()) >= power:
+        if float(_rejects_zero(x, alpha).mean()) >= power:
             return float(effect_pp)
     return float("nan")
+
+
+def _rejects_zero(paths: np.ndarray, alpha: float) -> np.ndarray:
+    """Per path (rows of x in [0, 1]): whether the sequence's capital at 0 ever reaches 1/α."""
+    bets = betting.plugin_bets(paths, alpha).T
+    xs = paths.T
+    log_capital = betting.hedged(betting.log_wealth_up(xs, bets, 0.5), betting.log_wealth_down(xs, bets, 0.5))
+    return np.asarray((log_capital >= math.log(1 / alpha)).any(axis=0))

@@ -61,6 +61,9 @@ class Task:
     every label but the example id."""
     runs_code: bool = False
     """Its metric executes model-written code (in `trainables.tasks.sandbox`): the run records the sandbox mode."""
+    test_split: int = 0
+    """Examples in the study's test split on the hub (SPEC.md): the most any comparison of this task can score, so
+    `arb plan` says when a decision needs more than exist (0: unknown)."""
 
 
 def scored(score: float, feedback: str) -> dspy.Prediction:

@@ -110,6 +110,7 @@ def program(splits: Splits) -> dspy.Module:
 
 
 TASK = Task(
+    test_split=3_080,
     name="classification", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="accuracy",

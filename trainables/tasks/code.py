@@ -155,6 +155,7 @@ def program(splits: Splits) -> dspy.Module:
 
 
 TASK = Task(
+    test_split=164,
     name="code", version=versioned(VERSION, MBPP), load=load, program=program, metric=metric, data=(MBPP,),
     feedback=feedback,
     metric_name="pass_at_1",

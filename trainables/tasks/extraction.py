@@ -163,6 +163,7 @@ def program(splits: Splits) -> dspy.Module:
 
 
 TASK = Task(
+    test_split=3_453,
     name="extraction",
     version=versioned(VERSION, DATA),
     load=load,

@@ -70,6 +70,7 @@ def program(splits: Splits) -> dspy.Module:
 
 
 TASK = Task(
+    test_split=7_405,
     name="qa", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="exact_match",

@@ -119,6 +119,7 @@ def program(splits: Splits) -> dspy.Module:
 
 
 TASK = Task(
+    test_split=10_570,
     name="rag", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="faithfulness",
