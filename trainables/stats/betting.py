@@ -55,12 +55,13 @@ def plugin_bets(x: np.ndarray, alpha: float, horizon: int | None = None) -> np.n
     return out
 
 
-def grapa_bets(x: np.ndarray, m: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """aGRAPA bets (the paper's Section 5.2) for every step of `x` (rows) against each candidate mean `m`
-    (columns): (μ̂ − m) / (σ̂² + (μ̂ − m)²) from the earlier steps, on "above m" where the mean so far is above m
-    and on "below m" where it is below; the other side bets nothing. It grows the capital against one point as
-    fast as a plug-in bet can, which is what a test of the margin wants."""
+def grapa_bets(x: np.ndarray, m: np.ndarray | float, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """aGRAPA bets (the paper's Section 5.2) for the steps of `x` from `start` on (rows) against each candidate
+    mean `m` (columns): (μ̂ − m) / (σ̂² + (μ̂ − m)²) from the earlier steps, on "above m" where the mean so far is
+    above m and on "below m" where it is below; the other side bets nothing. It grows the capital against one
+    point as fast as a plug-in bet can, which is what a test of the margin wants."""
     mean_before, var_before = running_moments(x)
+    mean_before, var_before = mean_before[..., start:], var_before[..., start:]
     gap = mean_before[..., :, None] - m
     lam = gap / (var_before[..., :, None] + gap**2)
     return np.maximum(lam, 0.0), np.maximum(-lam, 0.0)

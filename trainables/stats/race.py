@@ -8,11 +8,16 @@ candidate's two one-sided tests, read at the points they are about, say where it
 - **non-inferior**: the betting capital against "candidate − reference ≤ −δ" has reached 2k/α at every candidate
   gap up to and including −δ itself (k: the race's starting candidates, Bonferroni), so the chance that a task is
   routed to a model truly more than δ worse is at most α/2, however often the race looks;
-- **eliminated**: the capital against "the gap ≥ −δ + ε" has reached 2/α (one-sided α/2, no Bonferroni split: a
-  wrong elimination can only cost savings, never route wrongly), so the candidate is no better than −δ + ε, inside
-  the indifference zone ε or worse: it cannot be the pick an ε-PAC race must make. Without ε a candidate truly
-  near the margin would race to n_max (the simulation in BENCHMARKS.md: a third of all calls);
+- **eliminated**: the capital against "the gap ≥ −δ + ε" has reached 1/α (one-sided α, no Bonferroni split: a
+  wrong elimination can only cost savings or the cheapest pick, never route wrongly), so the candidate is no
+  better than −δ + ε, inside the indifference zone ε or worse: it cannot be the pick an ε-PAC race must make.
+  Without ε a candidate truly just beyond the margin would race to n_max (extraction's took a third of the
+  simulated calls);
 - undecided otherwise.
+
+The routing side's error rate is split (`FINAL_SHARE`) between the sequence, read after every round, and one
+fixed-n look with the report's own interval when a candidate reaches the race's cap; a race that ends earlier never
+makes that look.
 
 The points −δ and −δ + ε are on the grid of candidate gaps, so "the margin is rejected" is read off the capital at
 the margin itself (an earlier version inverted a two-sided sequence on a grid and read 2·0.475 − 1 as above −0.05:
@@ -52,7 +57,7 @@ from trainables.stats.noninferiority import (
     decide,
     spread_of,
 )
-from trainables.stats.paired import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta
+from trainables.stats.paired import ALPHA, CONFIDENCE_SEQUENCE, PairedDelta, paired_delta
 
 N_MAX = 500
 """A race's cap when none is given (`arb route` gives the test split's size unless `--n-max` says otherwise)."""
@@ -60,6 +65,11 @@ BATCH = 25
 """Default examples per round."""
 ZONE_PP = 2.0
 """Default indifference zone ε (pp): a candidate no better than −δ + ε leaves the race."""
+FINAL_SHARE = 0.5
+"""Of each error rate, the share spent on the report's fixed-n interval at the race's cap, the rest on the
+sequence (a union bound: valid together). The cap is known before the race starts (the split's size or
+`--n-max`), so that look is one pre-planned test; on a small split (HumanEval's 164, StrategyQA's 687) it decides
+what an anytime-valid sequence, which pays for looking at every round, cannot yet."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,8 @@ class RaceRule:
     batch: int = BATCH
     n_max: int = N_MAX
     zone_pp: float = ZONE_PP
+    final_share: float = FINAL_SHARE
+    """Share of each error rate kept for one fixed-n look when a candidate reaches the cap (0: none)."""
 
     def __post_init__(self) -> None:
         if self.batch < 1 or self.n_max < 1:
@@ -123,9 +135,9 @@ class MarginTests:
         new = x[self.n :]
         if len(new) == 0:
             return
-        bet_up, bet_down = betting.grapa_bets(x, self._m)
-        up = self._up + betting.log_wealth_up(new[:, None], bet_up[self.n :], self._m)
-        down = self._down + betting.log_wealth_down(new[:, None], bet_down[self.n :], self._m)
+        bet_up, bet_down = betting.grapa_bets(x, self._m, self.n)
+        up = self._up + betting.log_wealth_up(new[:, None], bet_up, self._m)
+        down = self._down + betting.log_wealth_down(new[:, None], bet_down, self._m)
         self._out_low |= (up >= self._low_log).any(axis=0)
         self._out_high |= (down >= self._high_log).any(axis=0)
         self._up, self._down = up[-1], down[-1]
@@ -159,7 +171,8 @@ class Entrant:
 @dataclass(frozen=True)
 class Standing:
     """A candidate after a round: examples it has scored beside the reference, its gap to the reference with the
-    race's interval (pp; lower end at the routing level, upper end at the elimination level), and the verdict."""
+    race's interval (pp; lower end at the routing level, one-sided α/(2k); upper end at the elimination level,
+    one-sided α), and the verdict."""
 
     name: str
     n: int
@@ -201,9 +214,12 @@ class Race:
         self.rule, self.reference, self.entrants = rule, reference, list(entrants)
         self.cap = rule.n_max if n_max is None else min(n_max, rule.n_max)
         self.decision_rule = rule.rule(len(entrants))
-        low_level = self.decision_rule.level / 2  # the routing side: one-sided α/(2k)
-        self._tests = {e.name: MarginTests(rule.margin_pp / 100, rule.zone_pp / 100, low_level, rule.alpha / 2)
-                       for e in entrants}  # fmt: skip
+        # the routing side one-sided α/(2k), split between the sequence and the look at the cap; the elimination
+        # side one-sided α, all of it the sequence's (at the cap the race ends whatever that side says)
+        self._low_level = self.decision_rule.level / 2
+        seq = 1 - rule.final_share
+        self._tests = {e.name: MarginTests(rule.margin_pp / 100, rule.zone_pp / 100, seq * self._low_level,
+                                           rule.alpha) for e in entrants}  # fmt: skip
 
     def verdict(self, low_pp: float, high_pp: float) -> str:
         """Non-inferior when the lower end is at or above −δ (the margin itself rejected), eliminated when the
@@ -228,6 +244,10 @@ class Race:
             tests = self._tests[e.name]
             tests.extend(diffs)
             low, high = 100 * tests.low, 100 * tests.high
+            if n >= self.cap and self.rule.final_share > 0:  # the pre-planned look at the cap
+                ref_n = np.asarray(reference[:n], dtype=float)
+                share = self.rule.final_share
+                low = max(low, paired_delta(ref_n, cand[:n], alpha=2 * share * self._low_level).ci_low)
             out[e.name] = Standing(e.name, n, 100 * float(diffs.mean()), low, high, self.verdict(low, high))
         return out
 
