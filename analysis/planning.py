@@ -14,6 +14,7 @@ from trainables.record.tracking import default_tracking_uri
 from trainables.stats import paired as stats
 from trainables.stats import sequential
 from trainables.stats.noninferiority import Rule
+from trainables.tasks import get_task
 
 
 def measured_discordance(tracking_uri: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -49,19 +50,29 @@ def routing_plan(
     grid: str, tasks: list[str], n_eval: int, margin_pp: float, cheaper: int, measured: pd.DataFrame
 ) -> Table:
     """Per task: the test examples a routing decision at the grid's margin needs (a cheaper model shown
-    non-inferior when it is truly as good as the reference), beside n_eval, from measured or assumed
+    non-inferior by the report's own interval when it is truly as good as the reference), beside n_eval and the
+    size of the task's test split (where no number of examples can decide, it says so), from measured or assumed
     disagreement between a cheaper model and the reference; `cheaper`: the grid's candidates."""
     rule = Rule(margin_pp, candidates=max(1, cheaper))
     title = (f"examples a routing decision needs ({grid}: δ = {margin_pp:g} pp, {rule.confidence}, "
-             f"a candidate truly as good as the reference; n_eval {n_eval})")  # fmt: skip
+             f"a candidate truly as good as the reference, 0/1 scores; n_eval {n_eval})")  # fmt: skip
     table = Table(title=title)
-    for col in ("task", "examples that differ", "from", "even chance", "80% power", f"n_eval {n_eval}"):
+    for col in ("task", "examples that differ", "from", "even chance", "80% power", f"n_eval {n_eval}", "test split"):
         table.add_column(col)
     for task in tasks:
         rate, source = discordance(task, measured)
         even, power = rule.examples_needed(rate), rule.examples_needed(rate, power=stats.POWER)
         verdict = "enough" if n_eval >= power else ("a coin flip" if n_eval >= even else "too few")
-        table.add_row(task, f"{rate:.0%}", source, f"{even:,.0f}", f"{power:,.0f}", verdict)
+        split = get_task(task).test_split
+        if not split:
+            room = "unknown"
+        elif split < even:
+            room = f"{split:,}: too small to decide"
+        elif split < power:
+            room = f"{split:,}: less than 80% power"
+        else:
+            room = f"{split:,}"
+        table.add_row(task, f"{rate:.0%}", source, f"{even:,.0f}", f"{power:,.0f}", verdict, room)
     return table
 
 

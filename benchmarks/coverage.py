@@ -15,9 +15,9 @@ differ) × true gap ∈ {−δ, 0, +δ}; a cell whose gap exceeds its disagreeme
   A miss is the true mean rejected by the permutation-averaged capital, which is what the interval is made of.
 - sequential (the trials' confidence sequence), 0/1 and continuous: Monte Carlo, looked at after every example up
   to n; a miss is the truth rejected at any look.
-- the race's one-sided test at the margin (aGRAPA bets, looked at after every example, threshold 2k/α for k = 1
-  and k = 4 candidates; the larger of 0/1 and continuous): the rate at which a candidate whose true gap is
-  exactly −δ is shown non-inferior.
+- the race at the margin (its sequence looked at after every example and its fixed-n look at the cap, here n;
+  k = 1 and k = 4 candidates, one-sided α/(2k); the larger of 0/1 and continuous): the rate at which a candidate
+  whose true gap is exactly −δ is shown non-inferior.
 
 "one-sided" columns give the larger of the two tails (the interval above the truth, or below it), each against its
 nominal α/2.
@@ -42,6 +42,7 @@ import record  # noqa: E402
 
 from trainables.stats import betting  # noqa: E402
 from trainables.stats.paired import ALPHA, PERMUTATIONS, tango_z  # noqa: E402
+from trainables.stats.race import FINAL_SHARE  # noqa: E402
 
 NS = (8, 20, 50, 200, 1000)
 DISAGREEMENT = (0.0, 0.02, 0.06, 0.10, 0.25, 0.50)
@@ -85,7 +86,15 @@ def differences(rng: np.random.Generator, reps: int, n: int, dis: float, gap: fl
 
 
 def betting_fixed(rng: np.random.Generator, d: np.ndarray, truth: float, alpha: float) -> tuple[float, float]:
-    """(coverage, larger one-sided miss) of the fixed-n betting interval at the true mean, for each row of d."""
+    """(coverage, larger one-sided miss) of the fixed-n betting interval at the true mean, over the rows of d."""
+    rejected = betting_rejects(rng, d, truth, alpha)
+    mean = d.mean(axis=1)
+    above, below = float((rejected & (mean > truth)).mean()), float((rejected & (mean <= truth)).mean())
+    return 1 - above - below, max(above, below)
+
+
+def betting_rejects(rng: np.random.Generator, d: np.ndarray, truth: float, alpha: float) -> np.ndarray:
+    """Per row of d: whether the permutation-averaged fixed-n betting capital at `truth` reaches 1/α."""
     m = (truth + 1) / 2
     logs = []
     for _ in range(PERMUTATIONS):
@@ -94,10 +103,8 @@ def betting_fixed(rng: np.random.Generator, d: np.ndarray, truth: float, alpha: 
         up = np.cumsum(np.log1p(np.minimum(bets, betting.TRUNCATION / m) * (x - m)), axis=1)[:, -1]
         down = np.cumsum(np.log1p(-np.minimum(bets, betting.TRUNCATION / (1 - m)) * (x - m)), axis=1)[:, -1]
         logs.append(np.logaddexp(up, down) + math.log(0.5))
-    rejected = logsumexp(np.array(logs), axis=0) - math.log(PERMUTATIONS) >= math.log(1 / alpha)
-    mean = d.mean(axis=1)
-    above, below = float((rejected & (mean > truth)).mean()), float((rejected & (mean <= truth)).mean())
-    return 1 - above - below, max(above, below)
+    out: np.ndarray = logsumexp(np.array(logs), axis=0) - math.log(PERMUTATIONS) >= math.log(1 / alpha)
+    return out
 
 
 def sequence(d: np.ndarray, truth: float, alpha: float) -> tuple[float, float]:
@@ -117,15 +124,25 @@ def sequence(d: np.ndarray, truth: float, alpha: float) -> tuple[float, float]:
     return 1 - above - below, max(above, below)
 
 
-def race_margin(d: np.ndarray, margin: float, level: float) -> float:
-    """Share of paths on which the race's "above −δ" capital at the margin ever reaches 1/level (the one-sided
-    test behind a non-inferior verdict; the verdict also needs every gap below −δ rejected, so this bounds it)."""
+def race_margin(rng: np.random.Generator, d: np.ndarray, margin: float, level: float, binary: bool) -> float:
+    """Share of paths on which the race calls a candidate whose true gap is exactly −δ non-inferior at one-sided
+    `level`, the race's way (`trainables.stats.race`): its "above −δ" capital (aGRAPA bets) ever reaching 1 / its
+    share of the level after any example, or its pre-planned fixed-n look at the cap (here n, the whole path: the
+    report's interval at the rest of the level) clearing −δ. The verdict also needs every gap below −δ rejected,
+    so the first part bounds it from above."""
     x = betting.as_x(d)
     m = (1 - margin) / 2
+    seq_level, final_level = (1 - FINAL_SHARE) * level, FINAL_SHARE * level
     bet_up, _ = betting.grapa_bets(x, np.array([m]))
     lam = np.minimum(bet_up[..., 0], betting.TRUNCATION / m)
     log_up = np.cumsum(np.log1p(lam * (x - m)), axis=1)
-    return float((log_up >= math.log(1 / level)).any(axis=1).mean())
+    routed = (log_up >= math.log(1 / seq_level)).any(axis=1)
+    if binary:
+        z = tango_z((d > 0).sum(axis=1), (d < 0).sum(axis=1), d.shape[1], -margin)
+        routed |= z >= norm.ppf(1 - final_level)
+    else:
+        routed |= betting_rejects(rng, d, -margin, 2 * final_level) & (d.mean(axis=1) > -margin)
+    return float(routed.mean())
 
 
 def pct(v: float) -> str:
@@ -155,7 +172,11 @@ def main() -> None:
         s_cov, s_one = sequence(db, gap, alpha)
         c_cov, c_one = sequence(dc, gap, alpha)
         race = {
-            k: max(race_margin(db, margin, alpha / (2 * k)), race_margin(dc, margin, alpha / (2 * k))) for k in (1, 4)
+            k: max(
+                race_margin(rng, db, margin, alpha / (2 * k), True),
+                race_margin(rng, dc, margin, alpha / (2 * k), False),
+            )
+            for k in (1, 4)
         }
         race = race if gap == -margin else {}
         worst["fixed"] = min(worst["fixed"], t_cov, b_cov)

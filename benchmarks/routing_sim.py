@@ -18,7 +18,7 @@ outcomes are Bernoulli(accuracy) and each candidate's follow from the paired 2×
 the two accuracies fix.
 
 Designs, on the same simulated examples (the first 50 are the trials' own):
-- old rule, n = 50: the cheapest candidate *not significantly worse* (sign-flip test, p < 0.05) — what
+- old rule, n = 50: the cheapest candidate *not significantly worse* (the report's paired test, p < 0.05) — what
   `analysis/routing.py` did before;
 - fixed n: the non-inferiority rule (`trainables.stats.noninferiority`, Bonferroni over the 4 candidates) after n
   examples on every program;

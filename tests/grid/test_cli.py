@@ -38,9 +38,12 @@ def test_plan_prints_what_each_task_can_detect_without_creating_a_store(tmp_path
     lines = [line for line in proc.stdout.splitlines() if line.startswith("│ math ")]
     assert len(lines) == 2 and "assumed" in lines[0] and "assumed" in lines[1]
     assert [cell.strip() for cell in lines[0].split("│")[4:6]] == ["20 pp", "23 pp"]  # fixed, sequential at n = 50
-    # a routing decision at δ = 5 pp over phase 1's 4 local candidates: (z_{1−0.05/8} + z_power)² × 0.25 / 0.05²
+    # a routing decision at δ = 5 pp over phase 1's 4 local candidates: the exact power of the report's Tango
+    # interval (the normal formula (z_{1−0.05/8} + z_power)² × 0.25 / 0.05² says 624 and 1,116)
     assert "δ = 5 pp, 95% (Bonferroni over 4)" in proc.stdout
-    assert [cell.strip() for cell in lines[1].split("│")[4:7]] == ["624", "1,116", "too few"]
+    assert [cell.strip() for cell in lines[1].split("│")[4:8]] == ["674", "1,166", "too few", "1,319"]
+    code = [line for line in proc.stdout.splitlines() if line.startswith("│ code ")]
+    assert "164: too small to decide" in code[-1]
     assert not (tmp_path / "mlflow.db").exists()
 
 

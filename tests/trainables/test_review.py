@@ -161,7 +161,7 @@ def test_a_description_rounds_every_number_to_one_decimal() -> None:
 
     trial = SimpleNamespace(model="m", task="extraction", optimizer="mipro", demos=2, n_labeled=6, seed=0,
                             data="sample", structured=False)  # fmt: skip
-    delta = SimpleNamespace(n=8, ci_low=-3.333333, ci_high=56.6666667, p_value=0.03125, test="sign-flip test")
+    delta = SimpleNamespace(n=8, ci_low=-3.333333, ci_high=56.6666667, p_value=0.03125, test="betting interval")
     metrics = {"baseline_score": 43.47826086956522, "optimized_score": 70.0, "delta_pp": 26.52173913043478,
                "cost_usd": 0.0012345, "optimize_seconds": 12.3456, "eval_seconds": 7.89, "lm_calls": 82.0}  # fmt: skip
     note = publish.description(trial, "finished", metrics, delta, "")

@@ -132,7 +132,7 @@ def _check_ui_record(client: MlflowClient, run: Any, trial: Trial, stub: StubSer
     assert prompt.name in client.get_run(run_id).data.tags.get("mlflow.linkedPrompts", "")  # listed on the run page
     # a description that tells the result
     note = run.data.tags["mlflow.note.content"]
-    assert f"**{model}** on **math**" in note and "paired 95% interval" in note and "sign-flip test" in note
+    assert f"**{model}** on **math**" in note and "paired 95% interval" in note and "Tango score interval" in note
     del trial
 
 

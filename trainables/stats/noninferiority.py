@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -121,26 +122,32 @@ class Rule:
         approx = math.ceil((self.z() + z_power) ** 2 * spread2 / distance**2)
         if approx > EXACT_N:
             return approx
-
-        def enough(n: int) -> bool:
-            return noninferior_power(n, discordance, gap, self.margin_pp / 100, self.level) >= power
-
-        # the exact power rises with n up to the saw-tooth of a discrete test: the first n of a doubling search
-        # at which it is reached, then bisected
-        high = max(8, approx)
-        while not enough(high):
-            if high > EXACT_N:
-                return approx
-            high *= 2
-        low = high // 2
-        while high - low > 1:
-            mid = (low + high) // 2
-            low, high = (low, mid) if enough(mid) else (mid, high)
-        return float(high)
+        return _exact_n(discordance, gap, self.margin_pp / 100, self.level, power, approx)
 
 
-EXACT_N = 1000
-"""Up to this many examples `Rule.examples_needed` enumerates the 2×2 table exactly (≈ 0.5M cells)."""
+EXACT_N = 2500
+"""Up to this many examples `Rule.examples_needed` enumerates the 2×2 table exactly (≈ 3M cells)."""
+
+
+@lru_cache(maxsize=256)
+def _exact_n(discordance: float, gap: float, margin: float, level: float, power: float, start: int) -> float:
+    """The first n at which `noninferior_power` reaches `power`: the exact power rises with n up to the saw-tooth
+    of a discrete test, so a doubling search from the normal approximation `start`, then bisection. Memoized: a
+    plan asks the same question for every task of an assumed discordance."""
+
+    def enough(n: int) -> bool:
+        return noninferior_power(n, discordance, gap, margin, level) >= power
+
+    high = max(8, start)
+    while not enough(high):
+        if high > EXACT_N:
+            return float(start)
+        high *= 2
+    low = high // 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return float(high)
 
 
 def noninferior_power(n: int, discordance: float, gap: float, margin: float, level: float) -> float:
