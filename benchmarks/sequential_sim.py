@@ -11,7 +11,8 @@ those rates and correlation `rho` (a stated parameter: how often both conditions
 wrong; graded metrics such as extraction's F1 are simulated as 0/1 too). Each replicate draws 50 examples in a
 random order and decides it twice:
 
-- fixed: the report's paired test at n = 50 (`trainables.stats.paired.paired_delta`: Tango's interval for 0/1 scores), and
+- fixed: the report's paired test at n = 50 (`trainables.stats.paired.paired_delta`: Tango's interval for 0/1
+  scores), and
 - sequential: `trainables.stats.sequential` with n_max = 50, n_min = 10, a check every 5 examples, equivalence ±10 pp
   (the issue's rule), and the same with the opt-in futility stop at 0.1,
 
