@@ -172,7 +172,10 @@ def plan_races(tracking_uri: str, grids: list[str], registry: ModelRegistry, set
 
 
 def _params_of(client: MlflowClient, run_id: str, ref: dict[str, str]) -> bool:
-    """Whether a candidate trial saw the same test examples as the reference (same data source and seed)."""
+    """Whether a candidate trial saw the same test examples as the reference (same data source and seed). `n_eval`
+    need not match: the test order is the seeded shuffle of the split cut at n_eval (`seeded_indices`), so trials
+    of different n_eval share a prefix, and the race pairs outcomes by example id and scores each program from
+    where its own outcomes end."""
     params = client.get_run(run_id).data.params
     return all(params.get(k) == ref.get(k) for k in ("data", "seed", "task_version"))
 

@@ -52,10 +52,11 @@ CONTINUITY = 1.0
 """McNemar's (Edwards') continuity correction on up − down."""
 PERMUTATIONS = 16
 """Seeded orders whose betting capital is averaged (the interval's dependence on the order falls as 1/√that)."""
-_GRID = np.linspace(0.0, 1.0, 4001)[1:-1]
-"""Candidate means of x = (d + 1) / 2 for the betting interval: a step of 0.05 pp in d; 0.5 (d = 0) is on it."""
-_ZERO = int(np.argmin(np.abs(_GRID - 0.5)))
-_STEP = 2 * float(_GRID[1] - _GRID[0])
+_COARSE = np.linspace(0.0, 1.0, 401)[1:-1]
+"""Candidate means of x = (d + 1) / 2 for the betting interval's first pass: a step of 0.5 pp in d."""
+_COARSE_STEP = float(_COARSE[1] - _COARSE[0])
+_STEP = 0.0005
+"""The final resolution of the betting interval's ends, in d units (0.05 pp)."""
 
 
 @dataclass(frozen=True)
@@ -149,32 +150,44 @@ def tango(up: int, down: int, n: int, alpha: float = ALPHA) -> tuple[float, floa
 @lru_cache(maxsize=4096)
 def _betting(sorted_diff: bytes, seed: int, alpha: float = ALPHA) -> tuple[float, float, float, float]:
     """(mean, low, high, p-value) of the fixed-n betting interval on these differences, in [−1, 1] units: the
-    hedged capital with plug-in bets sized for n, averaged over `PERMUTATIONS` seeded orders, at every candidate
-    mean of the grid; a mean is rejected when that average reaches 1/α. The reported ends are the outermost
-    candidates not rejected, moved one grid step outwards (the boundary lies between grid points), never across
-    a rejected 0."""
+    hedged capital with plug-in bets sized for n, averaged over `PERMUTATIONS` seeded orders, at candidate means;
+    a mean is rejected when that average reaches 1/α. Candidates: a coarse grid (0.5 pp), then a fine one (0.05 pp)
+    around each end found on it, which costs a tenth of the fine grid everywhere. The reported ends are the
+    outermost candidates not rejected, moved one fine step outwards (the boundary lies between two candidates),
+    never across a rejected 0."""
     d = np.frombuffer(sorted_diff)
     x = betting.as_x(d)
     rng = np.random.default_rng(seed)
-    m = _GRID[None, :]
-    logs = []
-    for _ in range(PERMUTATIONS):
-        xs = rng.permutation(x)
-        bets = betting.plugin_bets(xs, alpha, horizon=len(xs))[:, None]
-        up = betting.log_wealth_up(xs[:, None], bets, m)[-1]
-        down = betting.log_wealth_down(xs[:, None], bets, m)[-1]
-        logs.append(betting.hedged(up, down))
-    log_capital = logsumexp(np.array(logs), axis=0) - math.log(PERMUTATIONS)
-    rejected = log_capital >= math.log(1 / alpha)
+    orders = [rng.permutation(x) for _ in range(PERMUTATIONS)]
+
+    def log_capital(m: np.ndarray) -> np.ndarray:
+        logs = []
+        for xs in orders:
+            bets = betting.plugin_bets(xs, alpha, horizon=len(xs))[:, None]
+            up = betting.log_wealth_up(xs[:, None], bets, m[None, :])[-1]
+            down = betting.log_wealth_down(xs[:, None], bets, m[None, :])[-1]
+            logs.append(betting.hedged(up, down))
+        out: np.ndarray = logsumexp(np.array(logs), axis=0) - math.log(PERMUTATIONS)
+        return out
+
+    threshold = math.log(1 / alpha)
     mean = float(d.mean())
-    p = min(1.0, math.exp(-float(log_capital[_ZERO])))
-    inside = np.flatnonzero(~rejected)
-    if len(inside) == 0:  # every candidate rejected: an event of probability ≤ α; report the estimate alone
+    p = min(1.0, math.exp(-float(log_capital(np.array([0.5]))[0])))
+    coarse = _COARSE[log_capital(_COARSE) < threshold]
+    if len(coarse) == 0:  # every candidate rejected: an event of probability ≤ α; report the estimate alone
         return mean, mean, mean, p
-    low, high = 2 * _GRID[inside[0]] - 1 - _STEP, 2 * _GRID[inside[-1]] - 1 + _STEP
-    if rejected[_ZERO] and inside[0] > _ZERO:
+    fine_step = _STEP / 2  # in x units
+    ends = []
+    for end, side in ((coarse[0], -1), (coarse[-1], 1)):
+        span = np.arange(-_COARSE_STEP, _COARSE_STEP + fine_step / 2, fine_step) + end
+        span = span[(span > 0) & (span < 1)]
+        inside = span[log_capital(span) < threshold]
+        best = (inside.min() if side < 0 else inside.max()) if len(inside) else end
+        ends.append(2 * best - 1 + side * _STEP)
+    low, high = ends
+    if p <= alpha and low > -_STEP:  # 0 rejected, the interval above it
         low = max(low, _STEP / 2)
-    elif rejected[_ZERO] and inside[-1] < _ZERO:
+    elif p <= alpha and high < _STEP:
         high = min(high, -_STEP / 2)
     return mean, float(max(low, -1.0)), float(min(high, 1.0)), p
 
