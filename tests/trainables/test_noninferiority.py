@@ -17,8 +17,8 @@ from analysis.runs import mark_api, typed_runs
 from grid.cli import MARGIN_DEFAULT
 from trainables.registry import ModelRegistry, load_registry
 from trainables.stats.noninferiority import MARGIN_PP, Candidate, Rule, decide, noninferior_power
-from trainables.stats.paired import tango_z
-from trainables.stats.race import Entrant, MarginTests, Race, RaceRule, simulate
+from trainables.stats.paired import paired_delta, tango_z
+from trainables.stats.race import FINAL_SHARE, Entrant, MarginTests, Race, RaceRule, simulate
 
 
 def _math_store(local_only: int, api_only: int, n: int = 50, both: int = 32) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -247,7 +247,7 @@ def test_the_margin_is_rejected_at_the_margin_itself() -> None:
     rng = np.random.default_rng(8)
     u = rng.random(2000)
     diffs = np.where(u < 0.05, 1.0, np.where(u < 0.10, -1.0, 0.0))
-    race = Race(RaceRule(n_max=2000, batch=50), "reference", [Entrant("c", 1.0)])
+    race = Race(RaceRule(n_max=5000, batch=50), "reference", [Entrant("c", 1.0)])  # no look at the cap here
     verdicts = []
     for k in range(50, 2001, 50):
         s = race.standings(np.zeros(k), {"c": diffs[:k]})["c"]
@@ -273,3 +273,20 @@ def test_a_candidate_that_scored_more_than_the_reference_is_not_scored_again() -
     state = race.judge(np.zeros(50), {"c": np.r_[1.0, np.zeros(99)]})  # its trial scored 100, the reference 50
     step = race.next_round(state)
     assert len(step.candidates["c"]) == 0 and step.reference == range(50, 75)
+
+
+def test_at_the_cap_the_race_also_reads_the_reports_fixed_n_interval() -> None:
+    # 300 examples, 6% of them flipped: at the cap the race's lower end is the better of its sequence's and of the
+    # pre-planned fixed-n look (half of the level, the report's Tango interval), and the verdict follows it
+    rng = np.random.default_rng(3)
+    ref = (rng.random(300) < 0.7).astype(float)
+    cand = ref.copy()
+    flips = rng.choice(300, size=18, replace=False)
+    cand[flips] = 1 - cand[flips]
+    race = Race(RaceRule(n_max=300), "reference", [Entrant("c", 1.0)])
+    seq_only = MarginTests(0.05, 0.02, 0.025 * (1 - FINAL_SHARE), 0.05)
+    seq_only.extend(cand - ref)
+    s = race.standings(ref, {"c": cand})["c"]
+    fixed = paired_delta(ref, cand, alpha=2 * FINAL_SHARE * 0.025)
+    assert seq_only.low < -0.05 and s.ci_low == pytest.approx(max(100 * seq_only.low, fixed.ci_low))
+    assert (s.verdict == "non-inferior") == (fixed.ci_low >= -5.0)
