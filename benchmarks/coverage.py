@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.special import gammaln, logsumexp, xlogy
+from scipy.special import logsumexp
 from scipy.stats import norm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import record  # noqa: E402
 
 from trainables.stats import betting  # noqa: E402
-from trainables.stats.paired import ALPHA, PERMUTATIONS, tango_z  # noqa: E402
+from trainables.stats.paired import ALPHA, PERMUTATIONS, table_probabilities, tango_z  # noqa: E402
 from trainables.stats.race import FINAL_SHARE  # noqa: E402
 
 NS = (8, 20, 50, 200, 1000)
@@ -56,16 +56,8 @@ def cells(margin: float) -> list[tuple[int, float, float]]:
 
 def tango_exact(n: int, dis: float, gap: float, alpha: float) -> tuple[float, float]:
     """(coverage, larger one-sided miss) of the corrected Tango interval, summed over every table."""
-    up_rate, down_rate = (dis + gap) / 2, (dis - gap) / 2
-    ups, downs = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
-    ties = n - ups - downs
-    ok = ties >= 0
-    ties = np.where(ok, ties, 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_p = gammaln(n + 1) - gammaln(ups + 1) - gammaln(downs + 1) - gammaln(ties + 1)
-        log_p = log_p + xlogy(ups, up_rate) + xlogy(downs, down_rate) + xlogy(ties, 1 - dis)
-    p = np.where(ok, np.exp(log_p), 0.0)
-    z = tango_z(ups, downs, n, gap)
+    p = table_probabilities(n, dis, gap)
+    z = tango_z(np.arange(n + 1)[:, None], np.arange(n + 1)[None, :], n, gap)
     crit = float(norm.ppf(1 - alpha / 2))
     above, below = float(p[z >= crit].sum()), float(p[z <= -crit].sum())  # interval above / below the truth
     return 1 - above - below, max(above, below)
@@ -125,9 +117,9 @@ def betting_rejects(rng: np.random.Generator, d: np.ndarray, truth: float, alpha
     for _ in range(PERMUTATIONS):
         x = betting.as_x(rng.permuted(d, axis=1))
         bets = betting.plugin_bets(x, alpha, horizon=x.shape[1])
-        up = np.cumsum(np.log1p(np.minimum(bets, betting.TRUNCATION / m) * (x - m)), axis=1)[:, -1]
-        down = np.cumsum(np.log1p(-np.minimum(bets, betting.TRUNCATION / (1 - m)) * (x - m)), axis=1)[:, -1]
-        logs.append(np.logaddexp(up, down) + math.log(0.5))
+        up = betting.log_wealth_up(x, bets, m, axis=1)[:, -1]
+        down = betting.log_wealth_down(x, bets, m, axis=1)[:, -1]
+        logs.append(betting.hedged(up, down))
     out: np.ndarray = logsumexp(np.array(logs), axis=0) - math.log(PERMUTATIONS) >= math.log(1 / alpha)
     return out
 
@@ -137,9 +129,7 @@ def sequence(d: np.ndarray, truth: float, alpha: float) -> tuple[float, float]:
     x = betting.as_x(d)
     m = (truth + 1) / 2
     bets = betting.plugin_bets(x, alpha)
-    up = np.cumsum(np.log1p(np.minimum(bets, betting.TRUNCATION / m) * (x - m)), axis=1)
-    down = np.cumsum(np.log1p(-np.minimum(bets, betting.TRUNCATION / (1 - m)) * (x - m)), axis=1)
-    log_capital = np.logaddexp(up, down) + math.log(0.5)
+    log_capital = betting.hedged(betting.log_wealth_up(x, bets, m, axis=1), betting.log_wealth_down(x, bets, m, axis=1))
     hit = log_capital >= math.log(1 / alpha)
     ever = hit.any(axis=1)
     first = np.where(ever, hit.argmax(axis=1), 0)
@@ -159,8 +149,7 @@ def race_margin(rng: np.random.Generator, d: np.ndarray, margin: float, level: f
     m = (1 - margin) / 2
     seq_level, final_level = (1 - FINAL_SHARE) * level, FINAL_SHARE * level
     bet_up, _ = betting.grapa_bets(x, np.array([m]))
-    lam = np.minimum(bet_up[..., 0], betting.TRUNCATION / m)
-    log_up = np.cumsum(np.log1p(lam * (x - m)), axis=1)
+    log_up = betting.log_wealth_up(x, bet_up[..., 0], m, axis=1)
     routed = (log_up >= math.log(1 / seq_level)).any(axis=1)
     if binary:
         z = tango_z((d > 0).sum(axis=1), (d < 0).sum(axis=1), d.shape[1], -margin)

@@ -67,18 +67,18 @@ def grapa_bets(x: np.ndarray, m: np.ndarray | float, start: int = 0) -> tuple[np
     return np.maximum(lam, 0.0), np.maximum(-lam, 0.0)
 
 
-def log_wealth_up(x: np.ndarray, bets: np.ndarray, m: np.ndarray | float) -> np.ndarray:
-    """log capital of the bets that x lands above m after each step (x: steps × 1, bets: steps × m's),
-    each bet truncated at c / m."""
+def log_wealth_up(x: np.ndarray, bets: np.ndarray, m: np.ndarray | float, axis: int = 0) -> np.ndarray:
+    """log capital of the bets that x lands above m after each step along `axis` (e.g. x: steps × 1, bets:
+    steps × m's), each bet truncated at c / m."""
     lam = np.minimum(bets, TRUNCATION / m)
-    out: np.ndarray = np.cumsum(np.log1p(lam * (x - m)), axis=0)
+    out: np.ndarray = np.cumsum(np.log1p(lam * (x - m)), axis=axis)
     return out
 
 
-def log_wealth_down(x: np.ndarray, bets: np.ndarray, m: np.ndarray | float) -> np.ndarray:
+def log_wealth_down(x: np.ndarray, bets: np.ndarray, m: np.ndarray | float, axis: int = 0) -> np.ndarray:
     """log capital of the bets that x lands below m, each bet truncated at c / (1 − m)."""
     lam = np.minimum(bets, TRUNCATION / (1 - m))
-    out: np.ndarray = np.cumsum(np.log1p(-lam * (x - m)), axis=0)
+    out: np.ndarray = np.cumsum(np.log1p(-lam * (x - m)), axis=axis)
     return out
 
 

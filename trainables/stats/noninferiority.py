@@ -31,10 +31,9 @@ from functools import lru_cache
 from typing import Literal
 
 import numpy as np
-from scipy.special import gammaln, xlogy
 from scipy.stats import norm
 
-from trainables.stats.paired import ALPHA, PairedDelta, paired_delta, tango_z
+from trainables.stats.paired import ALPHA, PairedDelta, paired_delta, table_probabilities, tango_z
 
 MARGIN_PP = 5.0
 """Default non-inferiority margin δ (percentage points of the task's metric)."""
@@ -153,20 +152,11 @@ def _exact_n(discordance: float, gap: float, margin: float, level: float, power:
 def noninferior_power(n: int, discordance: float, gap: float, margin: float, level: float) -> float:
     """P(the Tango interval at two-sided `level` lies above −margin) on n examples whose 0/1 outcomes disagree on a
     share `discordance`, with true gap `gap` (both in [0, 1] units): a sum over every (up, down) table."""
-    up_rate, down_rate = (discordance + gap) / 2, (discordance - gap) / 2
-    ups = np.arange(n + 1)[:, None]
-    downs = np.arange(n + 1)[None, :]
-    ties = n - ups - downs
-    ok = ties >= 0
-    z = tango_z(ups, downs, n, -margin)
-    reject = ok & (z >= float(norm.ppf(1 - level / 2)))
+    ups, downs = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
+    reject = (ups + downs <= n) & (tango_z(ups, downs, n, -margin) >= float(norm.ppf(1 - level / 2)))
     if not reject.any():
         return 0.0
-    ties = np.where(ok, ties, 0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_p = gammaln(n + 1) - gammaln(ups + 1) - gammaln(downs + 1) - gammaln(ties + 1)
-        log_p += xlogy(ups, up_rate) + xlogy(downs, down_rate) + xlogy(ties, 1 - discordance)
-    return float(np.exp(np.where(reject, log_p, -np.inf)).sum())
+    return float(table_probabilities(n, discordance, gap)[reject].sum())
 
 
 def spread_of(reference: np.ndarray, candidate: np.ndarray) -> float:

@@ -39,7 +39,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import logsumexp
+from scipy.special import gammaln, logsumexp, xlogy
 from scipy.stats import binom, norm
 
 from trainables.stats import betting
@@ -125,6 +125,22 @@ def tango_z(up: np.ndarray | int, down: np.ndarray | int, n: int, d0: float, cc:
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(var > 0, num / np.sqrt(np.maximum(var, 1e-300)), np.sign(num) * np.inf)
     out: np.ndarray = np.where(num == 0, 0.0, z)
+    return out
+
+
+def table_probabilities(n: int, discordance: float, gap: float) -> np.ndarray:
+    """P(up = i, down = j) for every paired 2×2 table of n examples (rows i, columns j; 0 where i + j > n), when
+    a share `discordance` of examples disagree and the mean difference is `gap` (both in [0, 1] units): the
+    trinomial that exact power and coverage sum over."""
+    ups, downs = np.arange(n + 1)[:, None], np.arange(n + 1)[None, :]
+    ties = n - ups - downs
+    ok = ties >= 0
+    ties = np.where(ok, ties, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = gammaln(n + 1) - gammaln(ups + 1) - gammaln(downs + 1) - gammaln(ties + 1)
+        log_p += xlogy(ups, (discordance + gap) / 2) + xlogy(downs, (discordance - gap) / 2)
+        log_p += xlogy(ties, 1 - discordance)
+    out: np.ndarray = np.where(ok, np.exp(log_p), 0.0)
     return out
 
 

@@ -234,7 +234,6 @@ def detectable_effect_pp(n_max: int, discordance: float, *, power: float = 0.8, 
 
 def _rejects_zero(paths: np.ndarray, alpha: float) -> np.ndarray:
     """Per path (rows of x in [0, 1]): whether the sequence's capital at 0 ever reaches 1/α."""
-    bets = betting.plugin_bets(paths, alpha).T
-    xs = paths.T
-    log_capital = betting.hedged(betting.log_wealth_up(xs, bets, 0.5), betting.log_wealth_down(xs, bets, 0.5))
-    return np.asarray((log_capital >= math.log(1 / alpha)).any(axis=0))
+    bets = betting.plugin_bets(paths, alpha)
+    up, down = betting.log_wealth_up(paths, bets, 0.5, axis=1), betting.log_wealth_down(paths, bets, 0.5, axis=1)
+    return np.asarray((betting.hedged(up, down) >= math.log(1 / alpha)).any(axis=1))
