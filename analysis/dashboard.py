@@ -92,6 +92,7 @@ def write_dashboard(out: Path, tables: dict[str, pd.DataFrame]) -> list[Path]:
         names = [f"{r.model} · {r.task} · n{r.n_labeled}: {r.b} − {r.a}" for r in pairs.itertuples()]
         deltas.append(_chart(_delta_bars(names, pairs, "b_minus_a_pp", "Optimizer against optimizer (pp), paired "
                                          "95% CI"), "optimizers"))  # fmt: skip
+    deltas += [_format_or_skill(tables["format"])]
     deltas += [_table(sig, "Every delta with its 95% interval from one test (column test)"),
                _table(pairs, "Optimizers compared"), _table(tables["tiers"], "Tiers")]  # fmt: skip
 
@@ -114,6 +115,22 @@ def _delta_bars(names: list[str], frame: pd.DataFrame, column: str, title: str) 
         error = {"type": "data", "symmetric": False, "array": (frame["ci_high"] - frame[column]).tolist(),
                  "arrayminus": (frame[column] - frame["ci_low"]).tolist()}  # fmt: skip
     return go.Figure(go.Bar(x=names, y=frame[column], error_y=error), layout={"title": title, "yaxis_title": "pp"})
+
+
+def _format_or_skill(split: pd.DataFrame) -> str:
+    """Each strict gain as two stacked bars, skill (what the task's metric sees) and format (what it forgives),
+    then the table with their intervals."""
+    caption = "Format or skill: strict gain = skill + format (pp)"
+    if split.empty:
+        return _empty(caption)
+    names = [f"{r.model} · {r.task} · {r.optimizer} · n{r.n_labeled}" for r in split.itertuples()]
+    fig = go.Figure(layout={"title": caption, "yaxis_title": "pp", "barmode": "relative"})
+    for part, column in (("skill", "skill_pp"), ("format", "format_pp")):
+        low, high = split[f"{part}_ci_low"], split[f"{part}_ci_high"]
+        error = {"type": "data", "symmetric": False, "array": (high - split[column]).tolist(),
+                 "arrayminus": (split[column] - low).tolist()}  # fmt: skip
+        fig.add_bar(x=names, y=split[column], name=part, error_y=error)
+    return _chart(fig, "format-or-skill") + _table(split, "Format or skill, with paired 95% intervals")
 
 
 def _demo_curves(ablation: pd.DataFrame) -> str:

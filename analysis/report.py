@@ -34,12 +34,18 @@ TITLES = {
     "reasoning": "8. Reasoning models, unoptimized (phase 4)",
     "low_data": "9. Low-data tipping point: runs that differ only in n labeled (phase 5)",
     "significance": "Every delta with its 95% interval, p-value and verdict, all three from the test named in `test`",
+    "format": "Format or skill: each optimization gain under the strict score, split into the skill the task's "
+    "metric sees and the answer format it forgives",
     "optimizers": "Optimizers compared on the same test examples (b − a, paired 95% interval named in `test`)",
     "routing": "Routing advice",
 }
 TITLE_NOTES = {
     "api_vs_local": "Verdict: non-inferior only if the gap's 95% interval lies above −{margin:g} pp; worse than "
     "margin if it lies below; else undecided.",
+    "format": "strict_delta_pp = skill_pp + format_pp, in pp of the per-example score (docs/tasks.md says what "
+    "each task's strict score and its metric accept). `format_pp`: answers the optimization made exact that the "
+    "task's metric already credited to the baseline (units, extra words, case); `format_share` of the strict gain. "
+    "`not shown` means the interval includes 0, not that the part is zero.",
     "routing": "Non-inferiority margin δ = {margin:g} pp: a task is routed to the cheapest model whose interval for "
     "(model − reference) lies above −δ, the 95% error rate split over the task's candidates (Bonferroni); "
     "`keep reference` when every cheaper one lies below −δ; else undecided, with about how many more examples "
@@ -69,6 +75,7 @@ def build_tables(
         "low_data": tables.low_data_table(runs),
         "significance": tables.delta_significance(runs, index),
         "optimizers": tables.optimizer_pairs(runs, index),
+        "format": tables.format_or_skill(runs, examples),
         "routing": routing,
         "routing_candidates": candidates,
         "cost": costs.merge(runs[["run_id", "model", "task", "optimized_score"]]),

@@ -26,15 +26,26 @@ TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase"
                "arb.stop_reason": "stop_reason"}  # fmt: skip
 PARAM_COLUMNS = {"model": "string", "task": "string", "optimizer": "string", "teacher": "string",
                  "provider": "string", "demos": "Int64", "n_labeled": "Int64", "seed": "Int64",
-                 "n_eval": "Int64", "structured": "string", "stopping": "string"}  # fmt: skip
-METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "n_demos_chosen", "latency_ms_p50",
+                 "n_eval": "Int64", "structured": "string", "stopping": "string", "scoring": "string"}  # fmt: skip
+METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "baseline_strict", "optimized_strict",
+                  "n_demos_chosen", "latency_ms_p50",
                   "latency_ms_p95", "prompt_tokens", "completion_tokens", "cost_usd", "optimize_seconds",
                   "eval_seconds", "lm_calls", "optimize_lm_calls", "truncated_calls", "context_errors",
                   "n_evaluated", "seq_ci_low", "seq_ci_high", "seq_p_value", "eval_calls_saved",
                   *(f"score_k{k}" for k in range(6)))  # fmt: skip
 RUN_COLUMNS = ["run_id", "experiment", *TAG_COLUMNS.values(), *PARAM_COLUMNS, *METRIC_COLUMNS]
 """Read from MLflow; `typed_runs` adds `api` (from the registry, not the store)."""
-EXAMPLE_COLUMNS = ["run_id", "example_id", "condition", "score", "latency_ms", "prompt_tokens", "completion_tokens"]
+EXAMPLE_COLUMNS = [
+    "run_id",
+    "example_id",
+    "condition",
+    "score",
+    "strict_score",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+]
+"""`strict_score` is NaN in tables written before it existed."""
 STATUSES = ("finished", "compile_failed", "running", "errored")
 
 
@@ -73,6 +84,7 @@ def typed_runs(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame["provider"] = frame["provider"].fillna(frame["model"].map(known)).fillna("unknown").astype("string")
     frame = mark_api(frame, registry)
     frame["stopping"] = frame["stopping"].fillna("fixed")  # runs logged before the setting existed scored all n_eval
+    frame["scoring"] = frame["scoring"].fillna("headline")  # and scored by the task's own metric
     return frame
 
 
@@ -194,7 +206,9 @@ def load_study(
     if cache is not None and not fetched.empty:
         everything = cache.runs()
         cache.save(everything if everything is not None else raw, cache.since(), examples)
-    examples = examples[examples["run_id"].isin(set(raw["run_id"]))].reset_index(drop=True)
+    examples = (
+        examples[examples["run_id"].isin(set(raw["run_id"]))].reset_index(drop=True).reindex(columns=EXAMPLE_COLUMNS)
+    )
     return typed_runs(raw.to_dict("records")), examples
 
 
@@ -223,7 +237,7 @@ def _fetch_examples(tracking_uri: str, artifact_uris: dict[str, str], threads: i
             return None
         frame = pd.read_csv(io.StringIO(text), dtype={"example_id": str})
         frame["run_id"] = run_id
-        return frame[EXAMPLE_COLUMNS]
+        return frame.reindex(columns=EXAMPLE_COLUMNS)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         frames = [f for f in pool.map(one, artifact_uris.items()) if f is not None]

@@ -109,11 +109,15 @@ def demo_distribution(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 class ScoreIndex:
-    """Per-example scores looked up by (run id, condition), built once: reports pair thousands of runs."""
+    """Per-example scores looked up by (run id, condition), built once: reports pair thousands of runs. `column`:
+    which score (`score`, or `strict_score`, whose rows without one are left out)."""
 
-    def __init__(self, examples: pd.DataFrame) -> None:
+    def __init__(self, examples: pd.DataFrame, column: str = "score") -> None:
+        if column not in examples:
+            examples = examples.iloc[0:0].assign(**{column: pd.Series(dtype=float)})
+        examples = examples[examples[column].notna()]
         ids = examples["example_id"].astype(str).to_numpy()
-        scores = examples["score"].to_numpy(dtype=float)
+        scores = examples[column].to_numpy(dtype=float)
         groups = examples.groupby(["run_id", "condition"], sort=False).indices
         self._by = {(str(r), str(c)): (ids[pos], scores[pos]) for (r, c), pos in groups.items()}
 
@@ -191,6 +195,82 @@ def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) 
     if not rows:
         return pd.DataFrame()
     return pd.DataFrame(rows).sort_values(["task", "model", "optimizer", "n_labeled"]).reset_index(drop=True)
+
+
+def _shown(d: PairedDelta) -> str:
+    """A part of a gain as its interval shows it: `gain`, `loss`, or `not shown` (which says nothing of its size:
+    not a finding of zero)."""
+    if d.n == 0:
+        return "no data"
+    return ("gain" if d.delta_pp > 0 else "loss") if d.significant else "not shown"
+
+
+def _format_part(h_b: np.ndarray, h_o: np.ndarray, s_b: np.ndarray, s_o: np.ndarray) -> PairedDelta:
+    """The format part (s_o − s_b) − (h_o − h_b) with its paired interval. Where no strict score exceeds its headline
+    score (a strict match is also a lenient one: every task but rag), it is g_b − g_o for the format gap g = h − s
+    in [0, 1], a paired difference of two scores like any other (Tango's interval when they are 0/1). Otherwise
+    it is twice the difference of a = (s_b + h_o)/2 and b = (s_o + h_b)/2, both in [0, 1]: valid, but with the
+    range of four scores to cover, wider."""
+    if (s_b <= h_b).all() and (s_o <= h_o).all():
+        return paired_delta(h_o - s_o, h_b - s_b)
+    half = paired_delta((s_b + h_o) / 2, (s_o + h_b) / 2)
+    return PairedDelta(half.n, 2 * half.delta_pp, 2 * half.ci_low, 2 * half.ci_high, half.p_value, half.up,
+                       half.down, half.test)  # fmt: skip
+
+
+def format_or_skill(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
+    """Every optimization delta split into answer format and skill, per task, model and optimizer.
+
+    Per example, the strict score s (plain exact match of the answer) and the headline score h (the task's metric,
+    which forgives format) of the baseline (b) and optimized (o) programs. The strict gain s_o − s_b is the skill
+    the headline metric sees (h_o − h_b) plus the format part (s_o − s_b) − (h_o − h_b): the format errors the
+    optimization fixed, which the headline metric had already forgiven the baseline. Each comes with its paired
+    95% interval from `paired_delta` (the format part's: `_format_part`). `format_share`: the format
+    part over the strict gain, where that gain is positive. Trials scored strictly (`scoring: strict`) have one
+    score and are left out; `format`/`skill` say whether the interval shows a gain, a loss, or neither."""
+    columns = ["task", "model", "optimizer", "n_labeled", "n", "strict_delta_pp", "strict_ci_low", "strict_ci_high",
+               "skill_pp", "skill_ci_low", "skill_ci_high", "format_pp", "format_ci_low", "format_ci_high",
+               "format_share", "format", "skill", "test"]  # fmt: skip
+    done = _optimized(runs)
+    done = done[done["scoring"].fillna("headline") == "headline"] if "scoring" in done else done
+    if done.empty or "strict_score" not in examples:
+        return pd.DataFrame(columns=columns)
+    mine = examples[examples["run_id"].isin(set(done["run_id"])) & examples["strict_score"].notna()]
+    wide = mine.pivot_table(index=["run_id", "example_id"], columns="condition", values=["score", "strict_score"],
+                            aggfunc="first").dropna()  # fmt: skip
+    by_run = dict(tuple(wide.groupby(level="run_id"))) if not wide.empty else {}
+    rows = []
+    for run in done.itertuples():
+        table = by_run.get(run.run_id)
+        if table is None or ("score", "optimized") not in table or ("score", "baseline") not in table:
+            continue
+        h_b, h_o = table[("score", "baseline")].to_numpy(float), table[("score", "optimized")].to_numpy(float)
+        s_b, s_o = (
+            table[("strict_score", "baseline")].to_numpy(float),
+            table[("strict_score", "optimized")].to_numpy(float),
+        )
+        strict, skill = paired_delta(s_b, s_o), paired_delta(h_b, h_o)
+        fmt = _format_part(h_b, h_o, s_b, s_o)
+        rows.append(
+            {
+                "task": run.task, "model": run.model, "optimizer": run.optimizer, "n_labeled": run.n_labeled,
+                "n": strict.n, "strict_delta_pp": strict.delta_pp, "strict_ci_low": strict.ci_low,
+                "strict_ci_high": strict.ci_high, "skill_pp": skill.delta_pp, "skill_ci_low": skill.ci_low,
+                "skill_ci_high": skill.ci_high, "format_pp": fmt.delta_pp, "format_ci_low": fmt.ci_low,
+                "format_ci_high": fmt.ci_high,
+                "format_share": fmt.delta_pp / strict.delta_pp if strict.delta_pp > 0 else np.nan,
+                "format": _shown(fmt), "skill": _shown(skill),
+                "test": f"{skill.test}; format part: {fmt.test}"
+                + (" (a sequential stop: indicative)" if _sequential(run) else ""),
+            }
+        )  # fmt: skip
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    return (
+        pd.DataFrame(rows, columns=columns)
+        .sort_values(["task", "model", "optimizer", "n_labeled"])
+        .reset_index(drop=True)
+    )
 
 
 def api_vs_best_local(

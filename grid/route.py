@@ -82,6 +82,8 @@ class TaskRace:
     order: list[str]
     """Example ids of the task's seeded test order, up to the race's n_max."""
     unit: str = "pp"
+    scoring: str = "headline"
+    """The trials' scoring (`Trial.scoring`): the race scores its new examples the same way."""
     """What a gap is measured in: the per-example score's points (for a corpus-level metric, not its units)."""
     outcomes: dict[str, dict[str, float]] = field(default_factory=dict)
     """Program name → example id → score."""
@@ -177,7 +179,8 @@ def _params_of(client: MlflowClient, run_id: str, ref: dict[str, str]) -> bool:
     of different n_eval share a prefix, and the race pairs outcomes by example id and scores each program from
     where its own outcomes end."""
     params = client.get_run(run_id).data.params
-    return all(params.get(k) == ref.get(k) for k in ("data", "seed", "task_version"))
+    same_scoring = params.get("scoring", "headline") == ref.get("scoring", "headline")  # runs before it: headline
+    return same_scoring and all(params.get(k) == ref.get(k) for k in ("data", "seed", "task_version"))
 
 
 def _program(row: Any, name: str, registry: ModelRegistry, client: MlflowClient) -> Program:
@@ -202,7 +205,8 @@ def _task_race(
     splits = get_task(task).load(data, seed, 0, n_val, limit)
     order = [str(ex.get("id", "")) for ex in splits.test]
     structured = params.get("structured", "False") == "True"
-    return TaskRace(grid, task, reference, candidates, data, seed, n_val, structured, order, unit_of(task))
+    return TaskRace(grid, task, reference, candidates, data, seed, n_val, structured, order, unit_of(task),
+                    scoring=params.get("scoring", "headline"))  # fmt: skip
 
 
 def unit_of(task: str) -> str:
@@ -381,7 +385,7 @@ def _play_round(
         for program, span in slices:
             p = {"run_id": program.run_id, "model": program.model, "task": race.task, "data": race.data,
                  "seed": race.seed, "n_val": race.n_val, "structured": race.structured, "start": span.start,
-                 "stop": span.stop, "lm_cache": lm_cache}  # fmt: skip
+                 "stop": span.stop, "lm_cache": lm_cache, "scoring": race.scoring}  # fmt: skip
             options: dict[str, Any] = {"num_cpus": trial_cpus}
             if program.ollama and homes is not None:
                 options["resources"] = {SLOTS: 1}

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trainables.errors import ArbError, one_line, unknown_name, validation_summary
 from trainables.optimizers import OPTIMIZERS, Sizes, get_optimizer
 from trainables.registry import ModelRegistry
-from trainables.vocabulary import DataSource, StoppingRule, TraceMode, Trial, trial_key
+from trainables.vocabulary import DataSource, Scoring, StoppingRule, TraceMode, Trial, trial_key
 
 PHASES_DIR = Path(__file__).with_name("phases")
 _MAX_GRID_BYTES = 256 * 1024  # grid files are hand-written; anything larger is a mistake or an attack
@@ -86,6 +86,12 @@ class GridSpec(BaseModel):
     """Structured outputs, an axis: `false` = DSPy's text field format (ChatAdapter); `true` = DSPy's JSON adapter
     with the output schema enforced by the server (llama.cpp grammar, Ollama `format`, OpenAI structured outputs).
     It changes the prompt, so it is part of the trial key. `[false, true]` measures both."""
+    scoring: Scoring = "headline"
+    """`headline` (default): each task's own metric, which forgives answer format ("18 dollars" for 18, see
+    docs/tasks.md); every example also gets its strict score, and the report splits each gain into format and
+    skill. `strict`: the strict score (the study's plain exact match of the answer field) is the headline, what the
+    optimizer maximizes and the tables report, to compare a run with the study's published numbers. Part of the
+    trial key only when `strict`."""
     data: DataSource = "hub"
     """`hub`: the real Hugging Face datasets, each at the revision its task pins; `sample`: the small hand-written
     files shipped with each task; or an absolute path to a data directory holding, per dataset, either a copy of
@@ -329,6 +335,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             data=spec.data,
             structured=structured,
             optimizer_params=spec.params_for(optimizer),
+            scoring=spec.scoring,
             sandbox=spec.sandbox,
             lm_cache=spec.lm_cache,
             traces=spec.traces,

@@ -58,8 +58,12 @@ def study_runs() -> pd.DataFrame:
     return typed_runs(rows)
 
 
-def paired_examples(run_id: str, base: list[float], opt: list[float], **cols: float) -> pd.DataFrame:
-    """An examples table for one run: `base` and `opt` are per-example scores in the same example order."""
+def paired_examples(
+    run_id: str, base: list[float], opt: list[float], strict: tuple[list[float], list[float]] | None = None,
+    **cols: float,
+) -> pd.DataFrame:  # fmt: skip
+    """An examples table for one run: `base` and `opt` are per-example scores in the same example order; `strict`:
+    their strict scores (NaN, as in tables written before strict scores existed, if None)."""
     n = len(base)
     frame = pd.DataFrame(
         {
@@ -67,6 +71,7 @@ def paired_examples(run_id: str, base: list[float], opt: list[float], **cols: fl
             "example_id": [f"test-{k}" for k in range(n)] * 2,
             "condition": ["baseline"] * n + ["optimized"] * n,
             "score": list(base) + list(opt),
+            "strict_score": [*strict[0], *strict[1]] if strict else np.nan,
             "latency_ms": cols.get("latency_ms", 100.0),
             "prompt_tokens": cols.get("prompt_tokens", 500),
             "completion_tokens": cols.get("completion_tokens", 50),

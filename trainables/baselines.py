@@ -32,10 +32,11 @@ ARTIFACT = "baseline.json"
 
 def baseline_key(trial: Trial) -> str:
     """What decides a baseline's result: the model, the task and its version, the test examples (seed, n_eval and
-    the data source) and the output format; not the optimizer, its teacher, demos or n_labeled."""
+    the data source), the output format and the scoring; not the optimizer, its teacher, demos or n_labeled."""
     return trial_key(
         kind="baseline", model=trial.model, task=trial.task, task_version=trial.task_version, seed=trial.seed,
         n_eval=trial.n_eval, data=trial.data, structured=trial.structured,
+        **({"scoring": trial.scoring} if trial.scoring != "headline" else {}),
     )  # fmt: skip
 
 
@@ -53,7 +54,9 @@ def shared(
     )
     if found:
         run_id = found[0].info.run_id
-        return _read(client.download_artifacts(run_id, ARTIFACT)), run_id
+        kept = _read(client.download_artifacts(run_id, ARTIFACT))
+        if kept is not None:
+            return kept, run_id
     result = evaluate()
     _keep(client, experiment_id, trial, key, result)
     return result, None
@@ -76,17 +79,22 @@ def _keep(client: MlflowClient, experiment_id: str, trial: Trial, key: str, resu
 def _state(result: EvalResult) -> dict[str, object]:
     return {
         "corpus_score": result.corpus_score,
+        "strict_corpus_score": result.strict_corpus_score,
         "mean_in_flight": result.mean_in_flight,
         "records": [asdict(r) for r in result.records],
     }
 
 
-def _read(path: str) -> EvalResult:
+def _read(path: str) -> EvalResult | None:
+    """The kept baseline, or None for one kept before records had a strict score (evaluated again, rather than
+    leaving the trial's strict scores unknown)."""
     with open(path) as f:
         state = json.load(f)
+    if any(r.get("strict_score") is None for r in state["records"]):
+        return None
     known = {f.name for f in fields(ExampleRecord)}
     records = [ExampleRecord(**{k: v for k, v in r.items() if k in known}) for r in state["records"]]
     return EvalResult(
         condition="baseline", records=records, corpus_score=state["corpus_score"],
-        mean_in_flight=float(state["mean_in_flight"]),
+        mean_in_flight=float(state["mean_in_flight"]), strict_corpus_score=state.get("strict_corpus_score"),
     )  # fmt: skip

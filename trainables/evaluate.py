@@ -40,6 +40,8 @@ class Attempt:
     rationale: str = ""
     """Why it scored what it did, for a reviewer (traced examples only: the task's feedback sentence)."""
     trace_id: str = ""
+    strict: float = 0.0
+    """The task's strict score of the same prediction (`Task.strict_score`)."""
 
 
 FAILED_BECAUSE = {
@@ -70,8 +72,12 @@ def _attempt(program: dspy.Module, example: dspy.Example, task: Task, lm: dspy.L
         # the same score as `metric` (a task's feedback is its metric plus a sentence), in one run of the metric:
         # the code task's runs the program in the sandbox
         judged = task.feedback(example, pred)
-        return Attempt(pred, float(judged.score), error, latency_ms, usage, rationale=str(judged.feedback))
-    return Attempt(pred, float(task.metric(example, pred)), error, latency_ms, usage)
+        score, rationale = float(judged.score), str(judged.feedback)
+    else:
+        score, rationale = float(task.metric(example, pred)), ""
+    # a task without a stricter score has it equal to the headline: not worth a second run of the metric
+    strict = task.strict_score(example, pred) if task.strict is not None else score
+    return Attempt(pred, score, error, latency_ms, usage, rationale=rationale, strict=strict)
 
 
 def evaluate(
@@ -116,12 +122,20 @@ def evaluate(
                 in_flight=started_with,
                 truncated_calls=attempt.usage.truncated_calls,
                 trace_id=attempt.trace_id,
+                strict_score=attempt.strict,
             )
         )
     result.predictions = [(ex, a.pred) for ex, a in zip(examples, attempts, strict=True)]
+    _corpus_scores(result, task)
+    return result
+
+
+def _corpus_scores(result: EvalResult, task: Task) -> None:
+    """The task's corpus metric, and its strict one, over the result's predictions (tasks that have them)."""
     if task.corpus_metric is not None:
         result.corpus_score = float(task.corpus_metric(result.predictions))
-    return result
+        strict = task.strict_corpus or task.corpus_metric
+        result.strict_corpus_score = float(strict(result.predictions))
 
 
 def joined(parts: Sequence[EvalResult], task: Task) -> EvalResult:
@@ -134,8 +148,7 @@ def joined(parts: Sequence[EvalResult], task: Task) -> EvalResult:
     weights = [max(1, len(part.records)) for part in parts]
     mean = float(np.average([part.mean_in_flight for part in parts], weights=weights))
     result = EvalResult(parts[0].condition, records, mean_in_flight=mean, predictions=predictions)
-    if task.corpus_metric is not None:
-        result.corpus_score = float(task.corpus_metric(predictions))
+    _corpus_scores(result, task)
     return result
 
 

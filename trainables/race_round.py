@@ -23,6 +23,7 @@ from trainables.lm.client import build_lm, drop_meter, new_meter
 from trainables.record import tracking
 from trainables.tasks import get_task
 from trainables.trial import Runtime, endpoint_for
+from trainables.vocabulary import Scoring
 
 
 class Piece(BaseModel):
@@ -38,6 +39,7 @@ class Piece(BaseModel):
     seed: int
     n_val: int = Field(ge=1)
     structured: bool = False
+    scoring: Scoring = "headline"
     start: int = Field(ge=0)
     stop: int = Field(gt=0)
     lm_cache: bool = True
@@ -51,7 +53,7 @@ def score_slice(piece: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any
     rt = Runtime.model_validate(runtime)
     registry = rt.model_registry()
     entry = registry.get(p.model)
-    task = get_task(p.task)
+    task = get_task(p.task).with_scoring(p.scoring)
     splits = task.load(p.data, p.seed, 0, p.n_val, p.stop)
     examples = splits.test[p.start : p.stop]
     client = MlflowClient(rt.tracking_uri)

@@ -112,7 +112,7 @@ def _work(
     trial: Trial, runtime: Runtime, registry: ModelRegistry, evals: tracing.EvaluationRuns, pace: Pace
 ) -> TrialOutcome:
     """Load the data, take the trial's turn on its node, build the LMs, then the steps with its adapter in place."""
-    task = get_task(trial.task)
+    task = get_task(trial.task).with_scoring(trial.scoring)
     teacher_name = trial.teacher or trial.model
     student_entry, teacher_entry = registry.get(trial.model), registry.get(teacher_name)
     with pace.phases.phase("load"):

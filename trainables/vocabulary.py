@@ -17,6 +17,7 @@ DataSource = str
 """`hub`, `sample`, or an absolute path to a directory laid out like the shipped samples (see `GridSpec.data`)."""
 TraceMode = Literal["eval", "all", "none"]
 StoppingRule = Literal["fixed", "sequential"]
+Scoring = Literal["headline", "strict"]
 
 
 class Trial(BaseModel):
@@ -40,6 +41,9 @@ class Trial(BaseModel):
     structured: bool = False
     """Answer through DSPy's JSON adapter with the output schema enforced by the server (see `GridSpec`)."""
     optimizer_params: dict[str, Any] = Field(default_factory=dict)
+    scoring: Scoring = "headline"
+    """`headline`: the task's own metric; `strict`: its strict score (plain exact match) is the headline, what the
+    optimizer maximizes and the trial reports (see `GridSpec.scoring`). Part of the key only when strict."""
     sandbox: Literal["bubblewrap", "rlimits"] = "bubblewrap"
     """Where the code task executes generated code; not part of the key (it changes safety, not the score)."""
     lm_cache: bool = True
@@ -69,9 +73,12 @@ class Trial(BaseModel):
     @property
     def key(self) -> str:
         """Stable hash of exactly the fields that define the work (SPEC "Grid axes"): same key, same work.
-        `structured` counts only when set, so that the keys of trials run before it existed stay valid."""
+        `structured` and `scoring` count only when set, so that the keys of trials run before they existed stay
+        valid."""
         fields: dict[str, Any] = {"structured": True} if self.structured else {}
         fields.update(self.stopping_key())
+        if self.scoring != "headline":
+            fields["scoring"] = self.scoring
         return trial_key(
             model=self.model,
             task=self.task,
@@ -87,9 +94,10 @@ class Trial(BaseModel):
     @property
     def run_name(self) -> str:
         """How the trial reads in the MLflow UI: `model · task · optimizer · dK · nN` (then `· json` if structured,
-        `· seq` if it stops sequentially)."""
+        `· strict` if scored strictly, `· seq` if it stops sequentially)."""
         name = f"{self.model} · {self.task} · {self.optimizer} · d{self.demos} · n{self.n_labeled}"
         name = f"{name} · json" if self.structured else name
+        name = f"{name} · strict" if self.scoring == "strict" else name
         return f"{name} · seq" if self.stopping == "sequential" else name
 
 

@@ -257,3 +257,34 @@ def test_study_tables_are_per_optimizer() -> None:
     assert round(summary.loc[("mipro", "qwen2.5:7b"), "delta_pp"], 1) == 14.2
     assert set(tables.tiers(both).index.get_level_values("optimizer")) == {"gepa", "mipro"}
     assert set(tables.local_beats_api(both)["optimizer"]) == {"mipro"}  # gepa changed nothing: no swing
+
+
+def test_format_or_skill_splits_the_strict_gain() -> None:
+    """Strict gain = skill + format, each with its interval; rows of a strictly scored grid are left out."""
+    runs = typed_runs([_row("units", "phi4", "math", 60.0, 70.0), _row("mixed", "phi4", "qa", 50.0, 60.0),
+                       _row("rag", "phi4", "rag", 60.0, 60.0), _row("strict", "phi4", "math", 0.0, 80.0,
+                                                                     scoring="strict")])  # fmt: skip
+    n = 100
+    # math: 60 right by the metric, of which 10 strictly; optimized: 70 right, all strictly (60 format fixes, 10 skill)
+    units = paired_examples("units", binary(n, 60), binary(n, 70), strict=(binary(n, 10), binary(n, 70)))
+    # qa: skill only (the strict score follows the metric)
+    mixed = paired_examples("mixed", binary(n, 50), binary(n, 60), strict=(binary(n, 50), binary(n, 60)))
+    # rag: the strict score (exact answer) may exceed the headline (faithfulness): the wider interval
+    rag = paired_examples("rag", [0.5] * n, [0.5] * n, strict=(binary(n, 20), binary(n, 40)))
+    strict = paired_examples("strict", binary(n, 0), binary(n, 80), strict=(binary(n, 0), binary(n, 80)))
+    table = tables.format_or_skill(runs, pd.concat([units, mixed, rag, strict], ignore_index=True)).set_index("task")
+    assert list(table.index) == ["math", "qa", "rag"]
+    assert (table["strict_delta_pp"] - table["skill_pp"] - table["format_pp"]).abs().max() < 1e-9
+    math, qa, rag_row = table.loc["math"], table.loc["qa"], table.loc["rag"]
+    assert (math["strict_delta_pp"], math["skill_pp"], math["format_pp"]) == pytest.approx((60.0, 10.0, 50.0))
+    assert math["format_share"] == pytest.approx(50 / 60) and math["format"] == "gain"
+    assert math["test"] == "Tango score interval; format part: Tango score interval"
+    assert qa["format_pp"] == 0.0 and qa["format"] == "not shown" and qa["skill"] == "gain"  # 10 up, 0 down
+    assert rag_row["format_pp"] == pytest.approx(20.0) and rag_row["test"].endswith("format part: betting interval")
+    assert rag_row["format_ci_low"] <= 20.0 <= rag_row["format_ci_high"]
+
+
+def test_format_or_skill_leaves_out_tables_without_strict_scores() -> None:
+    runs = typed_runs([_row("old", "phi4", "math", 50.0, 60.0)])
+    old = paired_examples("old", binary(50, 25), binary(50, 30))
+    assert tables.format_or_skill(runs, old).empty

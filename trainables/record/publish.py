@@ -72,7 +72,7 @@ def _cell(value: Any) -> Any:
     return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
 
-REVIEW_COLUMNS = ("example_id", "condition", "inputs", "gold", "prediction", "score", "error")
+REVIEW_COLUMNS = ("example_id", "condition", "inputs", "gold", "prediction", "score", "strict_score", "error")
 """What a reviewer reads first, in this order; the costs (latency, tokens, calls) follow."""
 
 
@@ -162,17 +162,20 @@ def description(
         f"**{trial.model}** on **{trial.task}**, optimizer **{trial.optimizer}** (demos {trial.demos}, "
         f"n_labeled {trial.n_labeled}, seed {trial.seed}, data {trial.data}"
         + (", structured outputs" if trial.structured else "")
+        + (", scored strictly" if getattr(trial, "scoring", "headline") == "strict" else "")
         + f"): **{status}**.",
         "",
-        "| | score |",
-        "|---|---|",
-        f"| baseline | {metrics['baseline_score']:.1f} |",
-        f"| optimized | {metrics['optimized_score']:.1f} |",
+        "| | score | strict (exact answer) |",
+        "|---|---|---|",
+        f"| baseline | {metrics['baseline_score']:.1f} | {metrics.get('baseline_strict', float('nan')):.1f} |",
+        f"| optimized | {metrics['optimized_score']:.1f} | {metrics.get('optimized_strict', float('nan')):.1f} |",
     ]
     if delta is not None and delta.n:
+        strict_delta = metrics.get("optimized_strict", float("nan")) - metrics.get("baseline_strict", float("nan"))
         lines.append(
             f"| delta | {metrics['delta_pp']:+.1f} pp, paired 95% interval [{delta.ci_low:+.1f}, "
-            f"{delta.ci_high:+.1f}] and {_p(delta.p_value)} from the {delta.test}, n = {delta.n} |"
+            f"{delta.ci_high:+.1f}] and {_p(delta.p_value)} from the {delta.test}, n = {delta.n} | "
+            f"{strict_delta:+.1f} pp |"
         )
     if decision is not None:
         lines += [

@@ -29,7 +29,7 @@ from trainables.vocabulary import Trial
 def params(trial: Trial) -> dict[str, Any]:
     """The run's params: the trial's settings (the stopping rule's only when it stops sequentially)."""
     fields = ("model", "task", "optimizer", "demos", "n_labeled", "seed", "n_eval", "n_val", "data", "structured",
-              "task_version", "optimizer_params", "stopping")  # fmt: skip
+              "task_version", "optimizer_params", "stopping", "scoring")  # fmt: skip
     out: dict[str, Any] = {name: getattr(trial, name) for name in fields}
     out["teacher"] = trial.teacher or trial.model
     if trial.stopping == "sequential":
@@ -58,6 +58,8 @@ def metrics(
         "baseline_score": baseline.score,
         "optimized_score": optimized.score,
         "delta_pp": optimized.score - baseline.score,
+        "baseline_strict": baseline.strict,
+        "optimized_strict": optimized.strict,
         "n_evaluated": float(len(optimized.records)),
         "n_demos_chosen": float(sum(len(p.demos) for p in program.predictors())),
         "latency_ms_p50": optimized.latency_ms(50),

@@ -31,6 +31,8 @@ class ExampleRecord:
     """This example's LM calls whose prompt reached the context window (`trainables.lm.client.ContextCheck`)."""
     trace_id: str = ""
     """The example's MLflow trace, if it was traced."""
+    strict_score: float | None = None
+    """The task's strict score of the same prediction (`Task.strict_score`); None in records written before it."""
 
 
 @dataclass
@@ -43,6 +45,8 @@ class EvalResult:
     """The task's corpus-level score in [0, 1], for tasks whose metric is not a mean over examples."""
     mean_in_flight: float = 1.0
     """Examples in flight, averaged over the evaluation's wall time."""
+    strict_corpus_score: float | None = None
+    """The task's strict corpus-level score, for tasks that have a corpus metric."""
     predictions: list[tuple[dspy.Example, Any]] = field(default_factory=list, repr=False)
     """(example, prediction) per record, kept so that batches can be joined under one corpus metric (`joined`)."""
 
@@ -52,6 +56,16 @@ class EvalResult:
         if self.corpus_score is not None:
             return 100.0 * self.corpus_score
         return 100.0 * float(np.mean([r.score for r in self.records])) if self.records else 0.0
+
+    @property
+    def strict(self) -> float:
+        """The strict counterpart of `score` (percent); NaN for records that carry no strict score."""
+        if self.strict_corpus_score is not None:
+            return 100.0 * self.strict_corpus_score
+        values = [r.strict_score for r in self.records]
+        if not values or any(v is None for v in values):
+            return float("nan")
+        return 100.0 * float(np.mean([float(v) for v in values if v is not None]))
 
     def relabel(self, condition: str) -> EvalResult:
         """The same results under another condition name (a program the optimizer left unchanged)."""

@@ -19,7 +19,7 @@ import dspy
 from simpleeval import SimpleEval
 
 from trainables.tasks.analysis import as_yes_no, explain_yes_no
-from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
+from trainables.tasks.base import HubData, Splits, Task, exact_field, feedback_metric, versioned
 from trainables.tasks.retrieval import Bm25Index
 
 VERSION = "2"
@@ -105,5 +105,6 @@ TASK = Task(
     name="agentic", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="accuracy",
+    strict=exact_field("answer"),
     expected=("answer",),
 )  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
+from trainables.tasks.base import HubData, Splits, Task, exact_field, feedback_metric, versioned
 from trainables.tasks.text import normalize_answer
 
 VERSION = "2"
@@ -88,5 +88,6 @@ TASK = Task(
     name="analysis", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="accuracy",
+    strict=exact_field("answer"),
     expected=("answer",),
 )  # fmt: skip

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import dspy
 
 from trainables.errors import ArbError
+from trainables.vocabulary import Scoring
 
 DATA_DIR = Path(__file__).with_name("data")
 
@@ -64,6 +65,60 @@ class Task:
     test_split: int = 0
     """Examples in the study's test split on the hub (SPEC.md): the most any comparison of this task can score, so
     `arb plan` says when a decision needs more than exist (0: unknown)."""
+    strict: Metric | None = None
+    """The strict score of one example, from the same prediction (no extra LM call): the study's plain exact match
+    of the answer field, trimmed and case-folded, where `metric` forgives format ("18 dollars" for 18). None: the
+    headline metric is already strict (docs/tasks.md says per task what each score accepts)."""
+    strict_corpus: CorpusMetric | None = None
+    """The strict counterpart of `corpus_metric`, for tasks that have one."""
+
+    def strict_score(self, example: dspy.Example, pred: Any) -> float:
+        """The example's strict score (its headline score where the task has no stricter one)."""
+        return float((self.strict or self.metric)(example, pred))
+
+    def with_scoring(self, scoring: Scoring) -> Task:
+        """The task as a trial with `scoring` sees it: `strict` makes the strict score the headline (what
+        optimizers maximize, what `score` records), to reproduce a study that scored by plain exact match."""
+        if scoring == "headline" or self.strict is None:
+            return self
+        if scoring != "strict":
+            raise ValueError(f"unknown scoring {scoring!r}; use headline or strict")
+        return replace(
+            self, metric=self.strict, corpus_metric=self.strict_corpus or self.corpus_metric,
+            feedback=_strict_feedback(self.strict, self.feedback), metric_name=f"strict_{self.metric_name}",
+        )  # fmt: skip
+
+
+def exact_field(field: str, gold_field: str | None = None) -> Metric:
+    """The study's strict score: 1.0 if the prediction's `field`, trimmed and case-folded, equals the example's
+    `gold_field` (default: the same name) likewise; nothing else is forgiven (units, punctuation, extra words)."""
+    gold_name = gold_field or field
+
+    def strict(example: dspy.Example, pred: Any, trace: Any = None) -> float:
+        value = getattr(pred, field, None) if pred is not None else None
+        return float(value is not None and str(value).strip().casefold() == str(example[gold_name]).strip().casefold())
+
+    strict.__doc__ = f"1.0 if `{field}` equals the gold `{gold_name}` exactly (trimmed, case-folded)."
+    return strict
+
+
+def _strict_feedback(strict: Metric, feedback: FeedbackMetric | None) -> FeedbackMetric | None:
+    """GEPA's feedback under strict scoring: the strict score, and the task's sentence, told when the headline
+    metric accepted what the strict score does not."""
+    if feedback is None:
+        return None
+
+    def strict_feedback(
+        example: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None
+    ) -> dspy.Prediction:
+        judged = feedback(example, pred)
+        score = float(strict(example, pred))
+        text = str(judged.feedback)
+        if float(judged.score) > score:
+            text += " But the answer must be exactly the gold answer, with nothing around it (strict scoring)."
+        return scored(score, text)
+
+    return strict_feedback
 
 
 def scored(score: float, feedback: str) -> dspy.Prediction:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
+from trainables.tasks.base import HubData, Splits, Task, exact_field, feedback_metric, versioned
 
 VERSION = "2"
 
@@ -114,5 +114,6 @@ TASK = Task(
     name="classification", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="accuracy",
+    strict=exact_field("label"),
     expected=("label",),
 )  # fmt: skip

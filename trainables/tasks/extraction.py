@@ -73,14 +73,15 @@ def bio_spans(tokens: list[str], tags: list[str]) -> list[tuple[str, str]]:
     return spans
 
 
-def _predicted(pred: Any) -> list[tuple[str, str]]:
+def _predicted(pred: Any, strict: bool = False) -> list[tuple[str, str]]:
+    """The reply's (type, text) pairs; forgiving a type's case and the text's spacing unless `strict`."""
     out = []
     for entity in getattr(pred, "entities", None) or []:
         kind, text = (
             (entity.type, entity.text) if isinstance(entity, Entity) else (entity.get("type"), entity.get("text"))
         )
         if kind and text:
-            out.append((str(kind).upper(), " ".join(str(text).split())))
+            out.append((str(kind), str(text)) if strict else (str(kind).upper(), " ".join(str(text).split())))
     return out
 
 
@@ -104,6 +105,12 @@ def _gold(example: dspy.Example) -> list[tuple[str, str]]:
 def metric(example: dspy.Example, pred: Any, trace: Any = None) -> float:
     """Entity F1 of one sentence."""
     return f1(*counts(_gold(example), _predicted(pred)))
+
+
+def strict(example: dspy.Example, pred: Any, trace: Any = None) -> float:
+    """Entity F1 of one sentence with each (type, text) taken verbatim: a type in another case ("per") or an entity
+    text with other spacing no longer matches."""
+    return f1(*counts(_gold(example), _predicted(pred, strict=True)))
 
 
 def feedback(
@@ -134,13 +141,19 @@ def _listed(entities: Counter[tuple[str, str]]) -> str:
     return ", ".join(f"{kind} {text!r}" for (kind, text), n in sorted(entities.items()) for _ in range(n))
 
 
-def corpus_metric(pairs: list[tuple[dspy.Example, Any]]) -> float:
-    """Entity-level micro F1 over all sentences (None predictions count every gold entity as missed)."""
+def corpus_metric(pairs: list[tuple[dspy.Example, Any]], strict: bool = False) -> float:
+    """Entity-level micro F1 over all sentences (None predictions count every gold entity as missed); `strict`:
+    entities taken verbatim, as in `strict`."""
     tp = fp = fn = 0
     for example, pred in pairs:
-        a, b, c = counts(_gold(example), _predicted(pred))
+        a, b, c = counts(_gold(example), _predicted(pred, strict))
         tp, fp, fn = tp + a, fp + b, fn + c
     return f1(tp, fp, fn)
+
+
+def strict_corpus(pairs: list[tuple[dspy.Example, Any]]) -> float:
+    """`corpus_metric` on verbatim entities."""
+    return corpus_metric(pairs, strict=True)
 
 
 def _to_example(row: dict[str, Any], idx: int, split: str) -> dspy.Example:
@@ -174,4 +187,6 @@ TASK = Task(
     feedback=feedback,
     metric_name="entity_micro_f1",
     expected=("entities",),
+    strict=strict,
+    strict_corpus=strict_corpus,
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
+from trainables.tasks.base import HubData, Splits, Task, exact_field, feedback_metric, versioned
 
 VERSION = "2"
 DATA = HubData(
@@ -105,5 +105,6 @@ TASK = Task(
     name="math", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="exact_match",
+    strict=exact_field("answer"),
     expected=("answer",),
 )  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
+from trainables.tasks.base import HubData, Splits, Task, exact_field, feedback_metric, versioned
 from trainables.tasks.text import exact_match
 
 VERSION = "2"
@@ -74,5 +74,6 @@ TASK = Task(
     name="qa", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="exact_match",
+    strict=exact_field("answer"),
     expected=("answer",),
 )  # fmt: skip

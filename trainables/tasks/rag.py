@@ -22,7 +22,7 @@ from typing import Any
 
 import dspy
 
-from trainables.tasks.base import HubData, Splits, Task, feedback_metric, versioned
+from trainables.tasks.base import HubData, Splits, Task, exact_field, feedback_metric, versioned
 from trainables.tasks.retrieval import Bm25Index
 from trainables.tasks.text import normalize_answer
 
@@ -123,5 +123,6 @@ TASK = Task(
     name="rag", version=versioned(VERSION, DATA), load=load, program=program, metric=metric, data=(DATA,),
     feedback=feedback,
     metric_name="faithfulness",
+    strict=exact_field("answer"),
     expected=("answer",),
 )  # fmt: skip
