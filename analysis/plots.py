@@ -11,12 +11,29 @@ matplotlib.use("Agg")  # headless: reports are written on servers and in CI
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from analysis.tables import label
+
+DPI = 110
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write `fig` with every title, label and annotation inside the image: `bbox_inches="tight"` grows the saved
+    area to what the figure's artists occupy (long model names, one-column heatmaps), where a fixed figure size
+    cuts them off."""
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
+    plt.close(fig)
+    return path
 
 
 def delta_heatmap(matrix: pd.DataFrame, path: Path) -> Path:
     """Task × model optimization deltas, diverging around zero."""
+    return save(heatmap_figure(matrix), path)
+
+
+def heatmap_figure(matrix: pd.DataFrame) -> Figure:
+    """The figure `delta_heatmap` saves."""
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * max(len(matrix.columns), 1), 1 + 0.5 * max(len(matrix), 1)))
     values = matrix.to_numpy(dtype=float)
     bound = float(np.nanmax(np.abs(values))) if values.size and not np.all(np.isnan(values)) else 1.0
@@ -29,13 +46,16 @@ def delta_heatmap(matrix: pd.DataFrame, path: Path) -> Path:
     fig.colorbar(im, ax=ax, label="delta (pp)")
     ax.set_title("Optimization delta, (optimizer · task) × model")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def per_model_bars(summary: pd.DataFrame, path: Path) -> Path:
     """Average baseline and optimized score per model."""
+    return save(per_model_figure(summary), path)
+
+
+def per_model_figure(summary: pd.DataFrame) -> Figure:
+    """The figure `per_model_bars` saves."""
     fig, ax = plt.subplots(figsize=(1.5 + 1.2 * max(len(summary), 1), 3.5))
     x = np.arange(len(summary))
     ax.bar(x - 0.2, summary["baseline"], 0.4, label="baseline")
@@ -50,14 +70,17 @@ def per_model_bars(summary: pd.DataFrame, path: Path) -> Path:
     ax.legend(fontsize=7)
     ax.set_title("Average score per optimizer · model")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def routing_chart(candidates: pd.DataFrame, margin_pp: float, path: Path) -> Path:
     """Per task, every program's gap to the reference (pp, with the interval the decision was read from)
     against its price per 1,000 calls; the margin −δ dashed, the reference a star, the chosen program ringed."""
+    return save(routing_figure(candidates, margin_pp), path)
+
+
+def routing_figure(candidates: pd.DataFrame, margin_pp: float) -> Figure:
+    """The figure `routing_chart` saves."""
     tasks = sorted(candidates["task"].unique())
     cols = min(3, max(len(tasks), 1))
     rows = max(1, -(-len(tasks) // cols))
@@ -83,6 +106,4 @@ def routing_chart(candidates: pd.DataFrame, margin_pp: float, path: Path) -> Pat
         ax.axis("off")
     fig.suptitle(f"Cost against quality; dashed: the margin −{margin_pp:g} pp; ringed: the routing decision")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

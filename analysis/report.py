@@ -14,9 +14,9 @@ from mlflow.tracking import MlflowClient
 from analysis import plots, tables
 from analysis.dashboard import write_dashboard
 from analysis.routing import per_call_costs, routing_tables, write_gateway_config
-from analysis.runs import ReportCache, known_grids, load_study, mark_api, split_truncated
+from analysis.runs import ReportCache, known_grids, load_study, mark_api, split_truncated, study_registry
 from trainables.errors import ArbError
-from trainables.registry import ModelRegistry, load_registry
+from trainables.registry import ModelRegistry
 from trainables.stats.noninferiority import MARGIN_PP
 from trainables.stats.paired import noise_floor_pp
 
@@ -105,7 +105,8 @@ def write_report(
     if not include_truncated:
         runs = kept
         examples = examples[examples["run_id"].isin(set(kept["run_id"]))]
-    path = render(runs, examples, registry or load_registry(), out, truncated=cut, included=include_truncated,
+    registry = study_registry(tracking_uri, grids, registry)
+    path = render(runs, examples, registry, out, truncated=cut, included=include_truncated,
                   margin_pp=margin_pp, reference=reference)  # fmt: skip
     if log:
         _log_to_mlflow(tracking_uri, sorted(runs["experiment"].unique()), out)

@@ -18,15 +18,17 @@ from urllib.request import url2pathname
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from trainables.record.experiments import MODELS_TAG
 from trainables.record.tracking import search_all
-from trainables.registry import ModelRegistry, load_registry
+from trainables.registry import ModelRegistry, load_registry, recorded_registry
 
 TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase": "phase", "arb.grid": "grid",
                "arb.task_version": "task_version", "arb.truncated": "truncated",
                "arb.stop_reason": "stop_reason"}  # fmt: skip
 PARAM_COLUMNS = {"model": "string", "task": "string", "optimizer": "string", "teacher": "string",
                  "provider": "string", "demos": "Int64", "n_labeled": "Int64", "seed": "Int64",
-                 "n_eval": "Int64", "structured": "string", "stopping": "string", "scoring": "string"}  # fmt: skip
+                 "n_eval": "Int64", "n_val": "Int64", "data": "string", "structured": "string", "stopping": "string",
+                 "scoring": "string"}  # fmt: skip
 METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "baseline_strict", "optimized_strict",
                   "n_demos_chosen", "latency_ms_p50",
                   "latency_ms_p95", "prompt_tokens", "completion_tokens", "cost_usd", "optimize_seconds",
@@ -71,15 +73,26 @@ def split_truncated(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs[~cut], runs[cut]
 
 
-def typed_runs(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows of run fields as a DataFrame with the declared columns and dtypes (missing ones are NA)."""
+def study_registry(
+    tracking_uri: str, grids: list[str] | None = None, given: ModelRegistry | None = None
+) -> ModelRegistry:
+    """The registry that explains the grids' runs: `given` (a `--models` file) or the shipped one, with the entries
+    each grid recorded as it ran (`experiments.MODELS_TAG`): they name models only a user's file knew, and, unless
+    a file is given, replace the shipped entries (a run's price is the one it ran with)."""
+    recorded = [e.tags[MODELS_TAG] for e in _experiments(MlflowClient(tracking_uri), grids) if MODELS_TAG in e.tags]
+    return recorded_registry(given or load_registry(), recorded, prefer_recorded=given is None)
+
+
+def typed_runs(rows: list[dict[str, Any]], registry: ModelRegistry | None = None) -> pd.DataFrame:
+    """Rows of run fields as a DataFrame with the declared columns and dtypes (missing ones are NA); `registry`
+    (default: the shipped one) says which models are API models."""
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     for col, dtype in PARAM_COLUMNS.items():
         frame[col] = pd.to_numeric(frame[col]).astype(dtype) if dtype == "Int64" else frame[col].astype(dtype)
     for col in METRIC_COLUMNS:
         frame[col] = pd.to_numeric(frame[col]).astype("float64")
-    # Runs logged before the provider param existed: fill it from the shipped registry.
-    registry = load_registry()
+    # Runs logged before the provider param existed: fill it from the registry.
+    registry = registry or load_registry()
     known = {name: e.provider for name, e in registry.models.items()}
     frame["provider"] = frame["provider"].fillna(frame["model"].map(known)).fillna("unknown").astype("string")
     frame = mark_api(frame, registry)
@@ -92,7 +105,8 @@ def mark_api(runs: pd.DataFrame, registry: ModelRegistry) -> pd.DataFrame:
     """`runs` with the column `api`: whether the run's model is an API model by `registry`
     (`ModelEntry.is_api`: served remotely or priced per token); a model the registry does not know is not."""
     api = {name: e.is_api for name, e in registry.models.items()}
-    return runs.assign(api=runs["model"].map(api).fillna(False).astype(bool))
+    # a plain lookup: `Series.map(...).fillna(False)` fails on pandas 3's Arrow strings for a model not in `api`
+    return runs.assign(api=[bool(api.get(str(m), False)) for m in runs["model"]])
 
 
 def _row(run: Any, experiment: str) -> dict[str, Any]:
@@ -189,7 +203,7 @@ def _raw_runs(tracking_uri: str, grids: list[str] | None, cache: ReportCache | N
 
 def load_runs(tracking_uri: str, grids: list[str] | None = None, cache: ReportCache | None = None) -> pd.DataFrame:
     """One row per trial run of the given grids (all arb grids by default); `cache` keeps done runs for next time."""
-    return typed_runs(_raw_runs(tracking_uri, grids, cache).to_dict("records"))
+    return typed_runs(_raw_runs(tracking_uri, grids, cache).to_dict("records"), study_registry(tracking_uri, grids))
 
 
 def load_study(
@@ -209,7 +223,7 @@ def load_study(
     examples = (
         examples[examples["run_id"].isin(set(raw["run_id"]))].reset_index(drop=True).reindex(columns=EXAMPLE_COLUMNS)
     )
-    return typed_runs(raw.to_dict("records")), examples
+    return typed_runs(raw.to_dict("records"), study_registry(tracking_uri, grids)), examples
 
 
 def load_examples(tracking_uri: str, run_ids: list[str], threads: int = 8) -> pd.DataFrame:
@@ -269,5 +283,25 @@ def grid_status(tracking_uri: str, grids: list[str] | None = None) -> pd.DataFra
         counts = {s: int((mine["status"] == s).sum()) for s in STATUSES}
         pending = max(expected - sum(counts.values()), 0)
         rows.append({"grid": exp.name, "phase": spec.get("phase", ""), "trials": expected, **counts,
-                     "pending": pending})  # fmt: skip
-    return pd.DataFrame(rows, columns=["grid", "phase", "trials", *STATUSES, "pending"])
+                     "pending": pending, "settings": _settings_note(mine, spec)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["grid", "phase", "trials", *STATUSES, "pending", "settings"])
+
+
+SETTINGS = ("n_eval", "n_val", "data")
+"""Settings of the work that a run records as params and a grid spec states once for all its trials."""
+
+
+def _settings_note(runs: pd.DataFrame, spec: dict[str, Any]) -> str:
+    """Whether the grid's runs were made with the settings its stored spec says (`arb run` refuses to mix), or how
+    many were not and in what: e.g. runs recorded before trial keys covered these settings."""
+    if runs.empty:
+        return ""
+    off = {}
+    for name in SETTINGS:
+        if name in spec:
+            recorded = runs[name].dropna().astype(str)
+            off[name] = int((recorded != str(spec[name])).sum())
+    differ = {k: v for k, v in off.items() if v}
+    if not differ:
+        return "as the grid"
+    return "differ: " + ", ".join(f"{n} in {k} run(s) (grid: {spec[n]})" for n, k in differ.items())

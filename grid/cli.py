@@ -328,7 +328,7 @@ def report(
     cache = ReportCache.for_store(uri, default_home())
     if no_cache:
         shutil.rmtree(cache.directory, ignore_errors=True)
-    path = write_report(uri, grid or None, out, registry=load_registry(models), cache=cache,
+    path = write_report(uri, grid or None, out, registry=load_registry(models) if models else None, cache=cache,
                         include_truncated=include_truncated, margin_pp=margin, reference=reference)  # fmt: skip
     typer.echo(path.read_text())
     typer.echo(f"report written to {out.resolve()}")

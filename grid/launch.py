@@ -45,12 +45,13 @@ def run_grid(
     stream: Any = sys.stderr,
 ) -> GridOutcome:
     """Expand, check, and run every trial of `spec`; returns how each trial ended."""
+    from grid.reuse import settle
     from trainables.record import tracking
 
     trials = expand(spec, registry)
     # Trials finished earlier are settled from one query, so that a finished grid starts no Ray, no model server
     # and no trial process, and needs no API key (each trial would find its run too, but only after Ray started).
-    done = tracking.finished_statuses(tracking_uri, spec.name)
+    done = settle(tracking_uri, spec.name, trials)
     todo = [t for t in trials if t.key not in done]
     used = sorted({t.model for t in todo} | ({spec.teacher} if spec.teacher and todo else set()))
     registry.require_keys(used)
@@ -60,7 +61,7 @@ def run_grid(
     ablation.check_sources(tracking_uri, todo)
     preflight(spec, todo, registry, home, stream=stream, on_cluster=bool(os.environ.get("RAY_ADDRESS")))
     experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
-    _remember_spec(tracking_uri, experiment_id, spec, registry_path)
+    _remember_spec(tracking_uri, experiment_id, spec, registry_path, registry)
     outcome = GridOutcome(total=len(trials))
     for trial in trials:
         if trial.key in done:
@@ -130,10 +131,15 @@ def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) ->
     return lines
 
 
-def _remember_spec(tracking_uri: str, experiment_id: str, spec: GridSpec, registry_path: str | None) -> None:
-    """Store the grid spec on its experiment, so that `arb resume NAME` needs nothing but the tracking store."""
+def _remember_spec(
+    tracking_uri: str, experiment_id: str, spec: GridSpec, registry_path: str | None, registry: ModelRegistry
+) -> None:  # fmt: skip
+    """Store the grid spec on its experiment, so that `arb resume NAME` needs nothing but the tracking store, with
+    the registry entries of its models (a model only the user's registry file names is known to later readers)."""
+    used = [*spec.models, *([spec.teacher] if spec.teacher else [])]
+    models = {name: registry.get(name).model_dump(mode="json", exclude_defaults=True) for name in used}
     experiments.remember(tracking_uri, experiment_id, spec.model_dump_json(), registry_path,
-                         experiment_description(spec, experiment_id))  # fmt: skip
+                         experiment_description(spec, experiment_id), json.dumps(models))  # fmt: skip
 
 
 def experiment_description(spec: GridSpec, experiment_id: str) -> str:

@@ -43,8 +43,9 @@ from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
 from grid.launch import PRELOAD, connect_ray, stored_spec
 from grid.placement import SLOTS
 from trainables.errors import ArbError
+from trainables.record import experiments
 from trainables.record.registered import point_alias, registered_name
-from trainables.registry import ModelRegistry, load_registry
+from trainables.registry import ModelRegistry, load_registry, recorded_registry
 from trainables.stats.noninferiority import MARGIN_PP
 from trainables.stats.paired import ALPHA
 from trainables.stats.race import BATCH, ZONE_PP, Entrant, Race, RaceRule, RaceState
@@ -469,4 +470,6 @@ def grid_setup(grid: str, tracking_uri: str, models: Path | None) -> tuple[Model
     """The registry the grid ran with (or `models`), its path, and the grid's LM-cache and CPU settings."""
     spec, registry_path = stored_spec(tracking_uri, grid)
     path = str(models) if models else registry_path
-    return load_registry(path), path, spec.lm_cache, spec.trial_cpus
+    recorded = experiments.stored_models(tracking_uri, grid)
+    registry = recorded_registry(load_registry(path), recorded, prefer_recorded=False)
+    return registry, path, spec.lm_cache, spec.trial_cpus

@@ -334,7 +334,7 @@ def expand(spec: GridSpec, registry: ModelRegistry) -> list[Trial]:
             seed=seed,
             data=spec.data,
             structured=structured,
-            optimizer_params=spec.params_for(optimizer),
+            optimizer_params=get_optimizer(optimizer).settings(spec.params_for(optimizer)),
             scoring=spec.scoring,
             sandbox=spec.sandbox,
             lm_cache=spec.lm_cache,

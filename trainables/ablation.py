@@ -30,7 +30,8 @@ from trainables.vocabulary import Trial, trial_key
 
 
 def source_key(trial: Trial) -> str:
-    """The trial key of the source trial."""
+    """The grid point of the source trial (`Trial.point_key`: the source grid's n_eval, data and optimizer
+    settings are its own, unknown here)."""
     src = parse_source(trial.optimizer_params)
     return trial_key(
         model=trial.model, task=trial.task, task_version=trial.task_version, optimizer=src.optimizer,
@@ -42,7 +43,7 @@ def find_source(client: MlflowClient, trial: Trial) -> Run:
     """The finished source run of an ablation trial, or an error saying which grid to run first."""
     src = parse_source(trial.optimizer_params)
     experiment = client.get_experiment_by_name(src.grid)
-    run = tracking.finished_run(client, experiment.experiment_id, source_key(trial)) if experiment else None
+    run = tracking.finished_at_point(client, experiment.experiment_id, source_key(trial)) if experiment else None
     if run is None or run.data.tags.get(tracking.TAG_STATUS) != tracking.FINISHED:
         state = "compile failed" if run is not None else "no finished run"
         raise ArbError(

@@ -5,6 +5,7 @@ Prices are configuration, not code: edit `grid/models.yaml` or pass `--models FI
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -115,6 +116,26 @@ class ModelRegistry(BaseModel):
                     f"model {name!r} needs an API key but ${entry.api_key_env} is not set",
                     f"export {entry.api_key_env}=... before `arb run`, or remove {name!r} from the grid",
                 )
+
+
+def recorded_registry(base: ModelRegistry, recorded: list[str], *, prefer_recorded: bool) -> ModelRegistry:
+    """`base` with the entries that grids recorded as they ran (`trainables.record.experiments.MODELS_TAG`, JSON
+    name → entry): they fill in models `base` does not know, and with `prefer_recorded` also replace the ones it
+    does (what a run used is what its results mean). Entries a later version cannot read are left out."""
+    merged = dict(base.models)
+    for blob in recorded:
+        try:
+            entries = json.loads(blob)
+        except json.JSONDecodeError:
+            continue
+        for name, raw in entries.items():
+            if name in merged and not prefer_recorded:
+                continue
+            try:
+                merged[name] = ModelEntry.model_validate(raw)
+            except ValidationError:
+                continue
+    return ModelRegistry(models=merged)
 
 
 def load_registry(path: Path | str | None = None) -> ModelRegistry:

@@ -71,7 +71,12 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
             runtime.experiment_id,
             trial.key,
             trial.run_name,
-            {"arb.phase": trial.phase, "arb.grid": trial.grid, "arb.task_version": trial.task_version},
+            {
+                "arb.phase": trial.phase,
+                "arb.grid": trial.grid,
+                "arb.task_version": trial.task_version,
+                tracking.TAG_POINT: trial.point_key,
+            },
             {**results.params(trial), "provider": registry.get(trial.model).provider},
         )
         if done is not None:

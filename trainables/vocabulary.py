@@ -71,10 +71,12 @@ class Trial(BaseModel):
         return {"stopping": rule}
 
     @property
-    def key(self) -> str:
-        """Stable hash of exactly the fields that define the work (SPEC "Grid axes"): same key, same work.
-        `structured` and `scoring` count only when set, so that the keys of trials run before they existed stay
-        valid."""
+    def point_key(self) -> str:
+        """Which point of the grid the trial is: model, task and its version (with the data's pinned revision),
+        optimizer, teacher, demos, n_labeled, seed (+ structured, scoring, the stopping rule when they are set). It
+        was the whole trial key before the key covered the work's settings (`key`): runs recorded then carry it as
+        their `arb.trial_key`, and are adopted under the new key when their recorded settings are the trial's
+        (`grid.reuse`)."""
         fields: dict[str, Any] = {"structured": True} if self.structured else {}
         fields.update(self.stopping_key())
         if self.scoring != "headline":
@@ -90,6 +92,18 @@ class Trial(BaseModel):
             seed=self.seed,
             **fields,
         )
+
+    def settings(self) -> dict[str, Any]:
+        """What the work depends on beyond the grid point: test and validation examples, the data source, and the
+        optimizer's settings with its defaults filled in (`grid.spec.expand` fills them)."""
+        return {"n_eval": self.n_eval, "n_val": self.n_val, "data": self.data,
+                "optimizer_params": self.optimizer_params}  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        """Stable hash of exactly what defines the work (SPEC "Grid axes"): same key, same work. The grid point
+        (`point_key`) and the settings it is run with (`settings`)."""
+        return trial_key(point=self.point_key, **self.settings())
 
     @property
     def run_name(self) -> str:

@@ -56,13 +56,13 @@ def test_trial_key_is_stable_and_sensitive() -> None:
         assert trial_key(**{**base, field: other}) != trial_key(**base)
 
 
-def test_key_ignores_eval_size(tmp_path: Path) -> None:
+def test_eval_size_is_in_the_key_not_in_the_point(tmp_path: Path) -> None:
     a = expand(load_grid(_write(tmp_path, "name: g\nmodels: [phi4]\ntasks: [math]\nn_eval: 10\n")), REGISTRY)
     b = expand(
         load_grid(_write(tmp_path, "name: g\nmodels: [phi4]\ntasks: [math]\nn_eval: 20\n", "h.yaml")),
         REGISTRY,
     )
-    assert a[0].key == b[0].key
+    assert a[0].point_key == b[0].point_key and a[0].key != b[0].key
 
 
 def test_include_merges_base(tmp_path: Path) -> None:
@@ -189,16 +189,36 @@ def test_an_optimizer_list_is_an_axis_and_one_name_keeps_its_keys(tmp_path: Path
     assert len(trials) == spec.size == 2 * 3
     assert [t.optimizer for t in trials[:3]] == ["mipro", "gepa", "simba"]  # three trials per point, side by side
     params = {t.optimizer: t.optimizer_params for t in trials}
-    assert params == {"mipro": {"auto": "medium"}, "gepa": {}, "simba": {"bsize": 8}}
+    # with the defaults each optimizer uses filled in: the settings the work ran with, recorded and keyed
+    assert params["mipro"] == {"auto": "medium"} and params["simba"] == {
+        "bsize": 8,
+        "num_candidates": 6,
+        "max_steps": 8,
+    }
+    assert params["gepa"]["auto"] == "light" and params["gepa"]["candidate_selection_strategy"] == "pareto"
     assert len({t.key for t in trials}) == 6
-    # the point's MIPROv2 trial is the trial a one-optimizer grid makes: same key, same work
-    assert one[0].key == trials[0].key
+    # the point's MIPROv2 trial is the point a one-optimizer grid makes; at auto: medium, not its work
+    assert one[0].point_key == trials[0].point_key and one[0].key != trials[0].key
+    assert (
+        one[0].key
+        == expand(
+            load_grid(
+                _write(
+                    tmp_path,
+                    "name: g\nmodels: [phi4]\ntasks: [math]\nn_labeled: [40]\noptimizer: [mipro, gepa]\n",
+                    "two.yaml",
+                )
+            ),
+            REGISTRY,
+        )[0].key
+    )
 
 
-def test_every_shipped_grid_keeps_its_keys() -> None:
-    """The optimizer axis changed how grids are read, not what their trials are: a key pinned before it."""
+def test_every_shipped_grid_keeps_its_points() -> None:
+    """The optimizer axis changed how grids are read, not what their trials are: a key pinned before it, now the
+    trial's point (runs recorded under it are adopted when their settings match: tests/grid/test_reuse.py)."""
     smoke = expand(load_grid("smoke"), REGISTRY)[0]
-    assert smoke.key == trial_key(
+    assert smoke.point_key == trial_key(
         model="qwen-coder-1.5b", task="extraction", task_version=smoke.task_version, optimizer="mipro",
         teacher=None, demos=2, n_labeled=6, seed=0,
     )  # fmt: skip

@@ -79,10 +79,10 @@ def test_text_trials_send_no_schema(stub: StubServer, tracking_uri: str) -> None
 def test_structured_is_in_the_key_and_old_keys_stay_valid() -> None:
     text, structured = _trials("llama3.2")[False], _trials("llama3.2")[True]
     assert text.key != structured.key
-    # The key of a text trial is exactly what it was before the axis existed: its MLflow runs are still found.
+    # The point of a text trial is exactly the key it had before the axis existed: its MLflow runs are adopted.
     old = trial_key(model="llama3.2", task="math", task_version=text.task_version, optimizer="none", teacher=None,
                     demos=0, n_labeled=0, seed=0)  # fmt: skip
-    assert text.key == old
+    assert text.point_key == old
     assert GridSpec(name="g", models=["a"], tasks=["math"], structured=[False, True]).size == 2
     with pytest.raises(ValueError, match="duplicates"):
         GridSpec(name="g", models=["a"], tasks=["math"], structured=[True, True])

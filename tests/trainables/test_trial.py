@@ -284,3 +284,45 @@ def test_a_lost_race_to_create_a_shared_dataset_or_prompt_is_retried(monkeypatch
     assert publish._racing(loses_once) == "linked" and len(calls) == 2
     with pytest.raises(MlflowException, match="no such table"):  # anything else is not retried
         publish._racing(lambda: (_ for _ in ()).throw(MlflowException("no such table: datasets")))
+
+
+def test_two_trials_registering_one_new_prompt_at_once_both_succeed(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two trials of one task and model (seeds 0 and 1) finish together: both look the prompt up, find none, and
+    create it. Forced here at a barrier between lookup and creation, three times over."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import mlflow
+    from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+    from trainables.record import publish
+
+    mlflow.set_tracking_uri(tracking_uri)
+    original = ModelRegistryClient.get_registered_model
+    for round_ in range(3):
+        barrier = threading.Barrier(2, timeout=20)
+        waited: set[int] = set()
+
+        def lookup(self: Any, name: str, *, barrier: threading.Barrier = barrier, waited: set[int] = waited) -> Any:
+            try:
+                return original(self, name)
+            except Exception:
+                if threading.get_ident() not in waited:  # the first lookup of each trial: both miss, then create
+                    waited.add(threading.get_ident())
+                    barrier.wait()
+                raise
+
+        monkeypatch.setattr(ModelRegistryClient, "get_registered_model", lookup)
+        exp = tracking.ensure_experiment(tracking_uri, f"prompts{round_}")
+        client = MlflowClient(tracking_uri)
+        runs = [client.create_run(exp).info.run_id for _ in range(2)]
+
+        def register(run_id: str, round_: int = round_) -> str:
+            return publish.register_instruction("math", f"racer{round_}", f"Solve it ({run_id}).", run_id=run_id,
+                                                message="m", tags={})  # fmt: skip
+
+        with ThreadPoolExecutor(2) as pool:
+            uris = sorted(pool.map(register, runs))
+        assert uris == [f"prompts:/arb.math.racer{round_}/1", f"prompts:/arb.math.racer{round_}/2"]

@@ -67,6 +67,8 @@ class Optimizer:
     name: ClassVar[str]
     params: ClassVar[frozenset[str]] = frozenset()
     """Keys allowed in a grid's `optimizer_params`; anything else is an error, not silently ignored."""
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    """What the optimizer uses for a setting the grid leaves out (`settings`)."""
     compiles: ClassVar[bool] = True
     """False when the trial's program is not compiled here (the baseline kept, a stored program re-evaluated)."""
     compares: ClassVar[bool] = True
@@ -88,6 +90,11 @@ class Optimizer:
 
     def check(self, params: Mapping[str, Any], sizes: Sizes) -> None:
         """Checks beyond the allowed keys; none by default."""
+
+    def settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`params` with the defaults the optimizer would use filled in: the same work whether a grid writes a
+        default or leaves it out, so both give one trial key (`Trial.settings`)."""
+        return {**self.defaults, **params}
 
     def compile(self, request: CompileRequest) -> dspy.Module:
         raise NotImplementedError(f"optimizer {self.name!r} does not compile")

@@ -3,7 +3,8 @@ become demos, up to the grid's `demos`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from trainables.optimizers.base import CompileRequest, Optimizer
 from trainables.vocabulary import Trial
@@ -18,6 +19,7 @@ MAX_ROUNDS = 1
 class Bootstrap(Optimizer):
     name = "bootstrap"
     params = frozenset({"max_rounds"})
+    defaults: ClassVar[Mapping[str, Any]] = {"max_rounds": MAX_ROUNDS}
 
     def compile(self, request: CompileRequest) -> dspy.Module:
         import dspy

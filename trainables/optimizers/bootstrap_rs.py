@@ -3,7 +3,8 @@ labeled-only ones) are scored on the validation set and the best is kept."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from trainables.optimizers.base import CompileRequest, Optimizer
 from trainables.vocabulary import Trial
@@ -18,6 +19,7 @@ CANDIDATE_PROGRAMS = 4
 class BootstrapRandomSearch(Optimizer):
     name = "bootstrap_rs"
     params = frozenset({"num_candidate_programs"})
+    defaults: ClassVar[Mapping[str, Any]] = {"num_candidate_programs": CANDIDATE_PROGRAMS}
 
     def compile(self, request: CompileRequest) -> dspy.Module:
         import dspy

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from trainables.errors import ArbError
 from trainables.optimizers.base import (
@@ -92,6 +92,16 @@ class Gepa(Optimizer):
                     f"the {floor} that a few proposals need (n_val + 3·(minibatch {minibatch} + n_val))",
                     f"raise max_metric_calls to at least {floor}, or use auto: light",
                 )
+
+    defaults: ClassVar[Mapping[str, Any]] = {
+        "reflection_minibatch_size": MINIBATCH, "candidate_selection_strategy": "pareto", "skip_perfect_score": True,
+        "use_merge": True, "max_merge_invocations": MAX_MERGES,
+    }  # fmt: skip
+
+    def settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The defaults `compile` uses, and its budget: auto="light" when the grid names none."""
+        filled = super().settings(params)
+        return filled if any(params.get(k) is not None for k in BUDGETS) else {**filled, "auto": "light"}
 
     def compile(self, request: CompileRequest) -> dspy.Module:
         import dspy

@@ -46,6 +46,11 @@ class Mipro(Optimizer):
         if not has_auto and explicit != {"num_candidates", "num_trials"}:
             raise ArbError("mipro: without `auto`, both num_candidates and num_trials are needed", "set both")
 
+    def settings(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Without `auto` or explicit counts MIPROv2 runs at auto="light" (`compile`)."""
+        explicit = {"auto", "num_candidates", "num_trials"} & {k for k, v in params.items() if v is not None}
+        return dict(params) if explicit else {**params, "auto": "light"}
+
     def compile(self, request: CompileRequest) -> dspy.Module:
         import dspy
 

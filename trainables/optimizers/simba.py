@@ -4,7 +4,7 @@ ones with the most varied scores. Its `max_demos` is the grid's `demos` axis, as
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from trainables.errors import ArbError
 from trainables.optimizers.base import (
@@ -27,6 +27,7 @@ BSIZE, CANDIDATES, MAX_STEPS = 32, 6, 8
 class Simba(Optimizer):
     name = "simba"
     params = frozenset({"bsize", "num_candidates", "max_steps"})
+    defaults: ClassVar[Mapping[str, Any]] = {"bsize": BSIZE, "num_candidates": CANDIDATES, "max_steps": MAX_STEPS}
 
     def check(self, params: Mapping[str, Any], sizes: Sizes) -> None:
         bsize = positive_int(params, "bsize", self.name) or BSIZE

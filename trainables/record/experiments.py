@@ -13,6 +13,9 @@ from trainables.record.tracking import ensure_experiment, store_error
 
 SPEC_TAG = "arb.grid_spec"
 REGISTRY_TAG = "arb.registry_path"
+MODELS_TAG = "arb.models"
+"""The registry entries of the grid's models as it ran them (JSON, name → entry): later readers (`arb status`,
+`report`, `route`) know a model that only the user's registry file named, without that file."""
 SCORES_VIEW = "arb-scores"
 """A saved view of the experiment's runs table with the scores as columns (MLflow's shared view state: the UI
 shows no metric column by default). `arb ui` prints the link to it."""
@@ -25,11 +28,16 @@ SCORES_VIEW_STATE = {
 }
 
 
-def remember(tracking_uri: str, experiment_id: str, spec_json: str, registry_path: str | None, note: str) -> None:
-    """Store a grid's spec (JSON), its registry path, its description and the scores view on its experiment."""
+def remember(
+    tracking_uri: str, experiment_id: str, spec_json: str, registry_path: str | None, note: str, models_json: str = ""
+) -> None:  # fmt: skip
+    """Store a grid's spec (JSON), its registry path and its models' entries (`MODELS_TAG`), its description and
+    the scores view on its experiment."""
     client = MlflowClient(tracking_uri)
     client.set_experiment_tag(experiment_id, SPEC_TAG, spec_json)
     client.set_experiment_tag(experiment_id, REGISTRY_TAG, registry_path or "")
+    if models_json:
+        client.set_experiment_tag(experiment_id, MODELS_TAG, models_json)
     client.set_experiment_tag(experiment_id, "mlflow.note.content", note)
     client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{SCORES_VIEW}", json.dumps(SCORES_VIEW_STATE))
 
@@ -45,6 +53,12 @@ def stored(tracking_uri: str, name: str) -> tuple[str, str | None]:
             "check `arb status`, or `arb run GRIDFILE`",
         )
     return exp.tags[SPEC_TAG], exp.tags.get(REGISTRY_TAG) or None
+
+
+def stored_models(tracking_uri: str, name: str) -> list[str]:
+    """The models' registry entries grid `name` recorded as it ran (`MODELS_TAG`; none for grids run before)."""
+    exp = MlflowClient(tracking_uri).get_experiment_by_name(name)
+    return [exp.tags[MODELS_TAG]] if exp is not None and MODELS_TAG in exp.tags else []
 
 
 def ensure_scores_view(client: Any, experiment: Any) -> None:

@@ -55,13 +55,17 @@ def log_datasets(splits: Any, task: str, data: str) -> None:
 def _racing(write: Callable[[], T], attempts: int = 3) -> T:
     """`write`, again if it lost a race to create the same entity: trials of one grid share datasets (same task,
     seed and size) and prompts (same task and model), and MLflow creates those with check-then-insert, so two
-    trials at once can both insert; the loser's retry finds the entity and links to it."""
+    trials at once can both insert; the loser's retry finds the entity and links to it. A lost insert surfaces
+    as the database's constraint error (datasets), or as RESOURCE_ALREADY_EXISTS: MLflow 3.x's
+    `MlflowClient.register_prompt` looks the prompt up, creates it when the lookup failed, and its store raises
+    "Prompt (name=…) already exists." for the second creator (`mlflow.prompt.registry_utils`)."""
     for attempt in range(attempts):
         try:
             return write()
         except MlflowException as exc:
             text = str(exc)
-            if attempt == attempts - 1 or not ("UNIQUE constraint" in text or "duplicate key" in text):
+            lost = "UNIQUE constraint" in text or "duplicate key" in text or exc.error_code == "RESOURCE_ALREADY_EXISTS"
+            if attempt == attempts - 1 or not lost:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")

@@ -27,6 +27,8 @@ from mlflow.tracking import MlflowClient
 from trainables.errors import ArbError
 
 TAG_KEY = "arb.trial_key"
+TAG_POINT = "arb.point_key"
+"""The trial's grid point (`Trial.point_key`): what a trial key was before it covered the work's settings."""
 TAG_STATUS = "arb.status"
 FINISHED, COMPILE_FAILED, ERRORED, RUNNING = "finished", "compile_failed", "errored", "running"
 DONE_STATUSES = (FINISHED, COMPILE_FAILED)
@@ -148,6 +150,33 @@ def finished_run(client: MlflowClient, experiment_id: str, key: str) -> Run | No
     return None
 
 
+def finished_at_point(client: MlflowClient, experiment_id: str, point: str) -> Run | None:
+    """The oldest done run of grid point `point` (`Trial.point_key`), whatever its settings: one recorded with the
+    point as its tag, or, recorded before points existed, as its trial key."""
+    for where in (f"tags.`{TAG_POINT}` = '{point}'", f"tags.`{TAG_KEY}` = '{point}'"):
+        runs = client.search_runs([experiment_id], filter_string=where, max_results=100, order_by=["start_time ASC"])
+        done = [r for r in runs if r.data.tags.get(TAG_STATUS) in DONE_STATUSES]
+        if done:
+            return done[0]
+    return None
+
+
+def done_runs(tracking_uri: str, name: str) -> list[Run]:
+    """Every done trial run (finished / compile_failed) of grid `name` (none if it is new)."""
+    client = MlflowClient(tracking_uri)
+    try:
+        exp = client.get_experiment_by_name(name)
+    except Exception as exc:
+        raise store_error(tracking_uri, exc) from None
+    if exp is None:
+        return []
+    runs: list[Run] = []
+    for status in DONE_STATUSES:  # one query per status: tracking servers reject IN on tags
+        runs += [r for r in search_all(client, exp.experiment_id, f"tags.`{TAG_STATUS}` = '{status}'")
+                 if r.data.tags.get(TAG_KEY)]  # fmt: skip
+    return runs
+
+
 def search_all(client: MlflowClient, experiment_id: str, where: str = "", page_size: int = 1000) -> list[Run]:
     """Every run of an experiment matching `where`, page after page (a grid can hold more runs than one page)."""
     out: list[Run] = []
@@ -162,19 +191,7 @@ def search_all(client: MlflowClient, experiment_id: str, where: str = "", page_s
 
 def finished_statuses(tracking_uri: str, name: str) -> dict[str, str]:
     """Trial key -> status (finished / compile_failed) of every done trial run of grid `name` (none if new)."""
-    client = MlflowClient(tracking_uri)
-    try:
-        exp = client.get_experiment_by_name(name)
-    except Exception as exc:
-        raise store_error(tracking_uri, exc) from None
-    if exp is None:
-        return {}
-    out: dict[str, str] = {}
-    for status in DONE_STATUSES:  # one query per status: tracking servers reject IN on tags
-        for run in search_all(client, exp.experiment_id, f"tags.`{TAG_STATUS}` = '{status}'"):
-            if key := run.data.tags.get(TAG_KEY):
-                out[key] = status
-    return out
+    return {r.data.tags[TAG_KEY]: r.data.tags[TAG_STATUS] for r in done_runs(tracking_uri, name)}
 
 
 def open_run(
