@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.tables import ScoreIndex, _optimized
+from analysis.tables import ScoreIndex, optimized_runs
 from trainables.errors import ArbError
 from trainables.registry import ModelRegistry
 from trainables.stats.noninferiority import MARGIN_PP, Candidate, Rule, decide, spread_of
@@ -34,7 +34,7 @@ def per_call_costs(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRe
     opt = examples[examples["condition"] == "optimized"]
     means = opt.groupby("run_id")[["prompt_tokens", "completion_tokens", "latency_ms"]].mean()
     rows = []
-    for run in _optimized(runs).itertuples():
+    for run in optimized_runs(runs).itertuples():
         if run.run_id not in means.index or run.model not in registry.models:
             continue
         m = means.loc[run.run_id]
@@ -91,7 +91,7 @@ def routing_tables(
     Candidates: one row per compared program, with its gap's interval and verdict (the cost–quality chart).
     """
     costs = per_call_costs(runs, examples, registry) if costs is None else costs
-    done = _optimized(runs).merge(costs, on="run_id", how="left")
+    done = optimized_runs(runs).merge(costs, on="run_id", how="left")
     if reference is not None and reference not in set(done["model"]):
         known = ", ".join(sorted(set(done["model"]))) or "none"
         raise ArbError(f"reference model {reference!r} has no optimized run in these grids",

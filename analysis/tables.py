@@ -40,7 +40,7 @@ ABLATING = sorted(name for name, o in OPTIMIZERS.items() if o.stored_program)
 BASELINE_ONLY = sorted(name for name, o in OPTIMIZERS.items() if not o.compiles and not o.stored_program)
 
 
-def _optimized(runs: pd.DataFrame) -> pd.DataFrame:
+def optimized_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Trials of an optimization phase (not ablations, not plain baselines)."""
     done = _done(runs)
     return done[done["optimizer"].isin(COMPILING)]
@@ -51,7 +51,7 @@ def per_model_summary(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex | 
     improved. Per optimizer: an average over MIPROv2 and GEPA runs would describe neither. With `examples`, the
     paired 95% CI of the average delta (`ci_low`, `ci_high`: the paired interval on the per-example differences of
     all its trials pooled, which weighs the tasks equally when their n_eval is equal; `ci_test` says so)."""
-    done = _optimized(runs)
+    done = optimized_runs(runs)
     grouped = done.groupby(["optimizer", "model"], observed=True)
     table = pd.DataFrame(
         {
@@ -80,7 +80,7 @@ def per_model_summary(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex | 
 
 def delta_matrix(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 3: optimization delta (pp), (optimizer, task) × model."""
-    return _optimized(runs).pivot_table(index=["optimizer", "task"], columns="model", values="delta_pp",
+    return optimized_runs(runs).pivot_table(index=["optimizer", "task"], columns="model", values="delta_pp",
                                         aggfunc="mean")  # fmt: skip
 
 
@@ -104,7 +104,7 @@ def tiers(runs: pd.DataFrame) -> pd.DataFrame:
 
 def demo_distribution(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 6: how many optimized programs ended up with each number of demos."""
-    counts = _optimized(runs)["n_demos_chosen"].dropna().astype(int).value_counts().sort_index()
+    counts = optimized_runs(runs)["n_demos_chosen"].dropna().astype(int).value_counts().sort_index()
     return counts.rename_axis("demos").to_frame("programs")
 
 
@@ -171,7 +171,7 @@ def delta_significance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) 
     that stopped sequentially (`stopped`: why)."""
     rows = []
     index = ScoreIndex.of(examples)
-    for run in _optimized(runs).itertuples():
+    for run in optimized_runs(runs).itertuples():
         d = trial_delta(run, index)
         sequential = _sequential(run)
         verdict = STOP_VERDICTS.get(str(run.stop_reason), "no data") if sequential else delta_verdict(d)
@@ -231,7 +231,7 @@ def format_or_skill(runs: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
     columns = ["task", "model", "optimizer", "n_labeled", "n", "strict_delta_pp", "strict_ci_low", "strict_ci_high",
                "skill_pp", "skill_ci_low", "skill_ci_high", "format_pp", "format_ci_low", "format_ci_high",
                "format_share", "format", "skill", "test"]  # fmt: skip
-    done = _optimized(runs)
+    done = optimized_runs(runs)
     done = done[done["scoring"].fillna("headline") == "headline"] if "scoring" in done else done
     if done.empty or "strict_score" not in examples:
         return pd.DataFrame(columns=columns)
@@ -282,7 +282,7 @@ def api_vs_best_local(
     The comparison pairs the local model's optimized scores with the API model's baseline by example. "API" is
     what the registry says a model is (`api` column), not its provider's name.
     """
-    done = _optimized(runs)
+    done = optimized_runs(runs)
     rows = []
     index = ScoreIndex.of(examples)
     rule = Rule(margin_pp)
@@ -318,7 +318,7 @@ def local_beats_api(runs: pd.DataFrame) -> pd.DataFrame:
 
     The swing is how much the gap moved through optimization: (local − API) after minus (local − API) before.
     """
-    done = _optimized(runs)[["task", "optimizer", "model", "api", "baseline_score", "optimized_score"]]
+    done = optimized_runs(runs)[["task", "optimizer", "model", "api", "baseline_score", "optimized_score"]]
     api, local = done[done["api"]], done[~done["api"]]
     pairs = local.merge(api, on=["task", "optimizer"], suffixes=("_local", "_api"))
     pairs = pairs[pairs["optimized_score_local"] > pairs["optimized_score_api"]]
@@ -409,7 +409,7 @@ def optimizer_pairs(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex) -> 
     """Optimizers side by side on the same point (model, task, n_labeled, seed, demos): each one's delta, the
     difference of their optimized scores with its paired 95% interval and p-value (`trainables.stats.paired`) over
     the same test examples, what each optimization cost (LM calls, USD) and which is better at what cost."""
-    done = _optimized(runs)
+    done = optimized_runs(runs)
     index = ScoreIndex.of(examples)
     rows = []
     for point, group in done.groupby(PAIR_POINT, dropna=False, sort=True):
@@ -471,7 +471,7 @@ def discordance_by_task(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex)
     power of a paired test on that task depends on (`arb plan`)."""
     index = ScoreIndex.of(examples)
     rows = []
-    for task, group in _optimized(runs).groupby("task"):
+    for task, group in optimized_runs(runs).groupby("task"):
         diffs = [b - a for a, b in (index.pairs(r, "baseline", r, "optimized") for r in group["run_id"])]
         d = np.concatenate(diffs) if diffs else np.array([])
         if len(d):
@@ -485,7 +485,7 @@ def routing_discordance(runs: pd.DataFrame, examples: pd.DataFrame | ScoreIndex)
     non-inferiority decision needs depend on (`arb plan`)."""
     index = ScoreIndex.of(examples)
     rows = []
-    for task, group in _optimized(runs).groupby("task"):
+    for task, group in optimized_runs(runs).groupby("task"):
         api, local = group[group["api"]], group[~group["api"]]
         if api.empty or local.empty:
             continue

@@ -32,7 +32,7 @@ from trainables.tasks import get_task
 task, data, trials = get_task(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 import dspy, litellm  # what a trial process has imported anyway: its memory is not the data step's
 if sys.argv[5] == "1":
-    import datasets  # what `arb`'s Ray workers preload (grid.launch.PRELOAD)
+    import datasets  # what `arb`'s Ray workers preload (grid.session.PRELOAD)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out = []
 for i in range(trials):

@@ -41,7 +41,7 @@ def main() -> None:
     from trainables.evaluate import evaluate
     from trainables.lm import adapters
     from trainables.lm import cache as lm_cache
-    from trainables.lm.client import build_lm, new_meter
+    from trainables.lm.client import Endpoint, build_lm, new_meter
 
     registry = load_registry()
     tmp = Path(tempfile.mkdtemp(prefix="arb-embedded-bench-"))
@@ -60,8 +60,8 @@ def main() -> None:
                 splits = task.load("sample", 0, 0, 1, args.n_eval)
                 for structured in (False, True):
                     meter = new_meter(f"{model}-{task_name}-{structured}")
-                    lm = build_lm(entry, meter=meter.name, role="student", endpoint=servers.endpoints[model],
-                                  timeout_s=servers.timeouts[model])  # fmt: skip
+                    at = Endpoint(servers.endpoints[model], timeout_s=servers.timeouts[model])
+                    lm = build_lm(entry, meter=meter.name, role="student", at=at)
                     start = time.perf_counter()
                     with dspy.context(adapter=adapters.adapter(structured)):
                         result = evaluate(task.program(splits), splits.test, task, lm=lm,

@@ -46,6 +46,9 @@ TrackingUri = Annotated[
 ModelsFile = Annotated[
     Path | None, typer.Option("--models", help="Model registry YAML (default: the shipped grid/models.yaml).")
 ]
+EmbeddedPort = Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")]
+EMBEDDED_PORT = 8761
+"""`grid.embedded.DEFAULT_PORT`, written here so `arb --help` does not import the server code."""
 MARGIN_DEFAULT = 5.0
 """`trainables.stats.noninferiority.MARGIN_PP`, written here so `arb --help` does not import numpy and scipy."""
 Margin = Annotated[
@@ -107,7 +110,7 @@ def run(
     gridfile: Annotated[str, typer.Argument(help="Grid YAML file, or the name of a shipped grid (e.g. smoke).")],
     tracking_uri: TrackingUri = None,
     models: ModelsFile = None,
-    embedded_port: Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")] = 8761,
+    embedded_port: EmbeddedPort = EMBEDDED_PORT,
 ) -> None:
     """Run every trial of a grid, then the grids its `then:` lists; finished trials are reused, not re-run."""
     from grid.spec import load_grid, stages
@@ -119,34 +122,43 @@ def run(
 def check(
     gridfile: Annotated[str, typer.Argument(help="Grid YAML file, or the name of a shipped grid (e.g. phase1).")],
     models: ModelsFile = None,
+    tracking_uri: TrackingUri = None,
+    embedded_port: EmbeddedPort = EMBEDDED_PORT,
 ) -> None:
-    """Check a grid before running it (what `arb run` does first): every task's data source (pinned hub revision,
-    splits, columns; or the files of a data directory) and every Ollama endpoint (answers, has the models, allows
-    the registry's context). One line per problem; exit code 2 if there is any."""
+    """Check a grid before running it, exactly as `arb run` does first: each model's API key, the embedded models
+    (llama.cpp build, GGUF files, ports), the sandbox if a task runs model-written code, demo-ablation sources,
+    every task's data source (pinned hub revision, splits, columns; or the files of a data directory) and every
+    Ollama endpoint (answers, has the models, allows the registry's context). One line per problem; exit code 2
+    if there is any."""
     from grid.launch import preflight
     from grid.spec import expand, load_grid, stages
     from trainables.record.tracking import default_home
     from trainables.registry import load_registry
 
     registry = load_registry(models)
+    made: set[str] = set()  # grids an earlier stage of the chain makes: their runs are not there yet
     for spec in stages(load_grid(gridfile)):
+        made_before = frozenset(made)
+        made.add(spec.name)
         if spec.analysis_of is not None:
             continue
         trials = expand(spec, registry)
         on_cluster = bool(os.environ.get("RAY_ADDRESS"))
-        preflight(spec, trials, registry, default_home(), stream=sys.stderr, on_cluster=on_cluster)
+        preflight(spec, trials, registry, default_home(), _uri(tracking_uri), stream=sys.stderr, on_cluster=on_cluster,
+                  embedded_port=embedded_port, made_before=made_before)  # fmt: skip
         if on_cluster:  # each Ollama node answers for itself, through a small Ray task on it
             _check_cluster_nodes(spec, trials, registry)
         tasks = sorted({t.task for t in trials})
-        typer.echo(f"grid {spec.name!r}: {len(trials)} trials; data ({spec.data}) of {', '.join(tasks)} and its "
-                   f"Ollama models: ok")  # fmt: skip
+        typer.echo(f"grid {spec.name!r}: {len(trials)} trials; models, keys, data ({spec.data}) of "
+                   f"{', '.join(tasks)} and endpoints: ok")  # fmt: skip
 
 
 def _check_cluster_nodes(spec: GridSpec, trials: list, registry: object) -> None:
     import ray
 
-    from grid.launch import check_nodes, connect_ray
+    from grid.launch import check_nodes
     from grid.preflight import Problem, raise_if_any
+    from grid.session import connect_ray
 
     connect_ray(os.environ["RAY_ADDRESS"])
     try:
@@ -161,7 +173,7 @@ def resume(
     grid: Annotated[str, typer.Argument(help="Name of a grid that was run before (its MLflow experiment).")],
     tracking_uri: TrackingUri = None,
     models: ModelsFile = None,
-    embedded_port: Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")] = 8761,
+    embedded_port: EmbeddedPort = EMBEDDED_PORT,
 ) -> None:
     """Finish an interrupted grid (and its `then:` grids): the spec is read back from MLflow, only unfinished
     trials run."""
@@ -360,7 +372,7 @@ def route(
     ] = None,
     tracking_uri: TrackingUri = None,
     models: ModelsFile = None,
-    embedded_port: Annotated[int, typer.Option(help="First port for the embedded llama.cpp servers.")] = 8761,
+    embedded_port: EmbeddedPort = EMBEDDED_PORT,
 ) -> None:
     """Decide, per task, whether a cheaper model can take it: race the cheaper models' optimized programs against
     the reference on more test examples, round by round, until each is shown non-inferior (within --margin pp) or

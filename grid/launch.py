@@ -8,30 +8,21 @@ a grid again (which is what resume does) only does the work that is not done yet
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from grid import placement
-from grid.embedded import DEFAULT_PORT, EmbeddedServers, check_embedded, serve_embedded
+from grid.embedded import DEFAULT_PORT, EmbeddedServers
 from grid.progress import GridOutcome, progress_callback
-from grid.signals import stop_on_sigterm
+from grid.session import Session, session
 from grid.spec import GridSpec, Trial, expand
-from trainables import ablation
 from trainables.errors import ArbError
 from trainables.lm import slots
 from trainables.record import experiments
 from trainables.record.tracking import default_home
 from trainables.registry import ModelRegistry, load_registry
-from trainables.tasks import sandbox
-
-PRELOAD = ("trainables.trial",)
-"""Modules a local Ray worker imports before it is handed a trial (what `run_trial` needs). Cluster nodes also
-preload `datasets` (cluster.yaml), which a trial's data step would otherwise import itself (1.3 s and 134 MB,
-BENCHMARKS.md "Data step at full size"); on one 2-core machine the extra import at every worker start cost more
-than it saved (a local Ray test grid: 49 s with it, 42 s without)."""
 
 
 def run_grid(
@@ -54,12 +45,8 @@ def run_grid(
     done = settle(tracking_uri, spec.name, trials)
     todo = [t for t in trials if t.key not in done]
     used = sorted({t.model for t in todo} | ({spec.teacher} if spec.teacher and todo else set()))
-    registry.require_keys(used)
-    check_embedded(used, registry, embedded_port)
-    if any(t.task == "code" for t in todo):
-        sandbox.check(spec.sandbox)
-    ablation.check_sources(tracking_uri, todo)
-    preflight(spec, todo, registry, home, stream=stream, on_cluster=bool(os.environ.get("RAY_ADDRESS")))
+    preflight(spec, todo, registry, home, tracking_uri, stream=stream, on_cluster=bool(os.environ.get("RAY_ADDRESS")),
+              embedded_port=embedded_port)  # fmt: skip
     experiment_id = tracking.ensure_experiment(tracking_uri, spec.name)
     _remember_spec(tracking_uri, experiment_id, spec, registry_path, registry)
     outcome = GridOutcome(total=len(trials))
@@ -76,28 +63,36 @@ def run_grid(
         print(f"  {outcome.reused} of {len(trials)} trials already finished in MLflow: reused", file=stream)
     if not todo:
         return outcome
-    with serve_embedded(used, registry, home / "logs", base_port=embedded_port, stream=stream) as servers:
-        for name, url in servers.endpoints.items():
-            speed = servers.speeds[name]
-            print(
-                f"embedded model {name} at {url}: {speed.prompt_tok_s:.0f} prompt tok/s, "
-                f"{speed.generate_tok_s:.1f} generated tok/s, per-call timeout {servers.timeouts[name]:.0f} s",
-                file=stream,
-                flush=True,
-            )
-        _fit(spec, todo, tracking_uri, experiment_id, registry, registry_path, servers, home, outcome, stream)
-    if servers.failure is not None:
-        raise servers.failure
+    _tune_quietly()
+    with session(used, registry, tracking_uri, home, registry_path=registry_path, experiment_id=experiment_id,
+                 embedded_port=embedded_port, stream=stream) as opened:  # fmt: skip
+        _fit(spec, todo, registry, opened, home, outcome, stream)
     return outcome
 
 
-def preflight(
-    spec: GridSpec, trials: list[Trial], registry: ModelRegistry, home: Path, *, stream: Any, on_cluster: bool
-) -> None:
-    """`grid.preflight`'s checks for these trials: each problem on its own line, then `PreflightFailed`."""
-    from grid.preflight import raise_if_any, run_checks
+def _tune_quietly() -> None:
+    """Tune's console settings for a sweep whose progress callback says what happens."""
+    # A failed trial is one line from the progress callback (the traceback is kept with its MLflow run), not
+    # Tune's multi-screen traceback on the console.
+    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
+    # Tune's own console tables repeat what the progress callback prints; verbose=0 alone does not silence them.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # With a custom searcher Tune keeps a single trial pending at a time, so trials would start one by one, each
+    # waiting for its worker process; the searcher already hands out only what the slots can take.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
 
-    raise_if_any(run_checks(spec, trials, registry, home / "cache", on_cluster=on_cluster), stream)
+
+def preflight(
+    spec: GridSpec, trials: list[Trial], registry: ModelRegistry, home: Path, tracking_uri: str, *, stream: Any,
+    on_cluster: bool, embedded_port: int = DEFAULT_PORT, made_before: frozenset[str] = frozenset(),
+) -> None:  # fmt: skip
+    """What `arb check` and `arb run` check before any work (`grid.preflight.readiness`): each problem on its own
+    line, then `PreflightFailed` (exit code 2)."""
+    from grid.preflight import raise_if_any, readiness
+
+    problems = readiness(spec, trials, registry, home, tracking_uri, on_cluster=on_cluster,
+                         embedded_port=embedded_port, made_before=made_before)  # fmt: skip
+    raise_if_any(problems, stream)
 
 
 def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) -> list[str]:
@@ -164,125 +159,59 @@ def stored_spec(tracking_uri: str, name: str) -> tuple[GridSpec, str | None]:
 def _fit(
     spec: GridSpec,
     trials: list[Trial],
-    tracking_uri: str,
-    experiment_id: str,
     registry: ModelRegistry,
-    registry_path: str | None,
-    servers: EmbeddedServers,
+    opened: Session,
     home: Path,
     outcome: GridOutcome,
     stream: Any,
 ) -> None:
-    import ray
     from ray import tune
 
-    from trainables.trial import Runtime, run_trial
+    from trainables.trial import run_trial
 
-    runtime = Runtime(
-        tracking_uri=tracking_uri,
-        experiment_id=experiment_id,
-        registry_path=registry_path,
-        registry=registry.model_dump(),
-        endpoints=servers.endpoints,
-        timeouts=servers.timeouts,
-        versions=servers.versions,
-    )
-    # A failed trial is one line from the progress callback (the traceback is kept with its MLflow run), not
-    # Tune's multi-screen traceback on the console.
-    os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
-    # Tune's own console tables repeat what the progress callback prints; verbose=0 alone does not silence them.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # With a custom searcher Tune keeps a single trial pending at a time, so trials would start one by one, each
-    # waiting for its worker process; the searcher already hands out only what the slots can take.
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", "200")
-    # Workers inherit the driver's environment; nothing secret is put in the config itself.
-    address = os.environ.get("RAY_ADDRESS") or "local"
-    if address == "local":
-        # Tune runs each trial in its own working directory: a relative ARB_HOME (the default `./arb-results`)
-        # would put the node's LM cache and optimizer state in there, fresh for every trial and lost on retry.
-        # Cluster nodes set their own ARB_HOME (cluster.yaml).
-        os.environ["ARB_HOME"] = str(Path(home).resolve())
-    connect_ray(
-        # Without RAY_ADDRESS, a fresh local instance: ray.init() alone would try to join whatever cluster
-        # /tmp/ray/ray_current_cluster last named, even a dead one. On a cluster head, set RAY_ADDRESS=auto.
-        address,
-        configure_logging=True,
-        logging_level=logging.ERROR,
-        # A local instance starts its worker processes with the trial's imports done (DSPy, LiteLLM, MLflow: seconds
-        # each) while the driver is still setting up; cluster nodes get the same from RAY_preload_python_modules
-        # in cluster.yaml.
-        _system_config={"preload_python_modules": list(PRELOAD)} if address == "local" else None,
-    )
-    try:
-        if address != "local":
-            from grid.preflight import Problem, raise_if_any
+    runtime, servers, address = opened.runtime, opened.servers, opened.address
+    if address != "local":
+        from grid.preflight import Problem, raise_if_any
 
-            raise_if_any([Problem(line, "") for line in check_nodes(trials, registry, spec)], stream)
-        board = slots.start_board()
-        searcher = _searcher(trials, runtime.model_dump(), registry, publish=lambda grants: board.set.remote(grants))
-        if searcher.nodes:  # on a cluster: what the sweep found (a local run says nothing new here)
-            slots_total = sum(n.slots for n in searcher.nodes.values())
-            print(
-                f"ray: connected ({address}); {len(trials)} trials on {len(searcher.nodes)} Ollama node(s), "
-                f"{slots_total} slot(s)",
-                file=stream,
-                flush=True,
-            )
-        tuner = tune.Tuner(
-            tune.with_resources(run_trial, _trial_resources(spec)),
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=placement.DeadNodeScheduler(searcher),
-                # Each trial is handed out at most twice (the searcher's own retry, on any live node).
-                num_samples=placement.MAX_ATTEMPTS * len(trials),
-                max_concurrent_trials=spec.max_concurrent_trials,
-                # A warm worker process keeps DSPy and the task imported: seconds saved on every trial.
-                reuse_actors=True,
-                trial_dirname_creator=trial_dirname,
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=storage_path(home),
-                verbose=0,
-                callbacks=[progress_callback(trials, outcome, stream)],
-                stop=_sweep_stopper(servers, outcome),
-                failure_config=tune.FailureConfig(max_failures=0),
-            ),
+        raise_if_any([Problem(line, "") for line in check_nodes(trials, registry, spec)], stream)
+    board = slots.start_board()
+    searcher = _searcher(trials, runtime.model_dump(), registry, publish=lambda grants: board.set.remote(grants))
+    if searcher.nodes:  # on a cluster: what the sweep found (a local run says nothing new here)
+        slots_total = sum(n.slots for n in searcher.nodes.values())
+        print(
+            f"ray: connected ({address}); {len(trials)} trials on {len(searcher.nodes)} Ollama node(s), "
+            f"{slots_total} slot(s)",
+            file=stream,
+            flush=True,
         )
-        results = tuner.fit()
-        for i in range(len(results)):
-            result = results[i]
-            if result.error is not None and result.config:
-                key = Trial.model_validate(result.config["trial"]).key
-                outcome.statuses.setdefault(key, "errored")  # a retry that finished has already said so
-        outcome.interrupted = len(outcome.statuses) < outcome.total
-    finally:
-        ray.shutdown()
-
-
-def connect_ray(address: str, **options: Any) -> None:
-    """`ray.init` for the driver; a cluster that refuses this client (Ray token authentication: no token, or not
-    the cluster's) or does not answer is one error line that says where the token lives, not a traceback."""
-    import ray
-    from ray.exceptions import AuthenticationError
-
-    token_fix = (
-        "a cluster started by cluster.yaml, deploy/slurm or deploy/kuberay requires Ray's token: set "
-        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH to the cluster's token file (on the cluster.yaml head: "
-        "`set -a; . ~/.arb/cluster/ray.env; set +a`), or RAY_AUTH_TOKEN to the token itself"
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, _trial_resources(spec)),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=placement.DeadNodeScheduler(searcher),
+            # Each trial is handed out at most twice (the searcher's own retry, on any live node).
+            num_samples=placement.MAX_ATTEMPTS * len(trials),
+            max_concurrent_trials=spec.max_concurrent_trials,
+            # A warm worker process keeps DSPy and the task imported: seconds saved on every trial.
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name,
+            storage_path=storage_path(home),
+            verbose=0,
+            callbacks=[progress_callback(trials, outcome, stream)],
+            stop=_sweep_stopper(servers, outcome),
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
     )
-    try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, **options)
-        stop_on_sigterm()
-    except AuthenticationError:
-        problem = f"the Ray cluster at {address} requires a token and this client has none"
-        raise ArbError(problem, token_fix) from None
-    except ConnectionError as exc:
-        if address == "local":
-            raise
-        # Ray says only "Failed to connect" both when the cluster is down and when it refused the token.
-        problem = f"could not connect to the Ray cluster at {address} ({exc}): it is not running, or it refused this "
-        raise ArbError(problem + "client's token", f"check `ray status` on the head; {token_fix}") from None
+    results = tuner.fit()
+    for i in range(len(results)):
+        result = results[i]
+        if result.error is not None and result.config:
+            key = Trial.model_validate(result.config["trial"]).key
+            outcome.statuses.setdefault(key, "errored")  # a retry that finished has already said so
+    outcome.interrupted = len(outcome.statuses) < outcome.total
 
 
 def trial_dirname(trial: Any) -> str:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,10 @@ class PreflightFailed(ArbError):
 
 def datasets_of(trials: Iterable[Trial]) -> list[tuple[str, HubData, str]]:
     """(task, dataset, source) for every dataset the trials read, once each."""
-    from trainables.tasks.code import HUMANEVAL_FILES
-
     seen: dict[tuple[str, str], tuple[str, HubData, str]] = {}
     for trial in trials:
-        data_sets = get_task(trial.task).data
-        if trial.task == "code" and trial.data != "hub":  # HumanEval comes from files too (the package on `hub`)
-            data_sets = (*data_sets, HUMANEVAL_FILES)
-        for data in data_sets:
+        task = get_task(trial.task)
+        for data in (*task.data, *(task.file_data if trial.data != "hub" else ())):
             seen.setdefault((data.hub_id, trial.data), (trial.task, data, trial.data))
     return list(seen.values())
 
@@ -256,6 +253,40 @@ def model_context_length(client: ollama.Client, model: str) -> int | None:
         return None
     lengths = [int(v) for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int | float)]
     return max(lengths) if lengths else None
+
+
+def _caught(check: Callable[[], object]) -> list[Problem]:
+    try:
+        check()
+    except ArbError as exc:
+        return [Problem.of(exc)]
+    return []
+
+
+def readiness(
+    spec: GridSpec, trials: list[Trial], registry: ModelRegistry, home: Path, tracking_uri: str, *,
+    on_cluster: bool, embedded_port: int, made_before: frozenset[str] = frozenset(),
+) -> list[Problem]:  # fmt: skip
+    """The one list of checks `arb check` and `arb run` both make before any work, a problem per line: each
+    model's API key, the embedded models' llama.cpp build, files and ports, the sandbox when a task runs
+    model-written code, the demo-ablation sources (but those in `made_before`: grids an earlier stage of the same
+    chain makes), then the data and the Ollama endpoints (`run_checks`)."""
+    from grid.embedded import check_embedded
+    from trainables import ablation
+    from trainables.optimizers import get_optimizer
+    from trainables.optimizers.demo_ablation import parse_source
+    from trainables.tasks import sandbox
+
+    sourced = [t for t in trials if get_optimizer(t.optimizer).stored_program]
+    later = [t for t in sourced if parse_source(t.optimizer_params).grid in made_before]
+
+    used = sorted({t.model for t in trials} | ({spec.teacher} if spec.teacher and trials else set()))
+    problems = [p for name in used for p in _caught(partial(registry.require_keys, [name]))]
+    problems += _caught(lambda: check_embedded(used, registry, embedded_port))
+    if any(get_task(t.task).runs_code for t in trials):
+        problems += _caught(lambda: sandbox.check(spec.sandbox))
+    problems += _caught(lambda: ablation.check_sources(tracking_uri, [t for t in trials if t not in later]))
+    return problems + run_checks(spec, trials, registry, home / "cache", on_cluster=on_cluster)
 
 
 def run_checks(

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
-import os
 import re
 import sys
 import tempfile
@@ -39,9 +37,10 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from grid.embedded import DEFAULT_PORT, check_embedded, serve_embedded
-from grid.launch import PRELOAD, connect_ray, stored_spec
+from grid.embedded import DEFAULT_PORT, check_embedded
+from grid.launch import stored_spec
 from grid.placement import SLOTS
+from grid.session import session
 from trainables.errors import ArbError
 from trainables.record import experiments
 from trainables.record.registered import point_alias, registered_name
@@ -49,6 +48,7 @@ from trainables.registry import ModelRegistry, load_registry, recorded_registry
 from trainables.stats.noninferiority import MARGIN_PP
 from trainables.stats.paired import ALPHA
 from trainables.stats.race import BATCH, ZONE_PP, Entrant, Race, RaceRule, RaceState
+from trainables.vocabulary import Scoring
 
 ROUTED_ALIAS = "routed"
 RACE_KIND = "race"
@@ -83,7 +83,7 @@ class TaskRace:
     order: list[str]
     """Example ids of the task's seeded test order, up to the race's n_max."""
     unit: str = "pp"
-    scoring: str = "headline"
+    scoring: Scoring = "headline"
     """The trials' scoring (`Trial.scoring`): the race scores its new examples the same way."""
     """What a gap is measured in: the per-example score's points (for a corpus-level metric, not its units)."""
     outcomes: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -133,14 +133,14 @@ def plan_races(tracking_uri: str, grids: list[str], registry: ModelRegistry, set
     per-example scores as the first outcomes, and a race already recorded (same programs and rule) resumed."""
     from analysis.routing import contenders, per_call_costs, program_name
     from analysis.runs import load_study, mark_api
-    from analysis.tables import _optimized
+    from analysis.tables import optimized_runs
 
     runs, examples = load_study(tracking_uri, grids)
     if runs.empty:
         raise ArbError(f"no runs for {', '.join(grids)} in {tracking_uri}", "run the grid first (`arb run GRID`)")
     runs = mark_api(runs[runs["status"] == "finished"], registry)
     costs = per_call_costs(runs, examples, registry)
-    done = _optimized(runs).merge(costs, on="run_id", how="left")
+    done = optimized_runs(runs).merge(costs, on="run_id", how="left")
     if settings.reference is not None and settings.reference not in set(done["model"]):
         raise ArbError(f"reference model {settings.reference!r} has no finished optimized run in {', '.join(grids)}",
                        f"name one of: {', '.join(sorted(set(done['model']))) or 'none'}")  # fmt: skip
@@ -207,7 +207,7 @@ def _task_race(
     order = [str(ex.get("id", "")) for ex in splits.test]
     structured = params.get("structured", "False") == "True"
     return TaskRace(grid, task, reference, candidates, data, seed, n_val, structured, order, unit_of(task),
-                    scoring=params.get("scoring", "headline"))  # fmt: skip
+                    scoring="strict" if params.get("scoring") == "strict" else "headline")  # fmt: skip
 
 
 def unit_of(task: str) -> str:
@@ -292,10 +292,6 @@ def run_races(
     embedded_port: int = DEFAULT_PORT, home: Path, stream: Any = sys.stderr,
 ) -> list[RaceState]:  # fmt: skip
     """Race every task (their rounds in parallel, each round's programs in parallel), recording each look."""
-    import ray
-
-    from trainables.trial import Runtime
-
     client = MlflowClient(tracking_uri)
     used = sorted({p.model for r in races for p in [r.reference, *r.candidates]})
     registry.require_keys(used)
@@ -305,38 +301,29 @@ def run_races(
     engines = {r.task: Race(rule, r.reference.name, [_entrant(p) for p in r.candidates], len(r.order))
                for r in races}  # fmt: skip
     states: dict[str, RaceState] = {}
-    address = os.environ.get("RAY_ADDRESS") or "local"
-    with serve_embedded(used, registry, home / "logs", base_port=embedded_port, stream=stream) as servers:
-        runtime = Runtime(tracking_uri=tracking_uri, experiment_id="", registry_path=registry_path,
-                          registry=registry.model_dump(), endpoints=servers.endpoints,
-                          timeouts=servers.timeouts, versions=servers.versions).model_dump()  # fmt: skip
-        if address == "local":
-            os.environ["ARB_HOME"] = str(home.resolve())
-        preload = {"preload_python_modules": list(PRELOAD)} if address == "local" else None
-        connect_ray(address, configure_logging=True, logging_level=logging.ERROR, _system_config=preload)
-        try:
-            from grid.placement import ollama_nodes
+    with session(used, registry, tracking_uri, home, registry_path=registry_path, embedded_port=embedded_port,
+                 stream=stream) as opened:  # fmt: skip
+        import ray
 
-            # Ollama programs take a node's slot only where nodes advertise them (a cluster); on one machine,
-            # as for trials, nothing is pinned.
-            slots = bool(ollama_nodes(ray.nodes()))
-            homes: dict[str, str] = {}  # model → the node that last served it
-            budget = settings.rounds
-            while True:
-                pending: dict[str, tuple[TaskRace, Any]] = {}
-                for race in races:
-                    state = _look(client, race, engines[race.task], stream)
-                    states[race.task] = state
-                    if state.decision is None and budget != 0:
-                        pending[race.task] = (race, engines[race.task].next_round(state))
-                if not pending:
-                    break
-                _play_round(client, list(pending.values()), runtime, lm_cache, trial_cpus, homes if slots else None)
-                budget = None if budget is None else budget - 1
-        finally:
-            ray.shutdown()
-        if servers.failure is not None:
-            raise servers.failure
+        from grid.placement import ollama_nodes
+
+        runtime = opened.runtime.model_dump()
+        # Ollama programs take a node's slot only where nodes advertise them (a cluster); on one machine,
+        # as for trials, nothing is pinned.
+        slots = bool(ollama_nodes(ray.nodes()))
+        homes: dict[str, str] = {}  # model → the node that last served it
+        budget = settings.rounds
+        while True:
+            pending: dict[str, tuple[TaskRace, Any]] = {}
+            for race in races:
+                state = _look(client, race, engines[race.task], stream)
+                states[race.task] = state
+                if state.decision is None and budget != 0:
+                    pending[race.task] = (race, engines[race.task].next_round(state))
+            if not pending:
+                break
+            _play_round(client, list(pending.values()), runtime, lm_cache, trial_cpus, homes if slots else None)
+            budget = None if budget is None else budget - 1
     # MLflow resolves a `models:/` source of a new model version through the process's tracking URI, not the
     # client's (MLflow 3.17: "Logged model with ID … not found" otherwise)
     mlflow.set_tracking_uri(tracking_uri)
@@ -369,7 +356,7 @@ def _play_round(
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from trainables.race_round import score_slice
+    from trainables.race_round import Piece, score_slice
 
     def where() -> str:
         return str(ray.get_runtime_context().get_node_id())
@@ -384,9 +371,9 @@ def _play_round(
         by_name = {c.name: c for c in race.candidates}
         slices += [(by_name[name], span) for name, span in step.candidates.items() if len(span)]
         for program, span in slices:
-            p = {"run_id": program.run_id, "model": program.model, "task": race.task, "data": race.data,
-                 "seed": race.seed, "n_val": race.n_val, "structured": race.structured, "start": span.start,
-                 "stop": span.stop, "lm_cache": lm_cache, "scoring": race.scoring}  # fmt: skip
+            p = Piece(run_id=program.run_id, model=program.model, task=race.task, data=race.data, seed=race.seed,
+                      n_val=race.n_val, structured=race.structured, scoring=race.scoring, start=span.start,
+                      stop=span.stop, lm_cache=lm_cache).model_dump()  # fmt: skip
             options: dict[str, Any] = {"num_cpus": trial_cpus}
             if program.ollama and homes is not None:
                 options["resources"] = {SLOTS: 1}

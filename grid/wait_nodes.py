@@ -15,7 +15,7 @@ from trainables.errors import ArbError
 
 def wait(address: str, count: int, timeout_s: float, poll_s: float = 1.0) -> int:
     """Live nodes once `count` have joined or the deadline passed."""
-    from grid.launch import connect_ray
+    from grid.session import connect_ray
 
     connect_ray(address)
     import ray

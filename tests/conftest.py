@@ -127,3 +127,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     assert "Traceback" not in proc.stderr + proc.stdout
     for needle in needles:
         assert needle in lines[0]
+
+
+def assert_preflight_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """What the checks before a grid (`arb check`, and `arb run` first) print: a line per problem, then the
+    one-line verdict; exit code 2, no traceback; each needle in some problem's line."""
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    *problems, verdict = proc.stderr.strip("\n").splitlines()
+    assert problems and all(line.startswith("  ✘ ") for line in problems), proc.stderr
+    assert verdict.startswith(f"arb: error: {len(problems)} problem(s) found before the first trial"), proc.stderr
+    for needle in needles:
+        assert any(needle in line for line in problems), (needle, proc.stderr)

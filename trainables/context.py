@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trainables.evaluate import evaluate
 from trainables.lm import ollama_node
-from trainables.lm.client import Meter, MeteredLM
+from trainables.lm.client import Endpoint, Meter, MeteredLM
 from trainables.optimizers import Optimizer
 from trainables.record.scores import EvalResult
 from trainables.record.tracing import EvaluationRuns
@@ -47,18 +47,17 @@ class Runtime(BaseModel):
     """What each overridden endpoint serves (`grid.embedded.served_identity`): the LM cache's key for its answers."""
 
 
-def endpoint_for(runtime: Runtime, name: str, entry: ModelEntry) -> dict[str, Any]:
+def endpoint_for(runtime: Runtime, name: str, entry: ModelEntry) -> Endpoint:
     """Where to reach a model (and which version answers there): the driver's override (embedded servers), else
     where its provider says (for Ollama this node's server, checked to answer and hold the model before any work
     is done)."""
     if name in runtime.endpoints:
-        return {"endpoint": runtime.endpoints[name], "timeout_s": runtime.timeouts.get(name),
-                "version": runtime.versions.get(name)}  # fmt: skip
+        return Endpoint(runtime.endpoints[name], runtime.versions.get(name), runtime.timeouts.get(name))
     if not entry.provider_spec.per_node:
-        return {"endpoint": None}
+        return Endpoint()
     host = ollama_node.node_endpoint(entry)
     digest = ollama_node.ensure_model(host, entry.id) if host is not None else None
-    return {"endpoint": host, "version": digest}
+    return Endpoint(host, digest)
 
 
 @dataclass

@@ -62,7 +62,7 @@ def score_slice(piece: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any
     meter_name = f"race-{p.run_id}-{p.start}"
     new_meter(meter_name)
     try:
-        lm = build_lm(entry, meter=meter_name, role="student", **endpoint_for(rt, p.model, entry))
+        lm = build_lm(entry, meter=meter_name, role="student", at=endpoint_for(rt, p.model, entry))
         with dspy.context(adapter=adapters.adapter(p.structured)):
             result = evaluate(program, examples, task, lm=lm, condition="race", concurrency=p.concurrency)
     finally:

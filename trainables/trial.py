@@ -131,8 +131,8 @@ def _work(
             lm_cache.install(tracking.default_home() / "cache" / "lm" if trial.lm_cache else None)
             student_at = endpoint_for(runtime, trial.model, student_entry)
             teacher_at = endpoint_for(runtime, teacher_name, teacher_entry)
-            student = build_lm(student_entry, meter=evals.parent, role="student", **student_at)
-            teacher = build_lm(teacher_entry, meter=evals.parent, role="teacher", **teacher_at)
+            student = build_lm(student_entry, meter=evals.parent, role="student", at=student_at)
+            teacher = build_lm(teacher_entry, meter=evals.parent, role="teacher", at=teacher_at)
         ctx = TrialContext(trial, runtime, task, splits, get_optimizer(trial.optimizer), student, teacher,
                            student_entry, teacher_entry, meter, evals, pace)  # fmt: skip
         with dspy.context(adapter=adapters.adapter(trial.structured)):

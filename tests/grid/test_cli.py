@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, assert_preflight_error
 
 
 def arb(*args: str, home: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -71,9 +71,11 @@ def test_malformed_grid_file(tmp_path: Path) -> None:
 
 def test_missing_api_key_fails_before_any_trial(tmp_path: Path) -> None:
     grid = tmp_path / "g.yaml"
-    grid.write_text("name: g\nmodels: [gpt-4o]\ntasks: [math]\n")
+    grid.write_text("name: g\nmodels: [gpt-4o]\ntasks: [math]\ndata: sample\n")
     proc = arb("run", str(grid), home=tmp_path, env={"OPENAI_API_KEY": ""})
-    assert_one_line_error(proc, "OPENAI_API_KEY")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    problem, summary = proc.stderr.splitlines()  # the preflight's line, then its one-line verdict
+    assert problem.startswith("  ✘ ") and "OPENAI_API_KEY" in problem and summary.startswith("arb: error: 1 problem")
     assert not (tmp_path / "ray").exists()
 
 
@@ -82,7 +84,7 @@ def test_missing_embedded_model_package(tmp_path: Path) -> None:
     registry.write_text("models:\n  tiny: {provider: embedded, id: tiny, gguf: 'no_such_gguf_pkg:assemble'}\n")
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\nmodels: [tiny]\ntasks: [math]\ndata: sample\noptimizer: none\n")
-    assert_one_line_error(
+    assert_preflight_error(
         arb("run", str(grid), "--models", str(registry), home=tmp_path), "no_such_gguf_pkg", "pip install"
     )
 
@@ -100,7 +102,7 @@ def test_embedded_port_taken(tmp_path: Path) -> None:
         grid = tmp_path / "g.yaml"
         grid.write_text("name: g\nmodels: [smollm2]\ntasks: [math]\ndata: sample\noptimizer: none\n")
         proc = arb("run", str(grid), "--embedded-port", str(port), home=tmp_path)
-    assert_one_line_error(proc, f"port {port}", "is taken")
+    assert_preflight_error(proc, f"port {port}", "is taken")
 
 
 def test_port_of_a_stopped_server_is_free_despite_time_wait() -> None:
@@ -163,7 +165,8 @@ def test_report_on_an_unknown_grid_is_one_line(tmp_path: Path) -> None:
 
 
 def test_check_passes_the_shipped_samples_and_names_each_problem(tmp_path: Path) -> None:
-    ok = arb("check", "smoke", home=tmp_path)
+    # a port nothing listens on: a test beside this one may be serving an embedded model on the default
+    ok = arb("check", "smoke", "--embedded-port", str(_free_port()), home=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "grid 'smoke'" in ok.stdout and ": ok" in ok.stdout
     data = tmp_path / "data"
@@ -188,3 +191,26 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_check_reports_each_problem_in_one_line_exactly_as_run_would(tmp_path: Path) -> None:
+    """A missing API key, a missing GGUF file and a sandbox that cannot start: `arb check` names all three, one
+    line each, and `arb run` stops on the same lines before any work."""
+    models = tmp_path / "models.yaml"
+    models.write_text(
+        "models:\n"
+        "  gpt-4o: {provider: openai, id: gpt-4o, api_key_env: OPENAI_API_KEY}\n"
+        "  tiny: {provider: embedded, id: tiny, gguf: 'json:file:nope.gguf', context: 2048}\n"
+    )
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nmodels: [gpt-4o, tiny]\ntasks: [code]\ndata: sample\n")
+    env = {"OPENAI_API_KEY": "", "ARB_SANDBOX_PYTHON": str(tmp_path / "no-python")}
+    check = arb("check", str(grid), "--models", str(models), home=tmp_path, env=env)
+    run = arb("run", str(grid), "--models", str(models), home=tmp_path, env=env)
+    for proc in (check, run):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in check.stderr.splitlines() if line.startswith("  ✘ ")]
+    assert len(lines) == 3, check.stderr
+    assert "OPENAI_API_KEY" in lines[0] and "nope.gguf is missing" in lines[1] and "sandbox cannot run" in lines[2]
+    assert [line for line in run.stderr.splitlines() if line.startswith("  ✘ ")] == lines
+    assert not (tmp_path / "ray").exists()

@@ -19,7 +19,7 @@ from grid.spec import GridSpec, Trial, expand
 from trainables.evaluate import evaluate
 from trainables.lm import cache as lm_cache
 from trainables.lm import slots
-from trainables.lm.client import build_lm, new_meter
+from trainables.lm.client import Endpoint, build_lm, new_meter
 from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.tasks import math as math_task
@@ -49,7 +49,7 @@ def _peak(intervals: list[tuple[float, float]]) -> int:
 def _lm(stub: StubServer, name: str) -> Any:
     lm_cache.install(None)  # every call reaches the server: the runs compare what the server answered
     new_meter(name)
-    return build_lm(load_registry().get("llama3.2"), meter=name, role="student", endpoint=stub.url)
+    return build_lm(load_registry().get("llama3.2"), meter=name, role="student", at=Endpoint(stub.url))
 
 
 def test_examples_in_flight_keep_their_order_and_their_own_accounting(
@@ -90,7 +90,7 @@ def test_a_server_error_in_flight_fails_the_evaluation(math_splits: math_task.Sp
     with StubServer(["llama3.2"], table_responder({}), slots=3) as stub:
         stub.state.fault_always = "500"
         lm = build_lm(load_registry().get("llama3.2").model_copy(update={"retries": 0}), meter="d", role="student",
-                      endpoint=stub.url)  # fmt: skip
+                      at=Endpoint(stub.url))  # fmt: skip
         new_meter("d")
         with pytest.raises(Exception, match=r"(?i)error|500"):
             evaluate(math_task.program(math_splits), math_splits.test, math_task.TASK, lm=lm, condition="baseline",

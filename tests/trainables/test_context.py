@@ -14,7 +14,7 @@ from stub_server import StubServer, fit_context, message_tokens, table_responder
 
 from analysis.report import write_report
 from grid.spec import GridSpec, expand
-from trainables.lm.client import ContextCheck
+from trainables.lm.client import ContextCheck, Endpoint
 from trainables.record import tracking
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
@@ -127,7 +127,7 @@ def test_a_prompt_refused_for_its_length_is_reported_once_not_retried(math_split
     entry = load_registry().get("smollm2")
     with StubServer([entry.id], table_responder({}), v1_ctx=40) as stub:
         new_meter("refused")
-        lm = build_lm(entry, meter="refused", role="student", endpoint=f"{stub.url}/v1")
+        lm = build_lm(entry, meter="refused", role="student", at=Endpoint(f"{stub.url}/v1"))
         lm.cache = False
         result = evaluate(task.program(math_splits), math_splits.test[:3], task, lm=lm, condition="baseline")
     assert [r.error for r in result.records] == ["context_window"] * 3

@@ -281,27 +281,28 @@ def litellm_model(entry: ModelEntry) -> str:
     return f"{entry.provider_spec.litellm_prefix}/{entry.id}"
 
 
-def build_lm(
-    entry: ModelEntry,
-    *,
-    meter: str,
-    role: str,
-    endpoint: str | None = None,
-    version: str | None = None,
-    timeout_s: float | None = None,
-) -> MeteredLM:
-    """A metered `dspy.LM` for one registry entry.
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a model answers for this trial, when that is not (only) what its registry entry says.
 
-    `endpoint` overrides the registry (the embedded server's port is only known at run time). `version` is the
-    content of the model served there (the Ollama digest, the GGUF's sha256): with it the response cache's keys
-    hold the model, not its port, so a later job on other ports reuses the answers; without it they hold the
-    endpoint. `timeout_s` overrides the registry's per-call timeout (the embedded servers' is set from their
-    measured speed). The API key is
-    read from the environment here and handed to the client, never put in the trial config, so it cannot reach
-    Ray's results or MLflow params.
-    """
+    `url` overrides the registry (the embedded server's port is only known at run time). `version` is the content
+    of the model served there (the Ollama digest, the GGUF's sha256): with it the response cache's keys hold the
+    model, not its port, so a later job on other ports reuses the answers; without it they hold the endpoint.
+    `timeout_s` overrides the registry's per-call timeout (the embedded servers' is set from their measured
+    speed)."""
+
+    url: str | None = None
+    version: str | None = None
+    timeout_s: float | None = None
+
+
+def build_lm(entry: ModelEntry, *, meter: str, role: str, at: Endpoint | None = None) -> MeteredLM:
+    """A metered `dspy.LM` for one registry entry, reached `at` an endpoint (default: where the registry says).
+    The API key is read from the environment here and handed to the client, never put in the trial config, so it
+    cannot reach Ray's results or MLflow params."""
+    at = at or Endpoint()
     provider = entry.provider_spec
-    base = provider.client_base(endpoint or entry.resolved_endpoint())
+    base = provider.client_base(at.url or entry.resolved_endpoint())
     if provider.started_here and not base:
         raise ArbError(f"{entry.provider} model {entry.id!r} has no server endpoint", "run it through `arb run`")
     if provider.needs_key:
@@ -311,7 +312,7 @@ def build_lm(
     else:
         key = "local"  # local servers ignore it, but OpenAI-style clients refuse to send a request without one
     model = litellm_model(entry)
-    lm_cache.register_identity(model, base, lm_cache.identity(base, version, entry.gguf or entry.id))
+    lm_cache.register_identity(model, base, lm_cache.identity(base, at.version, entry.gguf or entry.id))
     return MeteredLM(
         model,
         meter=meter,
@@ -323,6 +324,6 @@ def build_lm(
         context=entry.context if provider.knows_context else None,
         num_retries=entry.retries,
         cache=True,  # the process's cache decides: `lm_cache.install` (per node, keyed by model identity, or none)
-        **provider.connection(base, key, timeout_s or entry.timeout_s),
+        **provider.connection(base, key, at.timeout_s or entry.timeout_s),
         **provider.lm_options(entry),
     )

