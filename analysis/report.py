@@ -16,6 +16,7 @@ from analysis.dashboard import write_dashboard
 from analysis.routing import per_call_costs, routing_tables, write_gateway_config
 from analysis.runs import ReportCache, known_grids, load_study, mark_api, split_truncated, study_registry
 from trainables.errors import ArbError
+from trainables.record.schema import Tag
 from trainables.registry import ModelRegistry
 from trainables.stats.noninferiority import MARGIN_PP
 from trainables.stats.paired import noise_floor_pp
@@ -199,8 +200,8 @@ def _log_to_mlflow(tracking_uri: str, experiments: list[str], out: Path) -> None
             continue
         found = client.search_runs([exp.experiment_id], filter_string="tags.`arb.kind` = 'report'", max_results=1)
         run_id = found[0].info.run_id if found else client.create_run(
-            exp.experiment_id, run_name="report", tags={"arb.kind": "report"}
+            exp.experiment_id, run_name="report", tags={Tag.KIND: "report"}
         ).info.run_id  # fmt: skip
-        client.set_tag(run_id, "arb.report_time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        client.set_tag(run_id, Tag.REPORT_TIME, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         client.log_artifacts(run_id, str(out), artifact_path="report")
         client.set_terminated(run_id)

@@ -19,12 +19,13 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from trainables.record.experiments import MODELS_TAG
+from trainables.record.schema import ABLATION_KS, Tag, score_k
 from trainables.record.tracking import search_all
 from trainables.registry import ModelRegistry, load_registry, recorded_registry
 
-TAG_COLUMNS = {"arb.trial_key": "trial_key", "arb.status": "status", "arb.phase": "phase", "arb.grid": "grid",
-               "arb.task_version": "task_version", "arb.truncated": "truncated",
-               "arb.stop_reason": "stop_reason"}  # fmt: skip
+TAG_COLUMNS = {Tag.KEY: "trial_key", Tag.STATUS: "status", Tag.PHASE: "phase", Tag.GRID: "grid",
+               Tag.TASK_VERSION: "task_version", Tag.TRUNCATED: "truncated",
+               Tag.STOP_REASON: "stop_reason"}  # fmt: skip
 PARAM_COLUMNS = {"model": "string", "task": "string", "optimizer": "string", "teacher": "string",
                  "provider": "string", "demos": "Int64", "n_labeled": "Int64", "seed": "Int64",
                  "n_eval": "Int64", "n_val": "Int64", "data": "string", "structured": "string", "stopping": "string",
@@ -34,7 +35,7 @@ METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "baseline_str
                   "latency_ms_p95", "prompt_tokens", "completion_tokens", "cost_usd", "optimize_seconds",
                   "eval_seconds", "lm_calls", "optimize_lm_calls", "truncated_calls", "context_errors",
                   "n_evaluated", "seq_ci_low", "seq_ci_high", "seq_p_value", "eval_calls_saved",
-                  *(f"score_k{k}" for k in range(6)))  # fmt: skip
+                  *(score_k(k) for k in ABLATION_KS))  # fmt: skip
 RUN_COLUMNS = ["run_id", "experiment", *TAG_COLUMNS.values(), *PARAM_COLUMNS, *METRIC_COLUMNS]
 """Read from MLflow; `typed_runs` adds `api` (from the registry, not the store)."""
 EXAMPLE_COLUMNS = [
@@ -52,7 +53,7 @@ STATUSES = ("finished", "compile_failed", "running", "errored")
 
 
 def _experiments(client: MlflowClient, grids: list[str] | None) -> list[Any]:
-    exps = [e for e in client.search_experiments() if "arb.grid_spec" in e.tags]
+    exps = [e for e in client.search_experiments() if Tag.GRID_SPEC in e.tags]
     if grids:
         exps = [e for e in exps if e.name in grids]
     return exps
@@ -277,7 +278,7 @@ def grid_status(tracking_uri: str, grids: list[str] | None = None) -> pd.DataFra
     runs = load_runs(tracking_uri, grids)
     rows = []
     for exp in _experiments(client, grids):
-        spec = json.loads(exp.tags["arb.grid_spec"])
+        spec = json.loads(exp.tags[Tag.GRID_SPEC])
         expected = spec_size(spec)
         mine = runs[runs["experiment"] == exp.name]
         counts = {s: int((mine["status"] == s).sum()) for s in STATUSES}

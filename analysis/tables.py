@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.optimizers import OPTIMIZERS
+from trainables.record.schema import ABLATION_KS, score_k
 from trainables.stats.noninferiority import MARGIN_PP, Rule
 from trainables.stats.paired import (
     CONFIDENCE_SEQUENCE,
@@ -22,7 +23,6 @@ from trainables.stats.paired import (
 
 DONE = ("finished", "compile_failed")
 TIER_NAMES = ("task-driven", "weakly task-driven", "model-dependent")
-ABLATION_KS = range(6)
 
 
 def label(key: object) -> str:
@@ -344,9 +344,9 @@ def ablation_effects(runs: pd.DataFrame) -> pd.DataFrame:
     abl = abl[abl["optimizer"].isin(ABLATING)]
     rows = []
     for run in abl.itertuples():
-        k0 = getattr(run, "score_k0", np.nan)
+        k0 = getattr(run, score_k(0), np.nan)
         instruction = k0 - run.baseline_score
-        demo = {f"demo_effect_k{k}": getattr(run, f"score_k{k}", np.nan) - k0 for k in ABLATION_KS if k > 0}
+        demo = {f"demo_effect_k{k}": getattr(run, score_k(k), np.nan) - k0 for k in ABLATION_KS if k > 0}
         best_demo = np.nanmax(list(demo.values())) if demo else np.nan
         floor = noise_floor_pp(int(run.n_eval)) / 2 if pd.notna(run.n_eval) else np.nan
         if abs(instruction) < floor and (np.isnan(best_demo) or abs(best_demo) < floor):

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.record.schema import Tag
 from trainables.vocabulary import Trial
 
 
@@ -144,7 +145,7 @@ def _recorded_error(config: dict[str, Any]) -> str | None:
     except Exception:  # the store is unreachable, or the config is not a trial's: nothing more to say
         return None
     for run in runs:
-        message = run.data.tags.get("arb.error")
+        message = run.data.tags.get(Tag.ERROR)
         if message:
             return f"{run.data.tags.get('arb.error_class', 'Error')}: {' '.join(message.split())[:300]}"
     return None

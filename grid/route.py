@@ -44,6 +44,7 @@ from grid.session import session
 from trainables.errors import ArbError
 from trainables.record import experiments
 from trainables.record.registered import point_alias, registered_name
+from trainables.record.schema import Tag
 from trainables.registry import ModelRegistry, load_registry, recorded_registry
 from trainables.stats.noninferiority import MARGIN_PP
 from trainables.stats.paired import ALPHA
@@ -187,7 +188,7 @@ def _params_of(client: MlflowClient, run_id: str, ref: dict[str, str]) -> bool:
 def _program(row: Any, name: str, registry: ModelRegistry, client: MlflowClient) -> Program:
     entry = registry.get(str(row.model))
     tags = client.get_run(row.run_id).data.tags
-    return Program(name, row.run_id, str(row.model), tags.get("arb.model_uri"), _num(row.usd_per_1k),
+    return Program(name, row.run_id, str(row.model), tags.get(Tag.MODEL_URI), _num(row.usd_per_1k),
                    _num(row.latency_s_per_1k), entry.provider_spec.per_node)  # fmt: skip
 
 
@@ -230,7 +231,7 @@ def _open_record(client: MlflowClient, race: TaskRace, settings: Settings) -> No
     if found:
         run = found[0]
         race.run_id = run.info.run_id
-        race.rounds = int(run.data.tags.get("arb.race_rounds", "0"))
+        race.rounds = int(run.data.tags.get(Tag.RACE_ROUNDS, "0"))
         with tempfile.TemporaryDirectory(prefix="arb-race-") as tmp:
             try:
                 path = client.download_artifacts(race.run_id, OUTCOMES, dst_path=tmp)
@@ -245,11 +246,11 @@ def _open_record(client: MlflowClient, race: TaskRace, settings: Settings) -> No
         exp.experiment_id,
         run_name=f"race · {race.task} · {race.reference.name} vs {', '.join(names)}",
         tags={
-            "arb.kind": RACE_KIND,
-            "arb.race_key": key,
-            "arb.task": race.task,
-            "arb.grid": race.grid,
-            "arb.race_rounds": "0",
+            Tag.KIND: RACE_KIND,
+            Tag.RACE_KEY: key,
+            Tag.TASK: race.task,
+            Tag.GRID: race.grid,
+            Tag.RACE_ROUNDS: "0",
         },
     )
     race.run_id = run.info.run_id
@@ -394,7 +395,7 @@ def _play_round(
         if failure is None:
             race.rounds += 1
         client.log_dict(race.run_id, race.outcomes, OUTCOMES)
-        client.set_tag(race.run_id, "arb.race_rounds", str(race.rounds))
+        client.set_tag(race.run_id, Tag.RACE_ROUNDS, str(race.rounds))
     if failure is not None:
         raise failure
 
@@ -413,8 +414,8 @@ def _finish(client: MlflowClient, race: TaskRace, state: RaceState, settings: Se
             rows.append({"program": program.name, "model": program.model, "example_id": example_id, "score": score})
     client.log_table(race.run_id, data=pd.DataFrame(rows), artifact_file="race/outcomes_table.json")
     version = register(client, race, chosen, decision.kind)
-    client.set_tag(race.run_id, "arb.race_decision", decision.kind)
-    client.set_tag(race.run_id, "arb.route_to", chosen.model)
+    client.set_tag(race.run_id, Tag.RACE_DECISION, decision.kind)
+    client.set_tag(race.run_id, Tag.ROUTE_TO, chosen.model)
     lines = [f"**{decision.words}**", "", f"Margin δ = {settings.margin_pp:g} pp, indifference zone ε = "
              f"{settings.zone_pp:g} pp; {race.rounds} round(s) of {settings.batch}; reference scored on "
              f"{state.n_reference} examples; gaps in {race.unit}.", ""]  # fmt: skip
@@ -433,7 +434,7 @@ def register(client: MlflowClient, race: TaskRace, chosen: Program, kind: str) -
     if not chosen.model_uri:
         print(f"{race.task}: trial run {chosen.run_id} logged no model; nothing registered", file=sys.stderr)
         return None
-    tags = {"arb.model": chosen.model, "arb.decision": kind, "arb.reference": race.reference.model}
+    tags = {Tag.MODEL: chosen.model, Tag.DECISION: kind, Tag.REFERENCE: race.reference.model}
     return point_alias(client, registered_name(race.grid, race.task), ROUTED_ALIAS, chosen.model_uri,
                        chosen.run_id, tags, f"The program arb routes task {race.task} to.")  # fmt: skip
 

@@ -23,7 +23,8 @@ from trainables.context import TrialContext, TrialOutcome
 from trainables.errors import ArbError
 from trainables.optimizers import get_optimizer
 from trainables.optimizers.demo_ablation import parse_source
-from trainables.record import results, tracking
+from trainables.record import results, schema, tracking
+from trainables.record.schema import Tag
 from trainables.record.scores import EvalResult
 from trainables.stopping import comparison
 from trainables.vocabulary import Trial, trial_key
@@ -104,7 +105,7 @@ def run(ctx: TrialContext, baseline: EvalResult, shared_from: str | None) -> Tri
     scored = [ctx.evaluate(with_first_demos(program, k), f"k{k}") for k in range(trial.demos + 1)]
     full = with_first_demos(program, trial.demos)
     metrics = results.metrics(baseline, scored[-1], ctx.meter, (ctx.student_entry, ctx.teacher_entry), full)
-    metrics.update({f"score_k{k}": r.score for k, r in enumerate(scored)})
+    metrics.update({schema.score_k(k): r.score for k, r in enumerate(scored)})
     metrics.update(
         instruction_effect_pp=scored[0].score - baseline.score,
         demo_effect_pp=scored[-1].score - scored[0].score,
@@ -114,7 +115,7 @@ def run(ctx: TrialContext, baseline: EvalResult, shared_from: str | None) -> Tri
     )
     rows = baseline.rows() + [row for r in scored for row in r.rows()]
     ctx.evals.done([results.outcome(baseline, borrowed=shared_from is not None), *map(results.outcome, scored)])
-    tags = {"arb.source_run": source.info.run_id, **results.context_tags(metrics)}
+    tags = {Tag.SOURCE_RUN: source.info.run_id, **results.context_tags(metrics)}
     with pace.phases.phase("publish"):
         delta = comparison(baseline, scored[-1], None)
         tags.update(results.publish_trial(trial, ctx.evals, tracking.FINISHED, ctx.splits, full, ctx.student, metrics,

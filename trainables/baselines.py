@@ -21,12 +21,13 @@ from dataclasses import asdict, fields
 
 from mlflow.tracking import MlflowClient
 
+from trainables.record.schema import Tag
 from trainables.record.scores import EvalResult, ExampleRecord
 from trainables.vocabulary import Trial, trial_key
 
-TAG_KIND = "arb.kind"
-TAG_BASELINE_KEY = "arb.baseline_key"
-TAG_DONE = "arb.baseline_done"
+TAG_KIND = Tag.KIND
+TAG_BASELINE_KEY = Tag.BASELINE_KEY
+TAG_DONE = Tag.BASELINE_DONE
 ARTIFACT = "baseline.json"
 
 
@@ -66,7 +67,7 @@ def _keep(client: MlflowClient, experiment_id: str, trial: Trial, key: str, resu
     run = client.create_run(
         experiment_id,
         run_name=f"baseline · {trial.model} · {trial.task} · s{trial.seed} · n{trial.n_eval}",
-        tags={TAG_KIND: "baseline", TAG_BASELINE_KEY: key, "arb.grid": trial.grid, "arb.phase": trial.phase},
+        tags={TAG_KIND: "baseline", TAG_BASELINE_KEY: key, Tag.GRID: trial.grid, Tag.PHASE: trial.phase},
     )
     run_id = run.info.run_id
     client.log_metric(run_id, "baseline_score", result.score)

@@ -22,6 +22,7 @@ from trainables.lm import cache as lm_cache
 from trainables.lm.client import build_lm, drop_meter, new_meter
 from trainables.optimizers import CompileRequest, get_optimizer
 from trainables.record import publish, results, tracing, tracking
+from trainables.record.schema import Tag
 from trainables.record.scores import EvalResult
 from trainables.registry import ModelRegistry
 from trainables.stats.paired import outcome_label
@@ -72,9 +73,9 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
             trial.key,
             trial.run_name,
             {
-                "arb.phase": trial.phase,
-                "arb.grid": trial.grid,
-                "arb.task_version": trial.task_version,
+                Tag.PHASE: trial.phase,
+                Tag.GRID: trial.grid,
+                Tag.TASK_VERSION: trial.task_version,
                 tracking.TAG_POINT: trial.point_key,
             },
             {**results.params(trial), "provider": registry.get(trial.model).provider},
@@ -187,7 +188,7 @@ def _steps(ctx: TrialContext) -> TrialOutcome:
     tags: dict[str, str] = {}
     if decision is not None:
         metrics.update(results.stop_metrics(decision, metrics, len(ctx.splits.test)))
-        tags["arb.stop_reason"] = decision.reason
+        tags[Tag.STOP_REASON] = decision.reason
         pace.later(lambda: results.log_sequence(ctx.runtime.tracking_uri, ctx.run_id, decision))
     if candidates:
         metrics["candidates"] = float(len(candidates))
@@ -195,13 +196,13 @@ def _steps(ctx: TrialContext) -> TrialOutcome:
     metrics.update(optimizer.trial_metrics(ctx.teacher))
     rows = baseline.rows() + optimized.rows()
     if compile_error:
-        tags["arb.compile_error"] = compile_error
+        tags[Tag.COMPILE_ERROR] = compile_error
     if shared_from is not None:
-        tags["arb.baseline_run"] = shared_from
-    tags["arb.outcome"] = outcome_label(status, metrics["delta_pp"], int(metrics["n_evaluated"]))
+        tags[Tag.BASELINE_RUN] = shared_from
+    tags[Tag.OUTCOME] = outcome_label(status, metrics["delta_pp"], int(metrics["n_evaluated"]))
     tags.update(results.context_tags(metrics))
     if ctx.task.runs_code:
-        tags["arb.sandbox"] = trial.sandbox
+        tags[Tag.SANDBOX] = trial.sandbox
     borrowed = (shared_from is not None, compiled is program)
     ctx.evals.done([results.outcome(baseline, borrowed[0]), results.outcome(optimized, borrowed[1])])
     with pace.phases.phase("publish"):

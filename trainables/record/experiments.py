@@ -9,11 +9,12 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from trainables.errors import ArbError
+from trainables.record.schema import Tag
 from trainables.record.tracking import ensure_experiment, store_error
 
-SPEC_TAG = "arb.grid_spec"
-REGISTRY_TAG = "arb.registry_path"
-MODELS_TAG = "arb.models"
+SPEC_TAG = Tag.GRID_SPEC
+REGISTRY_TAG = Tag.REGISTRY_PATH
+MODELS_TAG = Tag.MODELS
 """The registry entries of the grid's models as it ran them (JSON, name → entry): later readers (`arb status`,
 `report`, `route`) know a model that only the user's registry file named, without that file."""
 SCORES_VIEW = "arb-scores"
@@ -102,7 +103,7 @@ def score_view_lines(uri: str, ui: str) -> list[str]:
     """One line per grid in the store: the link to its runs table with the scores as columns."""
     client = MlflowClient(uri)
     try:
-        grids = [e for e in client.search_experiments() if "arb.grid_spec" in e.tags]
+        grids = [e for e in client.search_experiments() if Tag.GRID_SPEC in e.tags]
         for exp in grids:
             ensure_scores_view(client, exp)
     except Exception as exc:

@@ -6,7 +6,6 @@ Everything here runs while the trial's run is MLflow's active run (`trainables.r
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ import pandas as pd
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
-from trainables.record import fields, tracking
+from trainables.record import fields, schema, tracking
 
 T = TypeVar("T")
 
@@ -137,7 +136,7 @@ def log_program(program: dspy.Module, lm: dspy.LM) -> str:
 
 def prompt_name(task: str, model: str) -> str:
     """The Prompt Registry name for a task's instruction on a model (registry names allow [A-Za-z0-9_.-])."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"arb.{task}.{model}")
+    return schema.registered_name(task, model)
 
 
 def register_instruction(

@@ -3,15 +3,15 @@ pointing at the one in use (what a deployment loads: `models:/arb.<grid>.<task>@
 
 from __future__ import annotations
 
-import re
-
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from trainables.record import schema
 
 
 def registered_name(grid: str, task: str) -> str:
     """The registered model that holds a task's routed program (registry names allow [A-Za-z0-9_.-])."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"arb.{grid}.{task}")
+    return schema.registered_name(grid, task)
 
 
 def point_alias(

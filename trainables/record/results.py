@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from trainables.lm.client import Meter
 from trainables.record import publish, tracing, tracking
+from trainables.record.schema import Tag
 from trainables.record.scores import EvalResult
 from trainables.registry import ModelEntry
 from trainables.stats.paired import PairedDelta
@@ -90,7 +91,7 @@ def context_tags(metrics: dict[str, float]) -> dict[str, str]:
     """`arb.truncated`: whether any call of the trial may have been cut by its context window (or refused for
     it): a score of such a trial may measure a prompt the model never saw whole, so the report sets it apart."""
     hit = metrics.get("truncated_calls", 0) + metrics.get("context_errors", 0)
-    return {"arb.truncated": "true" if hit else "false"}
+    return {Tag.TRUNCATED: "true" if hit else "false"}
 
 
 def artifacts(program: dspy.Module, rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -162,12 +163,12 @@ def publish_trial(
     instruction = instructions(program)
     if status == tracking.FINISHED and compiled:
         message = f"{trial.grid}: {trial.run_name}: {metrics['baseline_score']:.1f} → {metrics['optimized_score']:.1f}"
-        prompt_tags = {"arb.run_id": run_id, "arb.trial_key": trial.key, "arb.grid": trial.grid}
-        pace.later(lambda: {"arb.prompt_uri": publish.register_instruction(
+        prompt_tags = {Tag.RUN_ID: run_id, Tag.KEY: trial.key, Tag.GRID: trial.grid}
+        pace.later(lambda: {Tag.PROMPT_URI: publish.register_instruction(
             trial.task, trial.model, instruction, run_id=run_id, message=message, tags=prompt_tags)})  # fmt: skip
     # these two use MLflow's active run, which is this thread's
     publish.log_datasets(splits, trial.task, trial.data)
-    tags = {"arb.model_uri": publish.log_program(program, student)}
+    tags = {Tag.MODEL_URI: publish.log_program(program, student)}
     runs = evals.links()
     tags["mlflow.note.content"] = publish.description(trial, status, metrics, delta, compile_error, decision,
                                                       (evals.experiment_id, runs) if runs else None)  # fmt: skip

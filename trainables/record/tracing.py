@@ -36,6 +36,7 @@ from mlflow.entities import AssessmentSource, AssessmentSourceType, Metric, Span
 from mlflow.tracing.constant import TraceMetadataKey
 
 from trainables.record import fields
+from trainables.record.schema import Tag
 from trainables.vocabulary import TraceMode
 
 
@@ -96,7 +97,7 @@ def recording(
         mlflow.clear_active_model()
 
 
-TAG_TRIAL_RUN = "arb.trial_run"
+TAG_TRIAL_RUN = Tag.TRIAL_RUN
 """On an evaluation run: the run of the trial it belongs to."""
 
 
@@ -146,9 +147,9 @@ class EvaluationRuns:
             if self._runs is None:
                 mine = f"tags.`{TAG_TRIAL_RUN}` = '{self.parent}' and tags.`arb.kind` = '{self.KIND}'"
                 found = self.client.search_runs([self.experiment_id], filter_string=mine)
-                self._runs = {r.data.tags.get("arb.condition", ""): r.info.run_id for r in found}
+                self._runs = {r.data.tags.get(Tag.CONDITION, ""): r.info.run_id for r in found}
             if condition not in self._runs:
-                tags = {TAG_TRIAL_RUN: self.parent, "arb.kind": self.KIND, "arb.condition": condition}
+                tags = {TAG_TRIAL_RUN: self.parent, Tag.KIND: self.KIND, Tag.CONDITION: condition}
                 name = f"{self.parent_name} · {condition}"
                 run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
                 self._runs[condition] = run.info.run_id
@@ -263,7 +264,7 @@ def traced_example(
         span.set_inputs(review.inputs)
         span.set_outputs(fields.outputs(done.pred))
         mlflow.update_current_trace(
-            tags={"arb.example_id": example_id, "arb.condition": condition, "arb.score": f"{done.score:g}"},
+            tags={Tag.EXAMPLE_ID: example_id, Tag.CONDITION: condition, Tag.SCORE: f"{done.score:g}"},
             metadata={TraceMetadataKey.SOURCE_RUN: traced.run_id} if traced.run_id else None,
         )
         for name, value in review.gold.items():

@@ -25,11 +25,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from trainables.errors import ArbError
+from trainables.record.schema import Tag
 
-TAG_KEY = "arb.trial_key"
-TAG_POINT = "arb.point_key"
+TAG_KEY = Tag.KEY
+TAG_POINT = Tag.POINT
 """The trial's grid point (`Trial.point_key`): what a trial key was before it covered the work's settings."""
-TAG_STATUS = "arb.status"
+TAG_STATUS = Tag.STATUS
 FINISHED, COMPILE_FAILED, ERRORED, RUNNING = "finished", "compile_failed", "errored", "running"
 DONE_STATUSES = (FINISHED, COMPILE_FAILED)
 """A run in one of these states holds a complete result: re-running its trial key does no work."""
@@ -308,8 +309,8 @@ def commit(client: MlflowClient, run_id: str, *, status: str, metrics: dict[str,
 def mark_errored(client: MlflowClient, run_id: str, exc: BaseException) -> None:
     """Record why a trial failed; the run stays reusable so that a retry finishes it."""
     client.set_tag(run_id, TAG_STATUS, ERRORED)
-    client.set_tag(run_id, "arb.error_class", type(exc).__name__)
-    client.set_tag(run_id, "arb.error", redact(str(exc))[:2000])
+    client.set_tag(run_id, Tag.ERROR_CLASS, type(exc).__name__)
+    client.set_tag(run_id, Tag.ERROR, redact(str(exc))[:2000])
     trace = redact("".join(traceback.format_exception(exc)))
     with contextlib.suppress(Exception):  # the tags above already say what failed; the trace is a bonus
         client.log_text(run_id, trace, "error.txt")
@@ -336,8 +337,8 @@ def mark_interrupted(tracking_uri: str, name: str) -> list[str]:
         parent = run.data.tags.get("mlflow.parentRunId")
         if run.info.run_id in trials:
             client.set_tag(run.info.run_id, TAG_STATUS, ERRORED)
-            client.set_tag(run.info.run_id, "arb.error_class", "Interrupted")
-            client.set_tag(run.info.run_id, "arb.error", INTERRUPTED)
+            client.set_tag(run.info.run_id, Tag.ERROR_CLASS, "Interrupted")
+            client.set_tag(run.info.run_id, Tag.ERROR, INTERRUPTED)
             client.set_terminated(run.info.run_id, status="KILLED")
         elif parent in trials:
             client.set_terminated(run.info.run_id, status="KILLED")
