@@ -107,7 +107,8 @@ def mark_api(runs: pd.DataFrame, registry: ModelRegistry) -> pd.DataFrame:
     (`ModelEntry.is_api`: served remotely or priced per token); a model the registry does not know is not."""
     api = {name: e.is_api for name, e in registry.models.items()}
     # a plain lookup: `Series.map(...).fillna(False)` fails on pandas 3's Arrow strings for a model not in `api`
-    return runs.assign(api=[bool(api.get(str(m), False)) for m in runs["model"]])
+    flags = pd.Series([bool(api.get(str(m), False)) for m in runs["model"]], index=runs.index, dtype=bool)
+    return runs.assign(api=flags)
 
 
 def _row(run: Any, experiment: str) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def _grid(name: str, models: list[str], data: Path) -> GridSpec:
 
 def _run_trials(spec: GridSpec, uri: str, stub: StubServer) -> None:
     exp = tracking.ensure_experiment(uri, spec.name)
-    _remember_spec(uri, exp, spec, None)
+    _remember_spec(uri, exp, spec, None, load_registry())
     for trial in expand(spec, load_registry()):
         path = "/v1" if trial.model == "gpt-4o" else ""
         runtime = {"tracking_uri": uri, "experiment_id": exp, "endpoints": {trial.model: stub.url + path}}
