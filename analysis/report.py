@@ -6,6 +6,8 @@ The report is also logged to MLflow, as the artifacts of one `report` run per gr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,34 +26,79 @@ from trainables.stats.paired import noise_floor_pp
 MAX_MARKDOWN_ROWS = 60
 """Longer tables are cut in summary.md: a reader scans the top; the CSV holds everything."""
 
-TITLES = {
-    "per_model": "1. Per optimizer and model (average over tasks)",
-    "api_vs_local": "2. Best API baseline against the best optimized local model",
-    "delta_matrix": "3. Optimization delta (pp), (optimizer, task) × model",
-    "local_beats_api": "4. Optimized local model above optimized API model",
-    "tiers": "5. Tiers by cross-model std of deltas",
-    "demo_distribution": "6. Demo counts chosen by the optimizer",
-    "ablation": "7. Instruction and demo effects: demo ablation runs (phase 3)",
-    "reasoning": "8. Reasoning models, unoptimized (phase 4)",
-    "low_data": "9. Low-data tipping point: runs that differ only in n labeled (phase 5)",
-    "significance": "Every delta with its 95% interval, p-value and verdict, all three from the test named in `test`",
-    "format": "Format or skill: each optimization gain under the strict score, split into the skill the task's "
-    "metric sees and the answer format it forgives",
-    "optimizers": "Optimizers compared on the same test examples (b − a, paired 95% interval named in `test`)",
-    "routing": "Routing advice",
-}
-TITLE_NOTES = {
-    "api_vs_local": "Verdict: non-inferior only if the gap's 95% interval lies above −{margin:g} pp; worse than "
-    "margin if it lies below; else undecided.",
-    "format": "strict_delta_pp = skill_pp + format_pp, in pp of the per-example score (docs/tasks.md says what "
-    "each task's strict score and its metric accept). `format_pp`: answers the optimization made exact that the "
-    "task's metric already credited to the baseline (units, extra words, case); `format_share` of the strict gain. "
-    "`not shown` means the interval includes 0, not that the part is zero.",
-    "routing": "Non-inferiority margin δ = {margin:g} pp: a task is routed to the cheapest model whose interval for "
-    "(model − reference) lies above −δ, the 95% error rate split over the task's candidates (Bonferroni); "
-    "`keep reference` when every cheaper one lies below −δ; else undecided, with about how many more examples "
-    "would decide it (`arb route` adds them). Gateway config for these decisions: `routing.litellm.yaml`.",
-}
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every table is built from: the runs (with `api` marked), their per-example scores, the registry, the
+    routing rule's margin and reference, and what is computed once for several tables."""
+
+    runs: pd.DataFrame
+    examples: pd.DataFrame
+    index: tables.ScoreIndex
+    registry: ModelRegistry
+    margin_pp: float
+    costs: pd.DataFrame
+    routing: tuple[pd.DataFrame, pd.DataFrame]
+    """(routing decisions, every candidate's row)."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A report table: its file name (`<name>.csv`), its section title in summary.md (empty: a CSV and the
+    dashboard only), how it is built, and a note printed under the title (`{margin}` is the margin)."""
+
+    name: str
+    title: str
+    build: Callable[[Inputs], pd.DataFrame]
+    note: str = ""
+
+
+def _reasoning(i: Inputs) -> pd.DataFrame:
+    return tables.reasoning_table(i.runs, {n for n, m in i.registry.models.items() if m.reasoning})
+
+
+STUDY = [
+    Table("per_model", "Per optimizer and model (average over tasks)",
+          lambda i: tables.per_model_summary(i.runs, i.index)),
+    Table("api_vs_local", "Best API baseline against the best optimized local model",
+          lambda i: tables.api_vs_best_local(i.runs, i.index, i.margin_pp),
+          "Verdict: non-inferior only if the gap's 95% interval lies above −{margin:g} pp; worse than margin if it "
+          "lies below; else undecided."),
+    Table("delta_matrix", "Optimization delta (pp), (optimizer, task) × model", lambda i: tables.delta_matrix(i.runs)),
+    Table("local_beats_api", "Optimized local model above optimized API model",
+          lambda i: tables.local_beats_api(i.runs)),
+    Table("tiers", "Tiers by cross-model std of deltas", lambda i: tables.tiers(i.runs)),
+    Table("demo_distribution", "Demo counts chosen by the optimizer", lambda i: tables.demo_distribution(i.runs)),
+    Table("ablation", "Instruction and demo effects: demo ablation runs (phase 3)",
+          lambda i: tables.ablation_effects(i.runs)),
+    Table("reasoning", "Reasoning models, unoptimized (phase 4)", _reasoning),
+    Table("low_data", "Low-data tipping point: runs that differ only in n labeled (phase 5)",
+          lambda i: tables.low_data_table(i.runs)),
+]  # fmt: skip
+"""The study's nine tables, numbered in this order."""
+
+TABLES = [
+    *(Table(t.name, f"{n}. {t.title}", t.build, t.note) for n, t in enumerate(STUDY, start=1)),
+    Table("significance", "Every delta with its 95% interval, p-value and verdict, all three from the test named in "
+          "`test`", lambda i: tables.delta_significance(i.runs, i.index)),
+    Table("format", "Format or skill: each optimization gain under the strict score, split into the skill the "
+          "task's metric sees and the answer format it forgives", lambda i: tables.format_or_skill(i.runs, i.examples),
+          "strict_delta_pp = skill_pp + format_pp, in pp of the per-example score (docs/tasks.md says what each "
+          "task's strict score and its metric accept). `format_pp`: answers the optimization made exact that the "
+          "task's metric already credited to the baseline (units, extra words, case); `format_share` of the strict "
+          "gain. `not shown` means the interval includes 0, not that the part is zero."),
+    Table("optimizers", "Optimizers compared on the same test examples (b − a, paired 95% interval named in `test`)",
+          lambda i: tables.optimizer_pairs(i.runs, i.index)),
+    Table("routing", "Routing advice", lambda i: i.routing[0],
+          "Non-inferiority margin δ = {margin:g} pp: a task is routed to the cheapest model whose interval for "
+          "(model − reference) lies above −δ, the 95% error rate split over the task's candidates (Bonferroni); "
+          "`keep reference` when every cheaper one lies below −δ; else undecided, with about how many more examples "
+          "would decide it (`arb route` adds them). Gateway config for these decisions: `routing.litellm.yaml`."),
+    Table("routing_candidates", "", lambda i: i.routing[1]),
+    Table("cost", "", lambda i: i.costs.merge(i.runs[["run_id", "model", "task", "optimized_score"]])),
+]  # fmt: skip
+"""Every table of the report, in summary.md's order: the CSVs, the summary and the dashboard all read this list."""
+TITLES = {t.name: t.title for t in TABLES if t.title}
 
 
 def build_tables(
@@ -63,24 +110,9 @@ def build_tables(
     runs = mark_api(runs, registry)
     costs = per_call_costs(runs, examples, registry)
     index = tables.ScoreIndex(examples)
-    routing, candidates = routing_tables(runs, examples, registry, index, costs, margin_pp, reference)
-    return {
-        "per_model": tables.per_model_summary(runs, index),
-        "api_vs_local": tables.api_vs_best_local(runs, index, margin_pp),
-        "delta_matrix": tables.delta_matrix(runs),
-        "local_beats_api": tables.local_beats_api(runs),
-        "tiers": tables.tiers(runs),
-        "demo_distribution": tables.demo_distribution(runs),
-        "ablation": tables.ablation_effects(runs),
-        "reasoning": tables.reasoning_table(runs, {n for n, m in registry.models.items() if m.reasoning}),
-        "low_data": tables.low_data_table(runs),
-        "significance": tables.delta_significance(runs, index),
-        "optimizers": tables.optimizer_pairs(runs, index),
-        "format": tables.format_or_skill(runs, examples),
-        "routing": routing,
-        "routing_candidates": candidates,
-        "cost": costs.merge(runs[["run_id", "model", "task", "optimized_score"]]),
-    }
+    routing = routing_tables(runs, examples, registry, index, costs, margin_pp, reference)
+    inputs = Inputs(runs, examples, index, registry, margin_pp, costs, routing)
+    return {t.name: t.build(inputs) for t in TABLES}
 
 
 def write_report(
@@ -140,11 +172,13 @@ def render(
             _markdown(truncated[cols].reset_index(drop=True), "truncated.csv"),
             "",
         ]
-    for name, title in TITLES.items():
-        table = built[name]
-        table.to_csv(out / f"{name}.csv", index=not isinstance(table.index, pd.RangeIndex))
-        note = TITLE_NOTES.get(name, "").format(margin=margin_pp)
-        lines += [f"## {title}", "", *([note, ""] if note else []), _markdown(table, f"{name}.csv"), ""]
+    for spec in TABLES:
+        if not spec.title:
+            continue
+        table = built[spec.name]
+        table.to_csv(out / f"{spec.name}.csv", index=not isinstance(table.index, pd.RangeIndex))
+        note = spec.note.format(margin=margin_pp)
+        lines += [f"## {spec.title}", "", *([note, ""] if note else []), _markdown(table, f"{spec.name}.csv"), ""]
     runs.to_csv(out / "runs.csv", index=False)
     if not built["delta_matrix"].empty:
         plots.delta_heatmap(built["delta_matrix"], out / "delta_matrix.png")
