@@ -384,7 +384,8 @@ def route(
     from trainables.record.tracking import default_home
 
     uri = _uri(tracking_uri, sweep=True)
-    registry, registry_path, lm_cache, cpus = grid_setup(grid[0], uri, models)
+    setup = grid_setup(grid[0], uri, models)
+    registry = setup.registry
     if zone >= margin:
         raise ArbError(f"--zone {zone:g} must be smaller than --margin {margin:g}",
                        "a typical zone is 2 (pp) for a margin of 5")  # fmt: skip
@@ -395,8 +396,8 @@ def route(
         have = len(r.scores(r.reference))
         typer.echo(f"{r.task}: {r.reference.name} against {', '.join(c.name for c in r.candidates)}; "
                    f"{have} example(s) already scored, up to {len(r.order)}", err=True)  # fmt: skip
-    states = run_races(races, uri, registry, settings, registry_path=registry_path, lm_cache=lm_cache,
-                       trial_cpus=cpus, embedded_port=embedded_port, home=default_home())  # fmt: skip
+    states = run_races(races, uri, registry, settings, registry_path=setup.registry_path, lm_cache=setup.lm_cache,
+                       trial_cpus=setup.trial_cpus, embedded_port=embedded_port, home=default_home())  # fmt: skip
     frame = decisions_frame(races, states)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "decisions.csv", index=False)

@@ -454,10 +454,21 @@ def decisions_frame(races: list[TaskRace], states: list[RaceState]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def grid_setup(grid: str, tracking_uri: str, models: Path | None) -> tuple[ModelRegistry, str | None, bool, float]:
-    """The registry the grid ran with (or `models`), its path, and the grid's LM-cache and CPU settings."""
+@dataclass(frozen=True)
+class GridSetup:
+    """What a race keeps of the grid it races: the registry it ran with (or `--models`), that file's path, and the
+    grid's LM-cache and CPU settings."""
+
+    registry: ModelRegistry
+    registry_path: str | None
+    lm_cache: bool
+    trial_cpus: float
+
+
+def grid_setup(grid: str, tracking_uri: str, models: Path | None) -> GridSetup:
+    """The grid's setup, read back from its experiment."""
     spec, registry_path = stored_spec(tracking_uri, grid)
     path = str(models) if models else registry_path
     recorded = experiments.stored_models(tracking_uri, grid)
     registry = recorded_registry(load_registry(path), recorded, prefer_recorded=False)
-    return registry, path, spec.lm_cache, spec.trial_cpus
+    return GridSetup(registry, path, spec.lm_cache, spec.trial_cpus)

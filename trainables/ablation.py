@@ -119,5 +119,5 @@ def run(ctx: TrialContext, baseline: EvalResult, shared_from: str | None) -> Tri
     with pace.phases.phase("publish"):
         delta = comparison(baseline, scored[-1], None)
         tags.update(results.publish_trial(trial, ctx.evals, tracking.FINISHED, ctx.splits, full, ctx.student, metrics,
-                                          ("", delta, None), rows, pace, compiled=False))  # fmt: skip
+                                          results.Comparison(delta), rows, pace, compiled=False))  # fmt: skip
     return TrialOutcome(tracking.FINISHED, metrics, results.artifacts(full, rows), tags)

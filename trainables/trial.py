@@ -207,7 +207,7 @@ def _steps(ctx: TrialContext) -> TrialOutcome:
     ctx.evals.done([results.outcome(baseline, borrowed[0]), results.outcome(optimized, borrowed[1])])
     with pace.phases.phase("publish"):
         tags.update(results.publish_trial(trial, ctx.evals, status, ctx.splits, compiled, ctx.student, metrics,
-                                          (compile_error, delta, decision), rows, pace,
+                                          results.Comparison(delta, decision, compile_error), rows, pace,
                                           compiled=optimizer.compiles))  # fmt: skip
     return TrialOutcome(status, metrics, results.artifacts(compiled, rows), tags)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -147,16 +148,26 @@ def log_sequence(tracking_uri: str, run_id: str, decision: Decision) -> None:
     client.log_text(run_id, table, "sequence.csv")
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """How a trial's two conditions compare: the paired delta, how a sequential trial stopped (None: it scored
+    every example), and the compile error if the optimizer failed (the trial then kept its baseline)."""
+
+    delta: PairedDelta
+    decision: Decision | None = None
+    compile_error: str = ""
+
+
 def publish_trial(
     trial: Trial, evals: tracing.EvaluationRuns, status: str, splits: Splits, program: dspy.Module,
-    student: dspy.LM, metrics: dict[str, float], comparison: tuple[str, PairedDelta, Decision | None],
+    student: dspy.LM, metrics: dict[str, float], comparison: Comparison,
     rows: list[dict[str, Any]], pace: Pace, *, compiled: bool,
 ) -> dict[str, str]:  # fmt: skip
     """Datasets, the per-example table, the program as a model and its instruction as a prompt version, and the
     run's description; returns the tags that point to them (the table and the prompt are written in the background:
-    the prompt's tag comes with `pace.settle()`). `comparison`: the compile error, the paired delta, how it stopped;
-    `compiled`: the program is an optimizer's, so its instruction becomes a prompt version."""
-    compile_error, delta, decision = comparison
+    the prompt's tag comes with `pace.settle()`). `compiled`: the program is an optimizer's, so its instruction
+    becomes a prompt version."""
+    compile_error, delta, decision = comparison.compile_error, comparison.delta, comparison.decision
     run_id = evals.parent
     expected = get_task(trial.task).expected
     pace.later(lambda: publish.log_examples_table(run_id, rows, splits.test, expected))
