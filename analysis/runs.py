@@ -18,8 +18,7 @@ from urllib.request import url2pathname
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from trainables.record.experiments import MODELS_TAG
-from trainables.record.schema import ABLATION_KS, Tag, score_k
+from trainables.record.schema import ABLATION_KS, Metric, Tag, score_k
 from trainables.record.tracking import search_all
 from trainables.registry import ModelRegistry, load_registry, recorded_registry
 
@@ -30,12 +29,13 @@ PARAM_COLUMNS = {"model": "string", "task": "string", "optimizer": "string", "te
                  "provider": "string", "demos": "Int64", "n_labeled": "Int64", "seed": "Int64",
                  "n_eval": "Int64", "n_val": "Int64", "data": "string", "structured": "string", "stopping": "string",
                  "scoring": "string"}  # fmt: skip
-METRIC_COLUMNS = ("baseline_score", "optimized_score", "delta_pp", "baseline_strict", "optimized_strict",
-                  "n_demos_chosen", "latency_ms_p50",
-                  "latency_ms_p95", "prompt_tokens", "completion_tokens", "cost_usd", "optimize_seconds",
-                  "eval_seconds", "lm_calls", "optimize_lm_calls", "truncated_calls", "context_errors",
-                  "n_evaluated", "seq_ci_low", "seq_ci_high", "seq_p_value", "eval_calls_saved",
-                  *(score_k(k) for k in ABLATION_KS))  # fmt: skip
+METRIC_COLUMNS = (
+    Metric.BASELINE_SCORE, Metric.OPTIMIZED_SCORE, Metric.DELTA_PP, Metric.BASELINE_STRICT, Metric.OPTIMIZED_STRICT,
+    Metric.N_DEMOS_CHOSEN, Metric.LATENCY_MS_P50, Metric.LATENCY_MS_P95, Metric.PROMPT_TOKENS,
+    Metric.COMPLETION_TOKENS, Metric.COST_USD, Metric.OPTIMIZE_SECONDS, Metric.EVAL_SECONDS, Metric.LM_CALLS,
+    Metric.OPTIMIZE_LM_CALLS, Metric.TRUNCATED_CALLS, Metric.CONTEXT_ERRORS, Metric.N_EVALUATED, Metric.SEQ_CI_LOW,
+    Metric.SEQ_CI_HIGH, Metric.SEQ_P_VALUE, Metric.EVAL_CALLS_SAVED, *(score_k(k) for k in ABLATION_KS),
+)  # fmt: skip
 RUN_COLUMNS = ["run_id", "experiment", *TAG_COLUMNS.values(), *PARAM_COLUMNS, *METRIC_COLUMNS]
 """Read from MLflow; `typed_runs` adds `api` (from the registry, not the store)."""
 EXAMPLE_COLUMNS = [
@@ -68,8 +68,8 @@ def split_truncated(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs whose every call fit its context window, runs with a call that may have been cut or was refused)."""
     cut = (
         (runs["truncated"].fillna("false") == "true")
-        | (runs["truncated_calls"].fillna(0) > 0)
-        | (runs["context_errors"].fillna(0) > 0)
+        | (runs[Metric.TRUNCATED_CALLS].fillna(0) > 0)
+        | (runs[Metric.CONTEXT_ERRORS].fillna(0) > 0)
     )
     return runs[~cut], runs[cut]
 
@@ -78,9 +78,9 @@ def study_registry(
     tracking_uri: str, grids: list[str] | None = None, given: ModelRegistry | None = None
 ) -> ModelRegistry:
     """The registry that explains the grids' runs: `given` (a `--models` file) or the shipped one, with the entries
-    each grid recorded as it ran (`experiments.MODELS_TAG`): they name models only a user's file knew, and, unless
+    each grid recorded as it ran (`Tag.MODELS`): they name models only a user's file knew, and, unless
     a file is given, replace the shipped entries (a run's price is the one it ran with)."""
-    recorded = [e.tags[MODELS_TAG] for e in _experiments(MlflowClient(tracking_uri), grids) if MODELS_TAG in e.tags]
+    recorded = [e.tags[Tag.MODELS] for e in _experiments(MlflowClient(tracking_uri), grids) if Tag.MODELS in e.tags]
     return recorded_registry(given or load_registry(), recorded, prefer_recorded=given is None)
 
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from trainables import optimizers
 from trainables.optimizers import get_optimizer
+from trainables.record.schema import Metric
 from trainables.vocabulary import Trial
 
 PRIOR_CALLS_PER_EXAMPLE = {"agentic": 4.0}
@@ -54,15 +55,15 @@ class CostModel:
     def observe(self, trial: Trial, result: dict[str, float]) -> None:
         """Learn from a finished trial's metrics (`lm_calls`, `eval_seconds`, `optimize_seconds`, `eval_in_flight`);
         a reused trial (no work done) teaches nothing."""
-        calls = float(result.get("lm_calls") or 0)
+        calls = float(result.get(Metric.LM_CALLS) or 0)
         if result.get("reused") or calls <= 0:
             return
         pair = self._calls[(trial.task, trial.optimizer)]
         pair[0] += calls
         pair[1] += expected_calls(trial)
         # wall time × requests in flight ≈ the server time the calls took
-        busy = (float(result.get("eval_seconds") or 0) + float(result.get("optimize_seconds") or 0)) * max(
-            1.0, float(result.get("eval_in_flight") or 1)
+        busy = (float(result.get(Metric.EVAL_SECONDS) or 0) + float(result.get(Metric.OPTIMIZE_SECONDS) or 0)) * max(
+            1.0, float(result.get(Metric.EVAL_IN_FLIGHT) or 1)
         )
         if busy > 0:
             speed = self._speed[trial.model]

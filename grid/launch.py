@@ -8,6 +8,7 @@ a grid again (which is what resume does) only does the work that is not done yet
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -75,6 +76,11 @@ def _tune_quietly() -> None:
     # A failed trial is one line from the progress callback (the traceback is kept with its MLflow run), not
     # Tune's multi-screen traceback on the console.
     os.environ["TUNE_PRINT_ALL_TRIAL_ERRORS"] = "0"
+    # Ray prints a failed task's whole remote traceback when its result is dropped unread ("Unhandled error",
+    # ray/_private/worker.py `raise_errors`), which Tune does for a failed trial's last result; and Tune logs
+    # "Trials did not complete: [ids]" at the end, which `arb run`'s own summary says with the trials' names.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
+    logging.getLogger("ray.tune.tune").setLevel(logging.CRITICAL)
     # Tune's own console tables repeat what the progress callback prints; verbose=0 alone does not silence them.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # With a custom searcher Tune keeps a single trial pending at a time, so trials would start one by one, each

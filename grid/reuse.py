@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from trainables.errors import ArbError
 from trainables.optimizers import get_optimizer
 from trainables.record import tracking
+from trainables.record.schema import Tag
 from trainables.vocabulary import Trial
 
 
@@ -51,15 +52,15 @@ def settle(tracking_uri: str, name: str, trials: Sequence[Trial]) -> dict[str, s
     from before keys covered the settings, with the same settings (adopted). Raises `ArbError` for a done run at
     a trial's point whose settings differ."""
     runs = tracking.done_runs(tracking_uri, name)
-    by_key = {r.data.tags[tracking.TAG_KEY]: r for r in runs}
+    by_key = {r.data.tags[Tag.KEY]: r for r in runs}
     by_point: dict[str, list[Run]] = {}
     for run in runs:
-        by_point.setdefault(run.data.tags.get(tracking.TAG_POINT) or run.data.tags[tracking.TAG_KEY], []).append(run)
+        by_point.setdefault(run.data.tags.get(Tag.POINT) or run.data.tags[Tag.KEY], []).append(run)
     done: dict[str, str] = {}
     client = MlflowClient(tracking_uri)
     for trial in trials:
         if trial.key in by_key:
-            done[trial.key] = by_key[trial.key].data.tags[tracking.TAG_STATUS]
+            done[trial.key] = by_key[trial.key].data.tags[Tag.STATUS]
             continue
         for run in by_point.get(trial.point_key, []):
             changed = differences(trial, run)
@@ -70,13 +71,13 @@ def settle(tracking_uri: str, name: str, trials: Sequence[Trial]) -> dict[str, s
                     "give the grid a new `name` to run these settings beside the old ones, or put the old "
                     "settings back to reuse the run",
                 )
-            if run.data.tags[tracking.TAG_KEY] == trial.point_key:
+            if run.data.tags[Tag.KEY] == trial.point_key:
                 _adopt(client, run, trial)
-                done[trial.key] = run.data.tags[tracking.TAG_STATUS]
+                done[trial.key] = run.data.tags[Tag.STATUS]
     return done
 
 
 def _adopt(client: MlflowClient, run: Run, trial: Trial) -> None:
     """A run recorded under the trial's point, with the trial's settings, becomes the trial's run."""
-    client.set_tag(run.info.run_id, tracking.TAG_POINT, trial.point_key)
-    client.set_tag(run.info.run_id, tracking.TAG_KEY, trial.key)
+    client.set_tag(run.info.run_id, Tag.POINT, trial.point_key)
+    client.set_tag(run.info.run_id, Tag.KEY, trial.key)

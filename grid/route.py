@@ -8,13 +8,11 @@ one Ray task per program, on a node that can serve its model (an Ollama node's s
 node that already served that model when it is still there: Ollama loads a model once per node). The trials'
 own per-example scores are the race's first examples.
 
-The record: one MLflow run per task's race in the grid's experiment (tag `arb.kind` = `race`; it has no trial
-key, so status, resume and the report's trial counts do not see it), with every candidate's interval as metric
-history per round, each program's per-example outcomes (`race/outcomes.json`, rewritten after every round: a
-killed race resumes from the last round recorded without scoring an example twice), and the decision. The
-decision is registered: per task a registered model `arb.<grid>.<task>` whose version is the chosen program's
-logged model, with alias `routed` (the reference's program when nothing qualifies). `routing.litellm.yaml`
-routes each task to its chosen model through a LiteLLM proxy.
+The record (`trainables.record.races`): one MLflow run per task's race in the grid's experiment, with every
+look's intervals, the outcomes after every round (a killed race resumes from the last round recorded), and the
+decision. The decision is registered: per task a registered model `arb.<grid>.<task>` whose version is the
+chosen program's logged model, with alias `routed` (the reference's program when nothing qualifies).
+`routing.litellm.yaml` routes each task to its chosen model through a LiteLLM proxy.
 """
 
 from __future__ import annotations
@@ -22,10 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +28,6 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from grid.embedded import DEFAULT_PORT, check_embedded
@@ -43,6 +36,7 @@ from grid.placement import SLOTS
 from grid.session import session
 from trainables.errors import ArbError
 from trainables.record import experiments
+from trainables.record.races import Outcomes, RaceRecord
 from trainables.record.registered import point_alias, registered_name
 from trainables.record.schema import Tag
 from trainables.registry import ModelRegistry, load_registry, recorded_registry
@@ -52,8 +46,6 @@ from trainables.stats.race import BATCH, ZONE_PP, Entrant, Race, RaceRule, RaceS
 from trainables.vocabulary import Scoring
 
 ROUTED_ALIAS = "routed"
-RACE_KIND = "race"
-OUTCOMES = "race/outcomes.json"
 
 
 @dataclass
@@ -87,10 +79,18 @@ class TaskRace:
     scoring: Scoring = "headline"
     """The trials' scoring (`Trial.scoring`): the race scores its new examples the same way."""
     """What a gap is measured in: the per-example score's points (for a corpus-level metric, not its units)."""
-    outcomes: dict[str, dict[str, float]] = field(default_factory=dict)
+    outcomes: Outcomes = field(default_factory=dict)
     """Program name → example id → score."""
-    run_id: str = ""
-    rounds: int = 0
+    record: RaceRecord | None = None
+
+    @property
+    def rounds(self) -> int:
+        return self.record.rounds if self.record else 0
+
+    @property
+    def recorded(self) -> RaceRecord:
+        assert self.record is not None, "the race's record is opened when it is planned"
+        return self.record
 
     def scores(self, program: Program) -> np.ndarray:
         """The program's scores on the seeded order, as far as they are known without a gap."""
@@ -222,60 +222,23 @@ def unit_of(task: str) -> str:
 
 def _open_record(client: MlflowClient, race: TaskRace, settings: Settings) -> None:
     """Find the task's race run (same programs and rule) or start one; load the outcomes it recorded."""
-    from trainables.record.tracking import search_all
-
     exp = client.get_experiment_by_name(race.grid)
     assert exp is not None  # load_study found its runs
-    key = race_key(race.grid, race.task, race.reference, race.candidates, settings)
-    found = search_all(client, exp.experiment_id, f"tags.`arb.race_key` = '{key}'")
-    if found:
-        run = found[0]
-        race.run_id = run.info.run_id
-        race.rounds = int(run.data.tags.get(Tag.RACE_ROUNDS, "0"))
-        with tempfile.TemporaryDirectory(prefix="arb-race-") as tmp:
-            try:
-                path = client.download_artifacts(race.run_id, OUTCOMES, dst_path=tmp)
-            except MlflowException:  # no round recorded yet
-                return
-            recorded = json.loads(Path(path).read_text())
-        for name, scores in recorded.items():
-            race.outcomes.setdefault(name, {}).update({str(k): float(v) for k, v in scores.items()})
-        return
     names = [c.name for c in race.candidates]
-    run = client.create_run(
-        exp.experiment_id,
-        run_name=f"race · {race.task} · {race.reference.name} vs {', '.join(names)}",
-        tags={
-            Tag.KIND: RACE_KIND,
-            Tag.RACE_KEY: key,
-            Tag.TASK: race.task,
-            Tag.GRID: race.grid,
-            Tag.RACE_ROUNDS: "0",
-        },
-    )
-    race.run_id = run.info.run_id
     params = {"task": race.task, "reference": race.reference.name, "candidates": ", ".join(names),
               "margin_pp": settings.margin_pp, "alpha": settings.alpha, "batch": settings.batch,
               "n_max": len(race.order), "seed": race.seed, "data": race.data}  # fmt: skip
-    for k, v in params.items():
-        client.log_param(race.run_id, k, str(v)[:6000])
-
-
-def _slug(name: str) -> str:
-    """A program name as an MLflow metric key (letters, digits, _ - . / and spaces only)."""
-    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", name)
-
-
-def _log_look(client: MlflowClient, race: TaskRace, state: RaceState) -> None:
-    now = int(time.time() * 1000)
-    metrics = []
-    for s in state.standings.values():
-        key = _slug(s.name)
-        for what, value in (("gap_pp", s.delta_pp), ("ci_low", s.ci_low), ("ci_high", s.ci_high), ("n", s.n)):
-            if not math.isnan(value):
-                metrics.append(Metric(f"{what}.{key}", float(value), now, race.rounds))
-    metrics.append(Metric("racing", float(len(state.racing)), now, race.rounds))
-    client.log_batch(race.run_id, metrics=metrics, synchronous=True)
+    race.record = RaceRecord.open(
+        client,
+        exp.experiment_id,
+        race_key(race.grid, race.task, race.reference, race.candidates, settings),
+        task=race.task,
+        grid=race.grid,
+        params=params,
+        run_name=f"race · {race.task} · {race.reference.name} vs {', '.join(names)}",
+    )
+    for name, scores in race.record.recorded.items():
+        race.outcomes.setdefault(name, {}).update(scores)
 
 
 def progress_line(race: TaskRace, state: RaceState) -> str:
@@ -317,13 +280,13 @@ def run_races(
         while True:
             pending: dict[str, tuple[TaskRace, Any]] = {}
             for race in races:
-                state = _look(client, race, engines[race.task], stream)
+                state = _look(race, engines[race.task], stream)
                 states[race.task] = state
                 if state.decision is None and budget != 0:
                     pending[race.task] = (race, engines[race.task].next_round(state))
             if not pending:
                 break
-            _play_round(client, list(pending.values()), runtime, lm_cache, trial_cpus, homes if slots else None)
+            _play_round(list(pending.values()), runtime, lm_cache, trial_cpus, homes if slots else None)
             budget = None if budget is None else budget - 1
     # MLflow resolves a `models:/` source of a new model version through the process's tracking URI, not the
     # client's (MLflow 3.17: "Logged model with ID … not found" otherwise)
@@ -340,16 +303,16 @@ def _entrant(p: Program) -> Entrant:
                    p.latency_s_per_1k if not math.isnan(p.latency_s_per_1k) else math.inf)  # fmt: skip
 
 
-def _look(client: MlflowClient, race: TaskRace, engine: Race, stream: Any) -> RaceState:
+def _look(race: TaskRace, engine: Race, stream: Any) -> RaceState:
     ref = race.scores(race.reference)
     state = engine.judge(ref, {c.name: race.scores(c) for c in race.candidates})
-    _log_look(client, race, state)
+    race.recorded.log_look(state.standings.values(), len(state.racing))
     print(progress_line(race, state), file=stream, flush=True)
     return state
 
 
 def _play_round(
-    client: MlflowClient, work: list[tuple[TaskRace, Any]], runtime: dict[str, Any], lm_cache: bool,
+    work: list[tuple[TaskRace, Any]], runtime: dict[str, Any], lm_cache: bool,
     trial_cpus: float, homes: dict[str, str] | None,
 ) -> None:  # fmt: skip
     """One round of every open task: each program's slice as a Ray task, all at once; the outcomes recorded.
@@ -392,10 +355,7 @@ def _play_round(
             homes[program.model] = node
         race.outcomes.setdefault(program.name, {}).update(dict(zip(result["example_id"], result["score"], strict=True)))
     for race, _ in work:
-        if failure is None:
-            race.rounds += 1
-        client.log_dict(race.run_id, race.outcomes, OUTCOMES)
-        client.set_tag(race.run_id, Tag.RACE_ROUNDS, str(race.rounds))
+        race.recorded.save_round(race.outcomes, played=failure is None)
     if failure is not None:
         raise failure
 
@@ -408,14 +368,7 @@ def _finish(client: MlflowClient, race: TaskRace, state: RaceState, settings: Se
     chosen = race.reference if decision.chosen is None else next(
         c for c in race.candidates if c.name == decision.chosen.name
     )  # fmt: skip
-    rows = []
-    for program in [race.reference, *race.candidates]:
-        for example_id, score in race.outcomes.get(program.name, {}).items():
-            rows.append({"program": program.name, "model": program.model, "example_id": example_id, "score": score})
-    client.log_table(race.run_id, data=pd.DataFrame(rows), artifact_file="race/outcomes_table.json")
     version = register(client, race, chosen, decision.kind)
-    client.set_tag(race.run_id, Tag.RACE_DECISION, decision.kind)
-    client.set_tag(race.run_id, Tag.ROUTE_TO, chosen.model)
     lines = [f"**{decision.words}**", "", f"Margin δ = {settings.margin_pp:g} pp, indifference zone ε = "
              f"{settings.zone_pp:g} pp; {race.rounds} round(s) of {settings.batch}; reference scored on "
              f"{state.n_reference} examples; gaps in {race.unit}.", ""]  # fmt: skip
@@ -424,8 +377,8 @@ def _finish(client: MlflowClient, race: TaskRace, state: RaceState, settings: Se
     if version:
         lines += ["", f"Registered: `{registered_name(race.grid, race.task)}` version {version}, alias "
                   f"`{ROUTED_ALIAS}`."]  # fmt: skip
-    client.set_tag(race.run_id, "mlflow.note.content", "\n".join(lines))
-    client.set_terminated(race.run_id, status="FINISHED")
+    models = {p.name: p.model for p in [race.reference, *race.candidates]}
+    race.recorded.finish(race.outcomes, models, decision.kind, chosen.model, "\n".join(lines))
 
 
 def register(client: MlflowClient, race: TaskRace, chosen: Program, kind: str) -> str | None:
@@ -468,7 +421,12 @@ class GridSetup:
 def grid_setup(grid: str, tracking_uri: str, models: Path | None) -> GridSetup:
     """The grid's setup, read back from its experiment."""
     spec, registry_path = stored_spec(tracking_uri, grid)
-    path = str(models) if models else registry_path
     recorded = experiments.stored_models(tracking_uri, grid)
+    if models is None and registry_path and not Path(registry_path).exists() and recorded:
+        # the file the grid ran with is gone (another machine, an imported archive): the entries it recorded
+        # as it ran are the registry
+        registry = recorded_registry(load_registry(None), recorded, prefer_recorded=True)
+        return GridSetup(registry, None, spec.lm_cache, spec.trial_cpus)
+    path = str(models) if models else registry_path
     registry = recorded_registry(load_registry(path), recorded, prefer_recorded=False)
     return GridSetup(registry, path, spec.lm_cache, spec.trial_cpus)

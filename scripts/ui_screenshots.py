@@ -115,7 +115,7 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
     screenshot of each."""
     from mlflow.tracking import MlflowClient
 
-    from trainables.record.tracing import TAG_TRIAL_RUN
+    from trainables.record.schema import Tag
     from trainables.tasks import get_task
 
     client = MlflowClient(tracking_uri)
@@ -131,7 +131,7 @@ def capture(tracking_uri: str, grid: str, out: Path) -> dict[str, Path]:
     ensure_scores_view(client, exp)
     conditions = {
         r.data.tags["arb.condition"]: r
-        for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_TRIAL_RUN}` = '{run.info.run_id}'")
+        for r in client.search_runs([exp.experiment_id], filter_string=f"tags.`{Tag.TRIAL_RUN}` = '{run.info.run_id}'")
     }
     if set(conditions) != {"baseline", "optimized"}:
         raise SystemExit(f"run {run.info.run_id} of grid {grid!r} has no evaluation runs (was it run with "

@@ -24,7 +24,7 @@ from trainables.errors import ArbError
 from trainables.optimizers import get_optimizer
 from trainables.optimizers.demo_ablation import parse_source
 from trainables.record import results, schema, tracking
-from trainables.record.schema import Tag
+from trainables.record.schema import Metric, Tag
 from trainables.record.scores import EvalResult
 from trainables.stopping import comparison
 from trainables.vocabulary import Trial, trial_key
@@ -45,7 +45,7 @@ def find_source(client: MlflowClient, trial: Trial) -> Run:
     src = parse_source(trial.optimizer_params)
     experiment = client.get_experiment_by_name(src.grid)
     run = tracking.finished_at_point(client, experiment.experiment_id, source_key(trial)) if experiment else None
-    if run is None or run.data.tags.get(tracking.TAG_STATUS) != tracking.FINISHED:
+    if run is None or run.data.tags.get(Tag.STATUS) != tracking.FINISHED:
         state = "compile failed" if run is not None else "no finished run"
         raise ArbError(
             f"demo ablation of {trial.model} · {trial.task}: {state} for its source trial in grid {src.grid!r} "
@@ -107,11 +107,13 @@ def run(ctx: TrialContext, baseline: EvalResult, shared_from: str | None) -> Tri
     metrics = results.metrics(baseline, scored[-1], ctx.meter, (ctx.student_entry, ctx.teacher_entry), full)
     metrics.update({schema.score_k(k): r.score for k, r in enumerate(scored)})
     metrics.update(
-        instruction_effect_pp=scored[0].score - baseline.score,
-        demo_effect_pp=scored[-1].score - scored[0].score,
-        optimize_seconds=0.0,
-        eval_seconds=pace.phases.seconds["eval"],
-        eval_in_flight=sum(r.mean_in_flight for r in [baseline, *scored]) / (len(scored) + 1),
+        {
+            Metric.INSTRUCTION_EFFECT_PP: scored[0].score - baseline.score,
+            Metric.DEMO_EFFECT_PP: scored[-1].score - scored[0].score,
+            Metric.OPTIMIZE_SECONDS: 0.0,
+            Metric.EVAL_SECONDS: pace.phases.seconds["eval"],
+            Metric.EVAL_IN_FLIGHT: sum(r.mean_in_flight for r in [baseline, *scored]) / (len(scored) + 1),
+        }
     )
     rows = baseline.rows() + [row for r in scored for row in r.rows()]
     ctx.evals.done([results.outcome(baseline, borrowed=shared_from is not None), *map(results.outcome, scored)])

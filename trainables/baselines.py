@@ -21,13 +21,10 @@ from dataclasses import asdict, fields
 
 from mlflow.tracking import MlflowClient
 
-from trainables.record.schema import Tag
+from trainables.record.schema import Metric, Tag
 from trainables.record.scores import EvalResult, ExampleRecord
 from trainables.vocabulary import Trial, trial_key
 
-TAG_KIND = Tag.KIND
-TAG_BASELINE_KEY = Tag.BASELINE_KEY
-TAG_DONE = Tag.BASELINE_DONE
 ARTIFACT = "baseline.json"
 
 
@@ -49,7 +46,7 @@ def shared(
     key = baseline_key(trial)
     found = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TAG_BASELINE_KEY}` = '{key}' and tags.`{TAG_DONE}` = 'true'",
+        filter_string=f"tags.`{Tag.BASELINE_KEY}` = '{key}' and tags.`{Tag.BASELINE_DONE}` = 'true'",
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )
@@ -67,13 +64,13 @@ def _keep(client: MlflowClient, experiment_id: str, trial: Trial, key: str, resu
     run = client.create_run(
         experiment_id,
         run_name=f"baseline · {trial.model} · {trial.task} · s{trial.seed} · n{trial.n_eval}",
-        tags={TAG_KIND: "baseline", TAG_BASELINE_KEY: key, Tag.GRID: trial.grid, Tag.PHASE: trial.phase},
+        tags={Tag.KIND: "baseline", Tag.BASELINE_KEY: key, Tag.GRID: trial.grid, Tag.PHASE: trial.phase},
     )
     run_id = run.info.run_id
-    client.log_metric(run_id, "baseline_score", result.score)
+    client.log_metric(run_id, Metric.BASELINE_SCORE, result.score)
     client.log_text(run_id, json.dumps(_state(result)), ARTIFACT)
     # written last: a trial that reads the tag finds the artifact complete
-    client.set_tag(run_id, TAG_DONE, "true")
+    client.set_tag(run_id, Tag.BASELINE_DONE, "true")
     client.set_terminated(run_id)
 
 

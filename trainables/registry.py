@@ -119,7 +119,7 @@ class ModelRegistry(BaseModel):
 
 
 def recorded_registry(base: ModelRegistry, recorded: list[str], *, prefer_recorded: bool) -> ModelRegistry:
-    """`base` with the entries that grids recorded as they ran (`trainables.record.experiments.MODELS_TAG`, JSON
+    """`base` with the entries that grids recorded as they ran (`trainables.record.schema.Tag.MODELS`, JSON
     name → entry): they fill in models `base` does not know, and with `prefer_recorded` also replace the ones it
     does (what a run used is what its results mean). Entries a later version cannot read are left out."""
     merged = dict(base.models)

@@ -22,7 +22,7 @@ from trainables.lm import cache as lm_cache
 from trainables.lm.client import build_lm, drop_meter, new_meter
 from trainables.optimizers import CompileRequest, get_optimizer
 from trainables.record import publish, results, tracing, tracking
-from trainables.record.schema import Tag
+from trainables.record.schema import Metric, Tag
 from trainables.record.scores import EvalResult
 from trainables.registry import ModelRegistry
 from trainables.stats.paired import outcome_label
@@ -76,7 +76,7 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
                 Tag.PHASE: trial.phase,
                 Tag.GRID: trial.grid,
                 Tag.TASK_VERSION: trial.task_version,
-                tracking.TAG_POINT: trial.point_key,
+                Tag.POINT: trial.point_key,
             },
             {**results.params(trial), "provider": registry.get(trial.model).provider},
         )
@@ -85,7 +85,7 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
             if done.info.status != "FINISHED":  # a run finished by a process killed before it closed the run
                 client.set_terminated(run_id, status="FINISHED")
     if done is not None:
-        failed = done.data.tags.get(tracking.TAG_STATUS) == tracking.COMPILE_FAILED
+        failed = done.data.tags.get(Tag.STATUS) == tracking.COMPILE_FAILED
         return {**done.data.metrics, "reused": 1.0, "compile_failed": float(failed), **phases.report()}
     pace = Pace(concurrency, phases, slots.allowance(config.get("slot_id"), concurrency))
     try:
@@ -182,8 +182,9 @@ def _steps(ctx: TrialContext) -> TrialOutcome:
     assert baseline is not None
 
     metrics = results.metrics(baseline, optimized, ctx.meter, (ctx.student_entry, ctx.teacher_entry), compiled)
-    metrics.update(optimize_seconds=optimize_seconds, eval_seconds=pace.phases.seconds.get("eval", 0.0),
-                   eval_in_flight=(baseline.mean_in_flight + optimized.mean_in_flight) / 2)  # fmt: skip
+    metrics.update({Metric.OPTIMIZE_SECONDS: optimize_seconds,
+                    Metric.EVAL_SECONDS: pace.phases.seconds.get("eval", 0.0),
+                    Metric.EVAL_IN_FLIGHT: (baseline.mean_in_flight + optimized.mean_in_flight) / 2})  # fmt: skip
     delta = comparison(baseline, optimized, decision)
     tags: dict[str, str] = {}
     if decision is not None:
@@ -192,7 +193,7 @@ def _steps(ctx: TrialContext) -> TrialOutcome:
         pace.later(lambda: results.log_sequence(ctx.runtime.tracking_uri, ctx.run_id, decision))
     if candidates:
         metrics["candidates"] = float(len(candidates))
-    metrics["baseline_shared"] = float(shared_from is not None)
+    metrics[Metric.BASELINE_SHARED] = float(shared_from is not None)
     metrics.update(optimizer.trial_metrics(ctx.teacher))
     rows = baseline.rows() + optimized.rows()
     if compile_error:

@@ -15,7 +15,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
-from trainables.record import tracking
+from trainables.record.schema import Tag
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def _by_key(uri: str) -> dict[str, object]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("moved")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return {r.data.tags[tracking.TAG_KEY]: r for r in runs if tracking.TAG_KEY in r.data.tags}
+    return {r.data.tags[Tag.KEY]: r for r in runs if Tag.KEY in r.data.tags}
 
 
 def test_export_then_import_elsewhere_reads_the_same(tmp_path: Path, known_answers: dict[str, str]) -> None:

@@ -11,9 +11,11 @@ import pytest
 import yaml
 from stub_server import StubServer
 
+from analysis.archive import export_grids, import_archive
 from analysis.report import write_report
 from analysis.runs import grid_status, load_runs
 from grid.launch import _remember_spec
+from grid.route import Settings, grid_setup, plan_races
 from grid.spec import GridSpec, expand
 from trainables.record import tracking
 from trainables.registry import load_registry
@@ -57,3 +59,15 @@ def test_models_named_only_in_the_users_file_are_known_to_the_readers(
     write_report(tracking_uri, ["mine"], out, log=False)
     cost = pd.read_csv(out / "runs.csv").set_index("model")
     assert bool(cost.loc["my-api", "api"]) and not bool(cost.loc["my-llama", "api"])
+
+    # `arb route` reads the grid's registry back: the API model is the reference, the local one races it
+    setup = grid_setup("mine", tracking_uri, None)
+    [race] = plan_races(tracking_uri, ["mine"], setup.registry, Settings())
+    assert race.reference.model == "my-api" and [c.model for c in race.candidates] == ["my-llama"]
+    # `arb export` carries the grid, its recorded registry included, to another store
+    moved = export_grids(tracking_uri, ["mine"], tmp_path / "mine.tar.gz", report=out)
+    assert sum(m.runs for m in moved) >= 2
+    other = tmp_path / "other.db"
+    import_archive(tmp_path / "mine.tar.gz", f"sqlite:///{other}")
+    runs = load_runs(f"sqlite:///{other}", ["mine"]).set_index("model")
+    assert bool(runs.loc["my-api", "api"]) and not bool(runs.loc["my-llama", "api"])

@@ -28,6 +28,8 @@ from trainables.trial import execute_trial
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
 import bench_data
 
+from trainables.record.schema import Tag
+
 TASKS = ["math", "qa", "analysis", "synthesis", "classification", "extraction", "agentic", "rag", "code"]
 
 
@@ -117,7 +119,7 @@ def test_a_trial_reports_where_its_time_went_and_its_concurrency(
     )
     assert run.data.metrics["eval_in_flight"] == result["eval_in_flight"]
     assert not any(k.startswith("time_") for k in run.data.metrics)  # how the sweep ran is not the result
-    assert run.data.tags[tracking.TAG_STATUS] == tracking.FINISHED and run.info.status == "FINISHED"
+    assert run.data.tags[Tag.STATUS] == tracking.FINISHED and run.info.status == "FINISHED"
 
 
 def test_the_slot_board_hands_each_trial_its_grant() -> None:

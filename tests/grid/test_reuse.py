@@ -53,7 +53,7 @@ def _record_as_before(trial: Trial, uri: str, url: str, monkeypatch: pytest.Monk
     before = trial.model_copy(update={"optimizer_params": {}})
     with monkeypatch.context() as m:
         m.setattr(Trial, "key", property(lambda t: t.point_key))
-        m.setattr(tracking, "TAG_POINT", "arb.unused")  # no point tag in the old record
+        m.setattr(tracking, "Tag.POINT", "arb.unused")  # no point tag in the old record
         execute_trial(_config(before, uri, url))
     client = MlflowClient(uri)
     [run] = tracking.find_runs(client, client.get_experiment_by_name(trial.grid).experiment_id, trial.point_key)

@@ -23,7 +23,7 @@ from servers import MlflowServer, free_port, mlflow_on_postgres, pg_bin, ray_nod
 from stub_server import StubServer, table_responder
 
 from grid import cluster_secrets
-from trainables.record import tracking
+from trainables.record.schema import Tag
 
 pytestmark = [
     pytest.mark.cluster,
@@ -96,7 +96,7 @@ def _runs(cluster: Cluster) -> list[Any]:
     if exp is None:
         return []
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if tracking.TAG_KEY in r.data.tags]
+    return [r for r in runs if Tag.KEY in r.data.tags]
 
 
 def test_sigkill_driver_then_resume_and_rerun(cluster: Cluster) -> None:
@@ -111,21 +111,21 @@ def test_sigkill_driver_then_resume_and_rerun(cluster: Cluster) -> None:
     assert driver.poll() is None, driver.communicate()
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
-    finished_before = {r.data.tags[tracking.TAG_KEY] for r in _runs(cluster) if r.data.tags["arb.status"] == "finished"}
+    finished_before = {r.data.tags[Tag.KEY] for r in _runs(cluster) if r.data.tags["arb.status"] == "finished"}
     assert 2 <= len(finished_before) < 6
 
     resume = cluster.arb("resume", "cluster")
     out, err = resume.communicate(timeout=900)
     assert resume.returncode == 0, err
     runs = _runs(cluster)
-    keys = [r.data.tags[tracking.TAG_KEY] for r in runs]
+    keys = [r.data.tags[Tag.KEY] for r in runs]
     assert len(keys) == len(set(keys)) == 6  # every trial key: exactly one run
     assert all(r.data.tags["arb.status"] == "finished" and r.info.status == "FINISHED" for r in runs)
     # every LM call went to a worker's own Ollama (the registry's default endpoint has no server here)
     assert cluster.calls() >= 6 * 3
 
     # a finished grid: no LM call at all, the same metrics
-    before = {r.data.tags[tracking.TAG_KEY]: r.data.metrics["baseline_score"] for r in runs}
+    before = {r.data.tags[Tag.KEY]: r.data.metrics["baseline_score"] for r in runs}
     calls = cluster.calls()
     start = time.monotonic()
     again = cluster.arb("run", grid)
@@ -134,7 +134,7 @@ def test_sigkill_driver_then_resume_and_rerun(cluster: Cluster) -> None:
     assert again.returncode == 0, err
     assert cluster.calls() == calls
     assert json.loads(out.splitlines()[0])["reused"] == 6
-    after = {r.data.tags[tracking.TAG_KEY]: r.data.metrics["baseline_score"] for r in _runs(cluster)}
+    after = {r.data.tags[Tag.KEY]: r.data.metrics["baseline_score"] for r in _runs(cluster)}
     assert after == before
     (cluster.home / "rerun-seconds.txt").write_text(f"{seconds:.1f}\n")
 
@@ -213,8 +213,8 @@ def test_worker_killed_mid_trial_its_trials_finish_elsewhere(cluster: Cluster) -
     assert driver.returncode == 0, err
     client = MlflowClient(cluster.mlflow.uri)
     exp = client.get_experiment_by_name("cluster-kill")
-    runs = [r for r in client.search_runs([exp.experiment_id]) if tracking.TAG_KEY in r.data.tags]
-    keys = [r.data.tags[tracking.TAG_KEY] for r in runs]
+    runs = [r for r in client.search_runs([exp.experiment_id]) if Tag.KEY in r.data.tags]
+    keys = [r.data.tags[Tag.KEY] for r in runs]
     assert len(keys) == len(set(keys)) == 6  # the interrupted trial reused its run on the other node
     assert all(r.data.tags["arb.status"] == "finished" for r in runs)
     assert survivor.state.calls.total() > 0

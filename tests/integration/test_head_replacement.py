@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from servers import MlflowServer, pg_bin, postgres
 from stub_server import StubServer, table_responder
 
-from trainables.record import tracking
+from trainables.record.schema import Tag
 
 pytestmark = [
     pytest.mark.cluster,
@@ -38,7 +38,7 @@ def _trials(uri: str) -> list[Any]:
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("head")
     runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
-    return [r for r in runs if tracking.TAG_KEY in r.data.tags]
+    return [r for r in runs if Tag.KEY in r.data.tags]
 
 
 def test_a_new_head_on_the_same_store_resumes_with_one_run_per_key(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_a_new_head_on_the_same_store_resumes_with_one_run_per_key(tmp_path: Pat
             )  # fmt: skip
             assert resume.returncode == 0, resume.stderr
             runs = _trials(new.uri)
-            keys = [r.data.tags[tracking.TAG_KEY] for r in runs]
+            keys = [r.data.tags[Tag.KEY] for r in runs]
             assert len(keys) == len(set(keys)) == 6, keys
             assert all(r.data.tags["arb.status"] == "finished" and r.info.status == "FINISHED" for r in runs)
             assert {r.info.run_id for r in finished_before} <= {r.info.run_id for r in runs}  # kept, not redone

@@ -14,6 +14,8 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer, table_responder
 
+from trainables.record.schema import Tag
+
 
 def _slow(answers: dict[str, str]) -> Any:
     inner = table_responder(answers)
@@ -96,7 +98,7 @@ def test_trials_a_killed_job_left_running_are_marked_from_the_store(tmp_path: Pa
     exp = tracking.ensure_experiment(uri, "g")
 
     def run(key: str | None, status: str, parent: str | None = None) -> str:
-        tags = {tracking.TAG_KEY: key, tracking.TAG_STATUS: status} if key else {}
+        tags = {Tag.KEY: key, Tag.STATUS: status} if key else {}
         if parent:
             tags["mlflow.parentRunId"] = parent
         return client.create_run(exp, tags=tags).info.run_id
@@ -111,5 +113,5 @@ def test_trials_a_killed_job_left_running_are_marked_from_the_store(tmp_path: Pa
     status = {r: client.get_run(r).info.status for r in (cut, child, done, unclosed, race)}
     assert status == {cut: "KILLED", child: "KILLED", done: "FINISHED", unclosed: "RUNNING", race: "RUNNING"}
     tags = client.get_run(cut).data.tags
-    assert tags[tracking.TAG_STATUS] == tracking.ERRORED and tags["arb.error_class"] == "Interrupted"
+    assert tags[Tag.STATUS] == tracking.ERRORED and tags["arb.error_class"] == "Interrupted"
     assert main(["g", "--tracking-uri", uri]) == 0 and main(["absent", "--tracking-uri", uri]) == 0

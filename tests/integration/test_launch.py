@@ -6,6 +6,7 @@ import io
 import json
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from stub_server import StubServer
 
@@ -58,9 +59,12 @@ def test_grid_runs_on_ray_and_rerun_makes_no_lm_calls(tmp_path: Path, stub: Stub
     assert all(len(tracking.find_runs(client, exp.experiment_id, r.data.tags["arb.trial_key"])) == 1 for r in runs)
 
 
-def test_a_sweep_that_keeps_failing_the_same_way_stops_once_and_resumably(tmp_path: Path, tracking_uri: str) -> None:
+def test_a_sweep_that_keeps_failing_the_same_way_stops_once_and_resumably(
+    tmp_path: Path, tracking_uri: str, capfd: pytest.CaptureFixture[str]
+) -> None:
     """Every call fails (the server answers 500): after three trials with the same error the sweep stops, says so
-    once, and leaves the rest pending for `arb resume`; Ray's trial folders are short (model, task, key)."""
+    once, and leaves the rest pending for `arb resume`; each failed trial is one line, with no traceback of Ray's or
+    Tune's on the console; Ray's trial folders are short (model, task, key)."""
     from grid.progress import GridOutcome, error_signature
 
     with StubServer(["llama3.2"]) as stub:
@@ -79,6 +83,10 @@ def test_a_sweep_that_keeps_failing_the_same_way_stops_once_and_resumably(tmp_pa
         outcome = run_grid(spec, registry, tracking_uri, tmp_path / "home", registry_path=str(registry_file),
                            stream=log)  # fmt: skip
     text = log.getvalue()
+    console = capfd.readouterr().err
+    assert "Traceback" not in console and "Unhandled error" not in console, console[-3000:]
+    assert "Trials did not complete" not in console
+    assert text.count("errored") >= len(outcome.failed)
     assert outcome.repeated_error is not None and outcome.interrupted
     assert len(outcome.failed) >= 3 and len(outcome.statuses) < 6
     assert text.count("stopping the sweep") == 1 and "arb resume failing" in text

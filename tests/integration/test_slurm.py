@@ -32,6 +32,8 @@ from trainables.record import tracking
 sys.path.insert(0, str(Path(__file__).parents[1] / "slurm"))
 import real_slurm
 
+from trainables.record.schema import Tag
+
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = [ROOT / "deploy/slurm/arb.sbatch", ROOT / "deploy/slurm/arb-node.sh", ROOT / "deploy/slurm/submit",
@@ -115,13 +117,13 @@ class Study:
         client = MlflowClient(self.store)
         exp = client.get_experiment_by_name("slurm-stub")
         runs = client.search_runs([exp.experiment_id], max_results=1000) if exp else []
-        return [r for r in runs if tracking.TAG_KEY in r.data.tags]
+        return [r for r in runs if Tag.KEY in r.data.tags]
 
     def finished(self) -> set[str]:
         if not (self.work / "shared" / "mlflow.db").exists():
             return set()
-        return {r.data.tags[tracking.TAG_KEY] for r in self.trial_runs()
-                if r.data.tags.get(tracking.TAG_STATUS) == tracking.FINISHED}  # fmt: skip
+        return {r.data.tags[Tag.KEY] for r in self.trial_runs()
+                if r.data.tags.get(Tag.STATUS) == tracking.FINISHED}  # fmt: skip
 
     def calls(self, job: str) -> int:
         """LM calls the job's Ollamas have answered so far."""
@@ -130,10 +132,10 @@ class Study:
     def cut_mid_trial(self, job: str) -> bool:
         """A trial has finished, and another is unfinished but has had answers: what a cut leaves for the cache."""
         runs = self.trial_runs()
-        if not any(r.data.tags.get(tracking.TAG_STATUS) == tracking.FINISHED for r in runs):
+        if not any(r.data.tags.get(Tag.STATUS) == tracking.FINISHED for r in runs):
             return False
         paid = sum(r.data.metrics.get("lm_calls", 0) - r.data.metrics.get("cache_hits", 0) for r in runs
-                   if r.data.tags.get(tracking.TAG_STATUS) == tracking.FINISHED)  # fmt: skip
+                   if r.data.tags.get(Tag.STATUS) == tracking.FINISHED)  # fmt: skip
         return any(r.info.status == "RUNNING" for r in runs) and self.calls("*") >= paid + 2
 
     def leftovers(self, job: str) -> list[str]:
@@ -149,7 +151,7 @@ class Study:
     def check_ended_cleanly(self, job: str) -> None:
         assert not self.leftovers(job), (self.leftovers(job), self.output(job))
         runs = self.trial_runs()
-        keys = [r.data.tags[tracking.TAG_KEY] for r in runs]
+        keys = [r.data.tags[Tag.KEY] for r in runs]
         assert len(keys) == len(set(keys)), keys  # one run per trial key, however the jobs ended
         assert not [r for r in runs if r.info.status == "RUNNING"], self.output(job)
         nodes = self.work / "shared" / "slurm" / job / "nodes.log"  # none if stopped before the nodes started
@@ -260,7 +262,7 @@ def test_five_endings_leave_nothing_behind_and_resume_from_the_cache(study: Stud
     study.check_ended_cleanly(fourth)
 
     runs = study.trial_runs()
-    assert len(runs) == 6 and all(r.data.tags[tracking.TAG_STATUS] == "finished" for r in runs)
+    assert len(runs) == 6 and all(r.data.tags[Tag.STATUS] == "finished" for r in runs)
     # the cut trials' calls were paid once: the jobs that finished them found the answers in the LM cache
     assert sum(r.data.metrics.get("cache_hits", 0) for r in runs) > 0
     reports = [json.loads(p.read_text()) for p in (study.work / "ollama").glob("ollama-*.json")]

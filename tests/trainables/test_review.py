@@ -17,6 +17,7 @@ from test_trial import _config, _trial
 
 from analysis.runs import load_runs
 from trainables.record import tracing, tracking
+from trainables.record.schema import Tag
 from trainables.trial import execute_trial
 
 GARBLED = "I would rather not say."
@@ -80,7 +81,7 @@ def test_traces_carry_gold_and_score_and_conditions_pair_up(
     assert set(by_condition) == {"baseline", "optimized"}
     requests: dict[str, list[str]] = {}
     for condition, eval_run in by_condition.items():
-        assert eval_run.data.tags[tracing.TAG_TRIAL_RUN] == run_id and eval_run.info.status == "FINISHED"
+        assert eval_run.data.tags[Tag.TRIAL_RUN] == run_id and eval_run.info.status == "FINISHED"
         assert "mlflow.parentRunId" not in eval_run.data.tags  # MLflow's Evaluation runs page hides child runs
         assert eval_run.data.metrics["examples"] == 8
         score = metrics[f"{condition}_score"]
@@ -145,7 +146,7 @@ def test_a_shared_baseline_is_reviewed_in_every_trial_that_uses_it(stub: StubSer
     exp_id = second.info.experiment_id
     [borrowed] = client.search_runs(
         [exp_id],
-        filter_string=f"tags.`{tracing.TAG_TRIAL_RUN}` = '{second.info.run_id}' and tags.`arb.condition` = 'baseline'",
+        filter_string=f"tags.`{Tag.TRIAL_RUN}` = '{second.info.run_id}' and tags.`arb.condition` = 'baseline'",
     )
     traces = mlflow.search_traces(locations=[exp_id], run_id=borrowed.info.run_id, return_type="list")
     assert len(traces) == 8 and {t.info.tags["arb.condition"] for t in traces} == {"baseline"}

@@ -326,3 +326,44 @@ def test_two_trials_registering_one_new_prompt_at_once_both_succeed(
         with ThreadPoolExecutor(2) as pool:
             uris = sorted(pool.map(register, runs))
         assert uris == [f"prompts:/arb.math.racer{round_}/1", f"prompts:/arb.math.racer{round_}/2"]
+
+
+def test_two_whole_trials_of_one_model_and_task_started_together_both_finish(
+    stub: StubServer, tracking_uri: str
+) -> None:
+    """Seeds 0 and 1 of one model and task, each in its own process as Ray runs them (the study's 3 seeds make such
+    pairs the rule on a cluster): both create the grid's datasets and the task's prompt for the first time. Both
+    trials' first prompt lookups meet at a barrier (`tests/pair_trial.py`), so both miss it; twice over, each time
+    in a new grid. Every metric the runs hold is declared in the record's schema."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from trainables.record.schema import Metric
+
+    declared = {v for k, v in vars(Metric).items() if k.isupper()}
+    client = MlflowClient(tracking_uri)
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key-000"}
+    # the prompt is the task's and model's: a new one each round (the stub serves these two)
+    for round_, (model, path) in enumerate([("llama3.2", ""), ("gpt-4o", "/v1")]):
+        base = _trial(model, optimizer="bootstrap").model_copy(update={"grid": f"pair{round_}"})
+        trials = [base.model_copy(update={"seed": seed}) for seed in (0, 1)]
+        barrier = Path(tracking_uri.removeprefix("sqlite:///")).parent / f"barrier{round_}"
+        barrier.mkdir()
+        procs = []
+        for trial in trials:
+            config = json.dumps(_config(trial, tracking_uri, {model: stub.url + path}))
+            command = [sys.executable, str(Path(__file__).parents[1] / "pair_trial.py"), str(barrier), config]
+            procs.append(subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env))
+        errors = [proc.communicate(timeout=300)[1] for proc in procs]
+        assert [proc.returncode for proc in procs] == [0, 0], [e[-3000:] for e in errors]
+        assert len(list(barrier.glob("missed-*"))) == 2  # both trials really missed the prompt at once
+        exp = client.get_experiment_by_name(f"pair{round_}").experiment_id
+        for trial in trials:
+            [run] = tracking.find_runs(client, exp, trial.key)
+            assert run.data.tags["arb.status"] == "finished", run.data.tags.get("arb.error")
+            assert run.data.tags["arb.prompt_uri"].startswith(f"prompts:/arb.math.{model}/")
+            assert set(run.data.metrics) - {"eval"} <= declared, set(run.data.metrics) - declared
+        uris = {tracking.find_runs(client, exp, t.key)[0].data.tags["arb.prompt_uri"] for t in trials}
+        assert uris == {f"prompts:/arb.math.{model}/1", f"prompts:/arb.math.{model}/2"}

@@ -12,9 +12,6 @@ from trainables.errors import ArbError
 from trainables.record.schema import Tag
 from trainables.record.tracking import ensure_experiment, store_error
 
-SPEC_TAG = Tag.GRID_SPEC
-REGISTRY_TAG = Tag.REGISTRY_PATH
-MODELS_TAG = Tag.MODELS
 """The registry entries of the grid's models as it ran them (JSON, name → entry): later readers (`arb status`,
 `report`, `route`) know a model that only the user's registry file named, without that file."""
 SCORES_VIEW = "arb-scores"
@@ -32,13 +29,13 @@ SCORES_VIEW_STATE = {
 def remember(
     tracking_uri: str, experiment_id: str, spec_json: str, registry_path: str | None, note: str, models_json: str = ""
 ) -> None:  # fmt: skip
-    """Store a grid's spec (JSON), its registry path and its models' entries (`MODELS_TAG`), its description and
+    """Store a grid's spec (JSON), its registry path and its models' entries (`Tag.MODELS`), its description and
     the scores view on its experiment."""
     client = MlflowClient(tracking_uri)
-    client.set_experiment_tag(experiment_id, SPEC_TAG, spec_json)
-    client.set_experiment_tag(experiment_id, REGISTRY_TAG, registry_path or "")
+    client.set_experiment_tag(experiment_id, Tag.GRID_SPEC, spec_json)
+    client.set_experiment_tag(experiment_id, Tag.REGISTRY_PATH, registry_path or "")
     if models_json:
-        client.set_experiment_tag(experiment_id, MODELS_TAG, models_json)
+        client.set_experiment_tag(experiment_id, Tag.MODELS, models_json)
     client.set_experiment_tag(experiment_id, "mlflow.note.content", note)
     client.set_experiment_tag(experiment_id, f"mlflow.sharedViewState.{SCORES_VIEW}", json.dumps(SCORES_VIEW_STATE))
 
@@ -47,19 +44,19 @@ def stored(tracking_uri: str, name: str) -> tuple[str, str | None]:
     """The spec (JSON) and registry path a grid was last launched with, read back from its experiment."""
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(name)
-    if exp is None or SPEC_TAG not in exp.tags:
+    if exp is None or Tag.GRID_SPEC not in exp.tags:
         ensure_experiment(tracking_uri, "Default")  # a store that cannot be reached fails here, with its own message
         raise ArbError(
             f"no grid named {name!r} has been run in {tracking_uri}",
             "check `arb status`, or `arb run GRIDFILE`",
         )
-    return exp.tags[SPEC_TAG], exp.tags.get(REGISTRY_TAG) or None
+    return exp.tags[Tag.GRID_SPEC], exp.tags.get(Tag.REGISTRY_PATH) or None
 
 
 def stored_models(tracking_uri: str, name: str) -> list[str]:
-    """The models' registry entries grid `name` recorded as it ran (`MODELS_TAG`; none for grids run before)."""
+    """The models' registry entries grid `name` recorded as it ran (`Tag.MODELS`; none for grids run before)."""
     exp = MlflowClient(tracking_uri).get_experiment_by_name(name)
-    return [exp.tags[MODELS_TAG]] if exp is not None and MODELS_TAG in exp.tags else []
+    return [exp.tags[Tag.MODELS]] if exp is not None and Tag.MODELS in exp.tags else []
 
 
 def ensure_scores_view(client: Any, experiment: Any) -> None:

@@ -154,6 +154,18 @@ def register_instruction(
     return uri
 
 
+class _Shown:
+    """A trial's metrics by attribute for its description: a metric the trial did not write reads 0 (NaN for the
+    strict scores, which runs made before them lack)."""
+
+    def __init__(self, metrics: dict[str, float]) -> None:
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> float:
+        key = getattr(schema.Metric, name.upper())
+        return self._metrics.get(key, float("nan") if key.endswith("_strict") else 0.0)
+
+
 def description(
     trial: Any, status: str, metrics: dict[str, float], delta: Any, compile_error: str, decision: Any = None,
     evaluations: tuple[str, dict[str, str]] | None = None,
@@ -161,6 +173,7 @@ def description(
     """The run's description (markdown, shown on its page): what ran, the result with its paired interval (and the
     test it comes from), how a sequential trial stopped, the cost, and where to review it example by example
     (`evaluations`: the experiment id and each condition's evaluation run). Numbers have one decimal."""
+    m = _Shown(metrics)
     lines = [
         f"**{trial.model}** on **{trial.task}**, optimizer **{trial.optimizer}** (demos {trial.demos}, "
         f"n_labeled {trial.n_labeled}, seed {trial.seed}, data {trial.data}"
@@ -170,13 +183,13 @@ def description(
         "",
         "| | score | strict (exact answer) |",
         "|---|---|---|",
-        f"| baseline | {metrics['baseline_score']:.1f} | {metrics.get('baseline_strict', float('nan')):.1f} |",
-        f"| optimized | {metrics['optimized_score']:.1f} | {metrics.get('optimized_strict', float('nan')):.1f} |",
+        f"| baseline | {m.baseline_score:.1f} | {m.baseline_strict:.1f} |",
+        f"| optimized | {m.optimized_score:.1f} | {m.optimized_strict:.1f} |",
     ]
     if delta is not None and delta.n:
-        strict_delta = metrics.get("optimized_strict", float("nan")) - metrics.get("baseline_strict", float("nan"))
+        strict_delta = m.optimized_strict - m.baseline_strict
         lines.append(
-            f"| delta | {metrics['delta_pp']:+.1f} pp, paired 95% interval [{delta.ci_low:+.1f}, "
+            f"| delta | {m.delta_pp:+.1f} pp, paired 95% interval [{delta.ci_low:+.1f}, "
             f"{delta.ci_high:+.1f}] and {_p(delta.p_value)} from the {delta.test}, n = {delta.n} | "
             f"{strict_delta:+.1f} pp |"
         )
@@ -184,13 +197,13 @@ def description(
         lines += [
             "",
             f"Sequential evaluation stopped after **{decision.n}** of {decision.n_max} examples per condition: "
-            f"**{decision.reason}**; about {metrics.get('eval_calls_saved', 0):.0f} evaluation calls saved.",
+            f"**{decision.reason}**; about {m.eval_calls_saved:.0f} evaluation calls saved.",
         ]
     lines += [
         "",
-        f"{int(metrics.get('lm_calls', 0))} LM calls ({int(metrics.get('eval_lm_calls', 0))} evaluating, "
-        f"{int(metrics.get('optimize_lm_calls', 0))} optimizing); {metrics.get('optimize_seconds', 0):.0f} s "
-        f"optimizing, {metrics.get('eval_seconds', 0):.0f} s evaluating; {_money(metrics.get('cost_usd', 0))}.",
+        f"{int(m.lm_calls)} LM calls ({int(m.eval_lm_calls)} evaluating, "
+        f"{int(m.optimize_lm_calls)} optimizing); {m.optimize_seconds:.0f} s "
+        f"optimizing, {m.eval_seconds:.0f} s evaluating; {_money(m.cost_usd)}.",
         "",
         "Per example: the Traces tab (each trace's gold answer and score are its assessments) and the "
         "`examples.json` table (Artifacts); the optimizer's candidates: the child runs `eval_N` and the metric `eval`.",
@@ -198,7 +211,7 @@ def description(
     if evaluations:
         lines += ["", _review_line(*evaluations)]
     cut = {k: int(metrics.get(f"truncated_calls_{k}", 0)) for k in ("baseline", "optimize", "optimized")}
-    refused = int(metrics.get("context_errors", 0))
+    refused = int(m.context_errors)
     if any(cut.values()) or refused:
         lines += [
             "",

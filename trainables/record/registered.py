@@ -22,7 +22,11 @@ def point_alias(
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description=description)
+        try:
+            client.create_registered_model(name, description=description)
+        except MlflowException as exc:  # another `arb route` of the grid created it since the lookup
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     same = [v for v in client.search_model_versions(f"name = '{name}'") if v.run_id == run_id]
     version = same[0] if same else client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags)
     client.set_registered_model_alias(name, alias, version.version)

@@ -12,12 +12,12 @@ from typing import Any
 
 import dspy
 import pandas as pd
-from mlflow.entities import Metric
+from mlflow.entities import Metric as MetricPoint
 from mlflow.tracking import MlflowClient
 
 from trainables.lm.client import Meter
 from trainables.record import publish, tracing, tracking
-from trainables.record.schema import Tag
+from trainables.record.schema import Metric, Tag
 from trainables.record.scores import EvalResult
 from trainables.registry import ModelEntry
 from trainables.stats.paired import PairedDelta
@@ -57,41 +57,41 @@ def metrics(
         teacher.prompt_tokens, teacher.completion_tokens
     )
     return {
-        "baseline_score": baseline.score,
-        "optimized_score": optimized.score,
-        "delta_pp": optimized.score - baseline.score,
-        "baseline_strict": baseline.strict,
-        "optimized_strict": optimized.strict,
-        "n_evaluated": float(len(optimized.records)),
-        "n_demos_chosen": float(sum(len(p.demos) for p in program.predictors())),
-        "latency_ms_p50": optimized.latency_ms(50),
-        "latency_ms_p95": optimized.latency_ms(95),
-        "prompt_tokens": total.prompt_tokens,
-        "completion_tokens": total.completion_tokens,
-        "cost_usd": cost,
-        "lm_calls": total.calls,
-        "thinking_tokens": total.thinking_tokens,
-        "cache_hits": total.cache_hits,
-        "eval_lm_calls": evaluation.calls,
-        "optimize_lm_calls": optimization.calls,
-        "optimize_prompt_tokens": optimization.prompt_tokens,
-        "optimize_completion_tokens": optimization.completion_tokens,
-        "teacher_lm_calls": teacher.calls,
-        "parse_failures_baseline": baseline.parse_failures,
-        "parse_failures_optimized": optimized.parse_failures,
-        "lm_errors": baseline.lm_errors + optimized.lm_errors,
-        "truncated_calls": total.truncated_calls,
-        "truncated_calls_baseline": meter.total(stage="baseline").truncated_calls,
-        "truncated_calls_optimize": optimization.truncated_calls,
-        "truncated_calls_optimized": meter.total(stage="optimized").truncated_calls,
-        "context_errors": baseline.context_errors + optimized.context_errors,
+        Metric.BASELINE_SCORE: baseline.score,
+        Metric.OPTIMIZED_SCORE: optimized.score,
+        Metric.DELTA_PP: optimized.score - baseline.score,
+        Metric.BASELINE_STRICT: baseline.strict,
+        Metric.OPTIMIZED_STRICT: optimized.strict,
+        Metric.N_EVALUATED: float(len(optimized.records)),
+        Metric.N_DEMOS_CHOSEN: float(sum(len(p.demos) for p in program.predictors())),
+        Metric.LATENCY_MS_P50: optimized.latency_ms(50),
+        Metric.LATENCY_MS_P95: optimized.latency_ms(95),
+        Metric.PROMPT_TOKENS: total.prompt_tokens,
+        Metric.COMPLETION_TOKENS: total.completion_tokens,
+        Metric.COST_USD: cost,
+        Metric.LM_CALLS: total.calls,
+        Metric.THINKING_TOKENS: total.thinking_tokens,
+        Metric.CACHE_HITS: total.cache_hits,
+        Metric.EVAL_LM_CALLS: evaluation.calls,
+        Metric.OPTIMIZE_LM_CALLS: optimization.calls,
+        Metric.OPTIMIZE_PROMPT_TOKENS: optimization.prompt_tokens,
+        Metric.OPTIMIZE_COMPLETION_TOKENS: optimization.completion_tokens,
+        Metric.TEACHER_LM_CALLS: teacher.calls,
+        Metric.PARSE_FAILURES_BASELINE: baseline.parse_failures,
+        Metric.PARSE_FAILURES_OPTIMIZED: optimized.parse_failures,
+        Metric.LM_ERRORS: baseline.lm_errors + optimized.lm_errors,
+        Metric.TRUNCATED_CALLS: total.truncated_calls,
+        Metric.TRUNCATED_CALLS_BASELINE: meter.total(stage="baseline").truncated_calls,
+        Metric.TRUNCATED_CALLS_OPTIMIZE: optimization.truncated_calls,
+        Metric.TRUNCATED_CALLS_OPTIMIZED: meter.total(stage="optimized").truncated_calls,
+        Metric.CONTEXT_ERRORS: baseline.context_errors + optimized.context_errors,
     }
 
 
 def context_tags(metrics: dict[str, float]) -> dict[str, str]:
     """`arb.truncated`: whether any call of the trial may have been cut by its context window (or refused for
     it): a score of such a trial may measure a prompt the model never saw whole, so the report sets it apart."""
-    hit = metrics.get("truncated_calls", 0) + metrics.get("context_errors", 0)
+    hit = metrics.get(Metric.TRUNCATED_CALLS, 0) + metrics.get(Metric.CONTEXT_ERRORS, 0)
     return {Tag.TRUNCATED: "true" if hit else "false"}
 
 
@@ -126,12 +126,12 @@ def outcome(result: EvalResult, borrowed: bool = False) -> tracing.Outcome:
 def stop_metrics(decision: Decision, metrics: dict[str, float], n_max: int) -> dict[str, float]:
     """How a sequential trial stopped; the calls saved are its evaluation calls per example times the examples it
     did not need."""
-    per_example = metrics["eval_lm_calls"] / max(decision.n, 1)
+    per_example = metrics[Metric.EVAL_LM_CALLS] / max(decision.n, 1)
     return {
-        "seq_ci_low": decision.look.ci_low,
-        "seq_ci_high": decision.look.ci_high,
-        "seq_p_value": decision.look.p_value,
-        "eval_calls_saved": per_example * (n_max - decision.n),
+        Metric.SEQ_CI_LOW: decision.look.ci_low,
+        Metric.SEQ_CI_HIGH: decision.look.ci_high,
+        Metric.SEQ_P_VALUE: decision.look.p_value,
+        Metric.EVAL_CALLS_SAVED: per_example * (n_max - decision.n),
     }
 
 
@@ -140,9 +140,9 @@ def log_sequence(tracking_uri: str, run_id: str, decision: Decision) -> None:
     and as `sequence.csv`."""
     client = MlflowClient(tracking_uri)
     now = int(time.time() * 1000)
-    history = [Metric(name, value, now, look.n) for look in decision.path
-               for name, value in (("seq_ci_low", look.ci_low), ("seq_ci_high", look.ci_high),
-                                   ("seq_p_value", look.p_value))]  # fmt: skip
+    history = [MetricPoint(name, value, now, look.n) for look in decision.path
+               for name, value in ((Metric.SEQ_CI_LOW, look.ci_low), (Metric.SEQ_CI_HIGH, look.ci_high),
+                                   (Metric.SEQ_P_VALUE, look.p_value))]  # fmt: skip
     client.log_batch(run_id, metrics=history)
     table = pd.DataFrame([vars(look) for look in decision.path]).to_csv(index=False)
     client.log_text(run_id, table, "sequence.csv")
@@ -173,7 +173,8 @@ def publish_trial(
     pace.later(lambda: publish.log_examples_table(run_id, rows, splits.test, expected))
     instruction = instructions(program)
     if status == tracking.FINISHED and compiled:
-        message = f"{trial.grid}: {trial.run_name}: {metrics['baseline_score']:.1f} → {metrics['optimized_score']:.1f}"
+        before, after = metrics[Metric.BASELINE_SCORE], metrics[Metric.OPTIMIZED_SCORE]
+        message = f"{trial.grid}: {trial.run_name}: {before:.1f} → {after:.1f}"
         prompt_tags = {Tag.RUN_ID: run_id, Tag.KEY: trial.key, Tag.GRID: trial.grid}
         pace.later(lambda: {Tag.PROMPT_URI: publish.register_instruction(
             trial.task, trial.model, instruction, run_id=run_id, message=message, tags=prompt_tags)})  # fmt: skip

@@ -97,7 +97,6 @@ def recording(
         mlflow.clear_active_model()
 
 
-TAG_TRIAL_RUN = Tag.TRIAL_RUN
 """On an evaluation run: the run of the trial it belongs to."""
 
 
@@ -145,11 +144,11 @@ class EvaluationRuns:
         """The id of `condition`'s evaluation run, created on first use (safe from the trial's threads)."""
         with self._lock:
             if self._runs is None:
-                mine = f"tags.`{TAG_TRIAL_RUN}` = '{self.parent}' and tags.`arb.kind` = '{self.KIND}'"
+                mine = f"tags.`{Tag.TRIAL_RUN}` = '{self.parent}' and tags.`arb.kind` = '{self.KIND}'"
                 found = self.client.search_runs([self.experiment_id], filter_string=mine)
                 self._runs = {r.data.tags.get(Tag.CONDITION, ""): r.info.run_id for r in found}
             if condition not in self._runs:
-                tags = {TAG_TRIAL_RUN: self.parent, Tag.KIND: self.KIND, Tag.CONDITION: condition}
+                tags = {Tag.TRIAL_RUN: self.parent, Tag.KIND: self.KIND, Tag.CONDITION: condition}
                 name = f"{self.parent_name} · {condition}"
                 run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
                 self._runs[condition] = run.info.run_id

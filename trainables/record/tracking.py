@@ -27,10 +27,7 @@ from mlflow.tracking import MlflowClient
 from trainables.errors import ArbError
 from trainables.record.schema import Tag
 
-TAG_KEY = Tag.KEY
-TAG_POINT = Tag.POINT
 """The trial's grid point (`Trial.point_key`): what a trial key was before it covered the work's settings."""
-TAG_STATUS = Tag.STATUS
 FINISHED, COMPILE_FAILED, ERRORED, RUNNING = "finished", "compile_failed", "errored", "running"
 DONE_STATUSES = (FINISHED, COMPILE_FAILED)
 """A run in one of these states holds a complete result: re-running its trial key does no work."""
@@ -136,7 +133,7 @@ def find_runs(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
     """All runs of a trial key, oldest first (normally zero or one)."""
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.`{TAG_KEY}` = '{key}'",
+        filter_string=f"tags.`{Tag.KEY}` = '{key}'",
         max_results=100,
         order_by=["start_time ASC"],
     )
@@ -146,7 +143,7 @@ def find_runs(client: MlflowClient, experiment_id: str, key: str) -> list[Run]:
 def finished_run(client: MlflowClient, experiment_id: str, key: str) -> Run | None:
     """The run holding a complete result for `key`, if there is one."""
     for run in find_runs(client, experiment_id, key):
-        if run.data.tags.get(TAG_STATUS) in DONE_STATUSES:
+        if run.data.tags.get(Tag.STATUS) in DONE_STATUSES:
             return run
     return None
 
@@ -154,9 +151,9 @@ def finished_run(client: MlflowClient, experiment_id: str, key: str) -> Run | No
 def finished_at_point(client: MlflowClient, experiment_id: str, point: str) -> Run | None:
     """The oldest done run of grid point `point` (`Trial.point_key`), whatever its settings: one recorded with the
     point as its tag, or, recorded before points existed, as its trial key."""
-    for where in (f"tags.`{TAG_POINT}` = '{point}'", f"tags.`{TAG_KEY}` = '{point}'"):
+    for where in (f"tags.`{Tag.POINT}` = '{point}'", f"tags.`{Tag.KEY}` = '{point}'"):
         runs = client.search_runs([experiment_id], filter_string=where, max_results=100, order_by=["start_time ASC"])
-        done = [r for r in runs if r.data.tags.get(TAG_STATUS) in DONE_STATUSES]
+        done = [r for r in runs if r.data.tags.get(Tag.STATUS) in DONE_STATUSES]
         if done:
             return done[0]
     return None
@@ -173,8 +170,8 @@ def done_runs(tracking_uri: str, name: str) -> list[Run]:
         return []
     runs: list[Run] = []
     for status in DONE_STATUSES:  # one query per status: tracking servers reject IN on tags
-        runs += [r for r in search_all(client, exp.experiment_id, f"tags.`{TAG_STATUS}` = '{status}'")
-                 if r.data.tags.get(TAG_KEY)]  # fmt: skip
+        runs += [r for r in search_all(client, exp.experiment_id, f"tags.`{Tag.STATUS}` = '{status}'")
+                 if r.data.tags.get(Tag.KEY)]  # fmt: skip
     return runs
 
 
@@ -192,7 +189,7 @@ def search_all(client: MlflowClient, experiment_id: str, where: str = "", page_s
 
 def finished_statuses(tracking_uri: str, name: str) -> dict[str, str]:
     """Trial key -> status (finished / compile_failed) of every done trial run of grid `name` (none if new)."""
-    return {r.data.tags[TAG_KEY]: r.data.tags[TAG_STATUS] for r in done_runs(tracking_uri, name)}
+    return {r.data.tags[Tag.KEY]: r.data.tags[Tag.STATUS] for r in done_runs(tracking_uri, name)}
 
 
 def open_run(
@@ -205,11 +202,11 @@ def open_run(
     """
     runs = find_runs(client, experiment_id, key)
     for run in runs:
-        if run.data.tags.get(TAG_STATUS) in DONE_STATUSES:
+        if run.data.tags.get(Tag.STATUS) in DONE_STATUSES:
             return run.info.run_id, run
     if runs:
         run_id, existing = runs[0].info.run_id, runs[0].data.params
-        _log_params(client, run_id, params, existing, tags={TAG_STATUS: RUNNING})
+        _log_params(client, run_id, params, existing, tags={Tag.STATUS: RUNNING})
         client.update_run(run_id, status="RUNNING")
         return run_id, None
     run_id, created = get_or_create_run(client, experiment_id, key, run_name, tags, looked=True)
@@ -241,7 +238,7 @@ def get_or_create_run(
     timestamp; a run that appears later than that was created after ours, so it loses.
     """
     uri = str(client.tracking_uri)
-    new_tags = {TAG_KEY: key, TAG_STATUS: RUNNING, **tags}
+    new_tags = {Tag.KEY: key, Tag.STATUS: RUNNING, **tags}
     if uri.startswith("sqlite:///"):
         # One machine, one file: a lock makes look-then-create atomic. (SQLite also serializes the racers' writes,
         # so a run can become visible long after its start time, which the protocol below cannot see.)
@@ -301,14 +298,14 @@ def commit(client: MlflowClient, run_id: str, *, status: str, metrics: dict[str,
     client.log_batch(
         run_id,
         metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-        tags=[RunTag(k, redact(str(v))[:5000]) for k, v in {**tags, TAG_STATUS: status}.items()],
+        tags=[RunTag(k, redact(str(v))[:5000]) for k, v in {**tags, Tag.STATUS: status}.items()],
     )
     client.set_terminated(run_id, status=MlflowRunStatus.to_string(MlflowRunStatus.FINISHED))
 
 
 def mark_errored(client: MlflowClient, run_id: str, exc: BaseException) -> None:
     """Record why a trial failed; the run stays reusable so that a retry finishes it."""
-    client.set_tag(run_id, TAG_STATUS, ERRORED)
+    client.set_tag(run_id, Tag.STATUS, ERRORED)
     client.set_tag(run_id, Tag.ERROR_CLASS, type(exc).__name__)
     client.set_tag(run_id, Tag.ERROR, redact(str(exc))[:2000])
     trace = redact("".join(traceback.format_exception(exc)))
@@ -331,12 +328,12 @@ def mark_interrupted(tracking_uri: str, name: str) -> list[str]:
         return []
     running = search_all(client, exp.experiment_id, "attributes.status = 'RUNNING'")
     # a run whose status tag says done was closed by a process killed between its two last writes: it stays done
-    trials = {r.info.run_id: r.data.tags[TAG_KEY] for r in running
-              if TAG_KEY in r.data.tags and r.data.tags.get(TAG_STATUS) not in DONE_STATUSES}  # fmt: skip
+    trials = {r.info.run_id: r.data.tags[Tag.KEY] for r in running
+              if Tag.KEY in r.data.tags and r.data.tags.get(Tag.STATUS) not in DONE_STATUSES}  # fmt: skip
     for run in running:
         parent = run.data.tags.get("mlflow.parentRunId")
         if run.info.run_id in trials:
-            client.set_tag(run.info.run_id, TAG_STATUS, ERRORED)
+            client.set_tag(run.info.run_id, Tag.STATUS, ERRORED)
             client.set_tag(run.info.run_id, Tag.ERROR_CLASS, "Interrupted")
             client.set_tag(run.info.run_id, Tag.ERROR, INTERRUPTED)
             client.set_terminated(run.info.run_id, status="KILLED")
