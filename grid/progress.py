@@ -85,7 +85,8 @@ def progress_callback(trials: list[Trial], outcome: GridOutcome, stream: Any) ->
                 f"  ✔ [{done}/{outcome.total}] {how} {names.get(key, key)}: "
                 f"baseline {result.get('baseline_score', float('nan')):.1f} → optimized "
                 f"{result.get('optimized_score', float('nan')):.1f} ({result.get('delta_pp', 0):+.1f} pp), "
-                f"{int(result.get('lm_calls', 0))} LM calls, {took:.0f} s",
+                f"{int(result.get('lm_calls', 0))} LM calls ({result.get('eval_in_flight', 1):.1f} in flight), "
+                f"{took:.0f} s",
                 file=stream,
                 flush=True,
             )

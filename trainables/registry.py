@@ -57,7 +57,10 @@ class ModelEntry(BaseModel):
     context: int = Field(default=4096, gt=0)
     chat_format: str | None = None
     timeout_s: float = Field(default=120.0, gt=0)
-    retries: int = Field(default=2, ge=0, le=10)
+    retries: int | None = Field(default=None, ge=0, le=10)
+    """None: the provider's (`Provider.retries`)."""
+    max_in_flight: int | None = Field(default=None, ge=1, le=256)
+    """Requests a trial keeps in flight to this model; None: the provider's (`Provider.in_flight`)."""
 
     @field_validator("provider")
     @classmethod
@@ -74,6 +77,15 @@ class ModelEntry(BaseModel):
     def provider_spec(self) -> Provider:
         """What the entry's provider is and does (`trainables.providers`)."""
         return get_provider(self.provider)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests a trial keeps in flight to this model (evaluation's examples at once, the optimizers' threads)."""
+        return self.max_in_flight or self.provider_spec.in_flight
+
+    @property
+    def call_retries(self) -> int:
+        return self.provider_spec.retries if self.retries is None else self.retries
 
     def resolved_endpoint(self) -> str | None:
         """The base URL to call: the entry's, else its provider's (from the provider's own environment variable,

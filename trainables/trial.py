@@ -58,13 +58,15 @@ def execute_trial(config: dict[str, Any]) -> dict[str, float]:
     """Run (or reuse) one trial and return its metrics and, as `time_*`, where its time went (`trainables.timing`).
 
     `config` holds the trial, its runtime, and from the searcher: `concurrency` (requests the trial may have in
-    flight at once: the share of its node's slots it holds) and `suggested_at` (when it was handed out)."""
+    flight at once; default: the student's `ModelEntry.in_flight`), `slot_id` (where the share of its node's slots
+    it holds right now is posted: `trainables.lm.slots`) and `suggested_at` (when it was handed out)."""
     phases = Phases(config.get("suggested_at"))
     trial = Trial.model_validate(config["trial"])
     runtime = Runtime.model_validate(config["runtime"])
-    concurrency = max(1, int(config.get("concurrency") or 1))
     client = MlflowClient(runtime.tracking_uri)
     registry = runtime.model_registry()
+    # what the student's server takes from one trial, unless the searcher gave the trial a share of a node's slots
+    concurrency = max(1, int(config.get("concurrency") or registry.get(trial.model).in_flight))
 
     with phases.phase("setup"):
         run_id, done = tracking.open_run(

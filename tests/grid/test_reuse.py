@@ -13,6 +13,7 @@ from grid.reuse import settle
 from grid.spec import GridSpec, expand
 from trainables.errors import ArbError
 from trainables.record import tracking
+from trainables.record.schema import Tag
 from trainables.registry import load_registry
 from trainables.trial import execute_trial
 from trainables.vocabulary import Trial
@@ -53,7 +54,7 @@ def _record_as_before(trial: Trial, uri: str, url: str, monkeypatch: pytest.Monk
     before = trial.model_copy(update={"optimizer_params": {}})
     with monkeypatch.context() as m:
         m.setattr(Trial, "key", property(lambda t: t.point_key))
-        m.setattr(tracking, "Tag.POINT", "arb.unused")  # no point tag in the old record
+        m.setattr(Tag, "POINT", "arb.unused")  # no point tag in the old record
         execute_trial(_config(before, uri, url))
     client = MlflowClient(uri)
     [run] = tracking.find_runs(client, client.get_experiment_by_name(trial.grid).experiment_id, trial.point_key)

@@ -322,7 +322,7 @@ def build_lm(entry: ModelEntry, *, meter: str, role: str, at: Endpoint | None = 
         max_tokens=entry.max_tokens,
         reasoning=entry.reasoning,
         context=entry.context if provider.knows_context else None,
-        num_retries=entry.retries,
+        num_retries=entry.call_retries,
         cache=True,  # the process's cache decides: `lm_cache.install` (per node, keyed by model identity, or none)
         **provider.connection(base, key, at.timeout_s or entry.timeout_s),
         **provider.lm_options(entry),

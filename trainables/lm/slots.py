@@ -22,8 +22,9 @@ MAX_GATE_S = 12 * 3600.0
 
 
 class SlotBoard:
-    """The grants of the running trials (Tune trial id → requests in flight); a trial not listed has 1, a trial
-    with 0 waits for its node's model switch before sending anything."""
+    """The grants of the running trials on Ollama nodes (Tune trial id → requests in flight); a trial not listed
+    keeps what it was started with (an API or embedded model's `in_flight`), a trial with 0 waits for its node's
+    model switch before sending anything."""
 
     def __init__(self) -> None:
         self.grants: dict[str, int] = {}
@@ -31,8 +32,8 @@ class SlotBoard:
     def set(self, grants: dict[str, int]) -> None:
         self.grants = grants
 
-    def get(self, slot_id: str) -> int:
-        return self.grants.get(slot_id, 1)
+    def get(self, slot_id: str, default: int = 1) -> int:
+        return self.grants.get(slot_id, default)
 
 
 def start_board() -> Any:
@@ -63,7 +64,7 @@ def allowance(slot_id: str | None, default: int = 1) -> Callable[[], int] | None
         if time.monotonic() - asked >= POLL_S:
             asked = time.monotonic()
             try:
-                got: Any = ray.get(board.get.remote(slot_id), timeout=5)
+                got: Any = ray.get(board.get.remote(slot_id, default), timeout=5)
                 value = max(0, int(got))
             except Exception as exc:  # a lost board must not fail the trial: it keeps its own slot
                 log.debug("slot board unavailable: %s", exc)

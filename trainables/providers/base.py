@@ -26,6 +26,13 @@ class Provider:
     """`arb` itself starts its server from a model file (`grid.embedded`): the entry names the file."""
     knows_context: ClassVar[bool] = True
     """The registry's `context` is the window the server serves (so prompts can be checked against it)."""
+    in_flight: ClassVar[int] = 1
+    """Requests a trial keeps in flight to one of its models unless the entry says (`max_in_flight`): what its
+    server can take from one trial. Evaluation sends that many examples at once and the optimizers run that many
+    threads. A per-node server's share is the driver's to give instead (`grid.placement`: the node's slots)."""
+    retries: ClassVar[int] = 2
+    """Attempts after a failed call (429, 5xx, timeout, dropped connection) unless the entry says (`retries`);
+    DSPy makes them, waiting 1, 2, 4 … 60 s or what a 429's `Retry-After` asks (`dspy/clients/execution.py`)."""
     base_env: ClassVar[str | None] = None
     """An environment variable that overrides `default_base`, as the provider's own tools read it."""
     default_base: ClassVar[str | None] = None
