@@ -115,7 +115,7 @@ def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) ->
 
     @ray.remote(num_cpus=0)
     def on_node(wants: dict[str, int]) -> tuple[str, list[str]]:
-        from trainables.lm.ollama_node import PORT_LABEL
+        from trainables.providers.ollama import PORT_LABEL
 
         port = ray.get_runtime_context().get_node_labels().get(PORT_LABEL) or "11434"
         host = f"http://127.0.0.1:{int(str(port))}"

@@ -16,6 +16,13 @@ On `/api/chat` it behaves like a real Ollama where that can change a result:
 - it streams (NDJSON chunks, the last with `done: true` and the counts) unless the request says `"stream": false`;
 - an unknown model is a 404 `{"error": "model 'x' not found, try pulling it first"}` (server/routes.go, ollama PR
   #718); `/api/show` reports `model_info["<arch>.context_length"]` (the model's own maximum, `max_ctx`).
+With `flavor="vllm"` it is vLLM's OpenAI-compatible server where that can change a result: `GET /health` is an
+empty 200 once the engine is up (503 while `ready` is false); `GET /v1/models` lists vLLM's `ModelCard`s, with
+`owned_by: vllm`, `root` (the weights the server was started from, `roots`) and `max_model_len` (`v1_ctx`, else
+`default_ctx`) (vllm/entrypoints/openai/protocol.py); a chat request whose prompt plus `max_tokens` exceeds
+`max_model_len` is refused with a 400 `BadRequestError` "This model's maximum context length is N tokens. However,
+you requested M tokens (P in the messages, C in the completion)…" (vllm-project/vllm#20409), never cut; `usage`
+counts the prompt and completion tokens.
 The stub's tokenizer is whitespace words plus `MESSAGE_OVERHEAD` tokens per message for the chat template's role
 markers: not any model's tokenizer, but monotone in the prompt's length, which is what truncation depends on.
 
@@ -165,6 +172,14 @@ class StubState:
     """JSON schemas that structured-output requests asked for (llama.cpp, OpenAI or Ollama form)."""
     digests: dict[str, str] = field(default_factory=dict)
     """Model digest reported by /api/tags (default "stub"): change it to simulate a re-pulled model."""
+    flavor: str = ""
+    """"" (Ollama's and OpenAI's APIs) or "vllm" (vLLM's OpenAI-compatible server, see the module's docstring)."""
+    ready: bool = True
+    """vllm: whether `/health` says the engine is up."""
+    roots: dict[str, str] = field(default_factory=dict)
+    """vllm: the weights each served name was started from (`ModelCard.root`); default `/models/<name>`."""
+    gets: Counter[str] = field(default_factory=Counter)
+    """GET requests by path."""
     default_ctx: int = 4096
     """Context window of a request that sets no `options.num_ctx` (Ollama's OLLAMA_CONTEXT_LENGTH)."""
     max_ctx: int = 32768
@@ -286,7 +301,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         state = self.server.state
-        if self.path in ("/", "/api/version"):
+        with state.lock:
+            state.gets[self.path] += 1
+        if state.flavor == "vllm":
+            self._vllm_get()
+        elif self.path in ("/", "/api/version"):
             self._send(200, {"version": "0.0.0-stub"})
         elif self.path == "/api/tags":
             tags = [{"name": m, "model": m, "size": 1, "digest": state.digests.get(m, "stub")} for m in state.models]
@@ -297,6 +316,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in state.models]})
         else:
             self._send(404, {"error": f"no route {self.path}"})
+
+    def _vllm_get(self) -> None:
+        state = self.server.state
+        if self.path == "/health":
+            self.send_response(200 if state.ready else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif self.path == "/v1/models":
+            window = state.v1_ctx or state.default_ctx
+            cards = [{"id": m, "object": "model", "created": 0, "owned_by": "vllm", "parent": None,
+                      "root": state.roots.get(m, f"/models/{m}"), "max_model_len": window, "permission": []}
+                     for m in state.models]  # fmt: skip
+            self._send(200, {"object": "list", "data": cards})
+        else:
+            self._send(404, {"detail": "Not Found"})  # FastAPI's 404
 
     def do_POST(self) -> None:
         state = self.server.state
@@ -356,6 +390,20 @@ class _Handler(BaseHTTPRequestHandler):
                 with state.lock:
                     state.truncated[model] += 1
             messages = kept  # the model answers what it was shown, like a real one
+        elif state.flavor == "vllm":
+            window = state.v1_ctx or state.default_ctx
+            wanted = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+            if prompt_tokens + wanted > window:
+                with state.lock:
+                    state.calls[model] += 1
+                    state.paths[self.path] += 1
+                self._send(400, {"object": "error", "type": "BadRequestError", "param": None, "code": 400,
+                                 "message": f"This model's maximum context length is {window} tokens. However, you "
+                                            f"requested {prompt_tokens + wanted} tokens ({prompt_tokens} in the "
+                                            f"messages, {wanted} in the completion). Please reduce the length of "
+                                            "the messages or completion."})  # fmt: skip
+                return
+            state.serve(model)
         else:
             if state.v1_ctx and prompt_tokens > state.v1_ctx:
                 with state.lock:

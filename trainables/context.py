@@ -10,7 +10,6 @@ import dspy
 from pydantic import BaseModel, ConfigDict, Field
 
 from trainables.evaluate import evaluate
-from trainables.lm import ollama_node
 from trainables.lm.client import Endpoint, Meter, MeteredLM
 from trainables.optimizers import Optimizer
 from trainables.record.scores import EvalResult
@@ -49,15 +48,14 @@ class Runtime(BaseModel):
 
 def endpoint_for(runtime: Runtime, name: str, entry: ModelEntry) -> Endpoint:
     """Where to reach a model (and which version answers there): the driver's override (embedded servers), else
-    where its provider says (for Ollama this node's server, checked to answer and hold the model before any work
-    is done)."""
+    where its provider says: this node's server for Ollama and vLLM, checked to answer and serve the model before
+    any work is done (`Provider.serve`, whose answer keys the LM cache)."""
     if name in runtime.endpoints:
         return Endpoint(runtime.endpoints[name], runtime.versions.get(name), runtime.timeouts.get(name))
-    if not entry.provider_spec.per_node:
-        return Endpoint()
-    host = ollama_node.node_endpoint(entry)
-    digest = ollama_node.ensure_model(host, entry.id) if host is not None else None
-    return Endpoint(host, digest)
+    provider = entry.provider_spec
+    host = provider.node_endpoint(entry)
+    version = provider.serve(host, entry) if host is not None else None
+    return Endpoint(host, version)
 
 
 @dataclass

@@ -42,7 +42,7 @@ class ModelEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     provider: str
-    """A name of `trainables.providers.PROVIDERS` (ollama, openai, embedded)."""
+    """A name of `trainables.providers.PROVIDERS` (ollama, openai, embedded, vllm)."""
     id: str = Field(min_length=1)
     endpoint: str | None = None
     api_key_env: str | None = None

@@ -19,7 +19,7 @@ import yaml
 
 from grid import cluster_secrets
 from grid.placement import MAX_MODELS_LABEL
-from trainables.lm.ollama_node import PORT_LABEL
+from trainables.providers.ollama import PORT_LABEL
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "deploy" / "kuberay"

@@ -1,5 +1,6 @@
 """The model providers a registry may name, one module each, registered here by name (a toy one in a test shows
-adding one). Imported by the registry, the LM client, the driver and the analysis; imports nothing of the project.
+adding one). Imported by the registry, the LM client, the driver and the analysis; imports nothing of the project
+but its error type.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from trainables.providers.base import Provider
 from trainables.providers.embedded import Embedded
 from trainables.providers.ollama import Ollama
 from trainables.providers.openai import OpenAI
+from trainables.providers.vllm import VLLM
 
 __all__ = ["PROVIDERS", "Provider", "get_provider", "register"]
 
@@ -33,3 +35,4 @@ def get_provider(name: str) -> Provider:
 register(Ollama())
 register(OpenAI())
 register(Embedded())
+register(VLLM())

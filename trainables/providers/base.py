@@ -1,7 +1,8 @@
 """What a model provider is to the project: how its LM is reached and built, whether its models are priced API
 models, and what the driver must check or start for it. One module per provider in this folder, registered by
 name in `trainables.providers`; the registry, the trial, the driver and the analysis ask the description,
-never the provider's name. No DSPy here: the registry imports this when a grid is only being planned."""
+never the provider's name. No DSPy here: the registry imports this when a grid is only being planned; servers'
+own clients (ollama, httpx) are imported where a check needs them."""
 
 from __future__ import annotations
 
@@ -36,6 +37,30 @@ class Provider:
     base_env: ClassVar[str | None] = None
     """An environment variable that overrides `default_base`, as the provider's own tools read it."""
     default_base: ClassVar[str | None] = None
+
+    port_label: ClassVar[str | None] = None
+    """A Ray node label that says on which port this node's own server listens (several simulated nodes on one
+    machine use different ports); a trial on that node talks to it rather than to the registry's endpoint."""
+
+    def node_endpoint(self, entry: Any) -> str | None:
+        """The base URL a trial running here calls: this node's server (its `port_label`), else the entry's."""
+        if self.port_label:
+            try:
+                import ray
+
+                if ray.is_initialized():
+                    port = ray.get_runtime_context().get_node_labels().get(self.port_label)
+                    if port:
+                        return f"http://127.0.0.1:{int(str(port))}"
+            except (ImportError, ValueError):
+                pass
+        return entry.resolved_endpoint()
+
+    def serve(self, base: str, entry: Any) -> str | None:
+        """Make sure the server at `base` answers and serves `entry` before a trial's first call (raise
+        `trainables.errors.ArbError` with the fix if not); the served model's identity, which keys the LM cache's
+        answers (None: the entry's name and endpoint do)."""
+        return None
 
     def resolve_base(self, endpoint: str | None) -> str | None:
         """The base URL to call: the registry's, else the environment's, else the provider's default."""
