@@ -30,7 +30,10 @@ ROUTING_COLUMNS = ["task", "reference", "reference_score", "decision", "route_to
 
 
 def per_call_costs(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRegistry) -> pd.DataFrame:
-    """Per optimized run: USD and seconds per 1,000 calls of the optimized program."""
+    """Per optimized run: USD and seconds per 1,000 calls of the optimized program. An API model costs its
+    tokens; a local model its GPU time at the registry's `gpu_hour_usd`: the measured seconds per call shared by the
+    requests that were in flight at once (`eval_in_flight`, 1 for runs recorded before it), so a server that
+    answers 16 at a time costs a sixteenth of a call's latency per call."""
     opt = examples[examples["condition"] == "optimized"]
     means = opt.groupby("run_id")[["prompt_tokens", "completion_tokens", "latency_ms"]].mean()
     rows = []
@@ -39,7 +42,10 @@ def per_call_costs(runs: pd.DataFrame, examples: pd.DataFrame, registry: ModelRe
             continue
         m = means.loc[run.run_id]
         entry = registry.models[run.model]
-        usd = entry.cost_usd(int(m.prompt_tokens * 1000), int(m.completion_tokens * 1000), m.latency_ms)
+        shared = getattr(run, "eval_in_flight", 1.0)
+        shared = 1.0 if pd.isna(shared) or shared < 1 else float(shared)
+        # mean ms per call × 1,000 calls = seconds per 1,000 calls, of which the GPU spent 1/shared on each
+        usd = entry.cost_usd(int(m.prompt_tokens * 1000), int(m.completion_tokens * 1000), m.latency_ms / shared)
         rows.append(
             {"run_id": run.run_id, "usd_per_1k": usd, "latency_s_per_1k": m.latency_ms}
         )  # ms each × 1000 / 1000

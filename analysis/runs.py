@@ -34,7 +34,8 @@ METRIC_COLUMNS = (
     Metric.N_DEMOS_CHOSEN, Metric.LATENCY_MS_P50, Metric.LATENCY_MS_P95, Metric.PROMPT_TOKENS,
     Metric.COMPLETION_TOKENS, Metric.COST_USD, Metric.OPTIMIZE_SECONDS, Metric.EVAL_SECONDS, Metric.LM_CALLS,
     Metric.OPTIMIZE_LM_CALLS, Metric.TRUNCATED_CALLS, Metric.CONTEXT_ERRORS, Metric.N_EVALUATED, Metric.SEQ_CI_LOW,
-    Metric.SEQ_CI_HIGH, Metric.SEQ_P_VALUE, Metric.EVAL_CALLS_SAVED, *(score_k(k) for k in ABLATION_KS),
+    Metric.SEQ_CI_HIGH, Metric.SEQ_P_VALUE, Metric.EVAL_CALLS_SAVED, Metric.EVAL_IN_FLIGHT,
+    *(score_k(k) for k in ABLATION_KS),
 )  # fmt: skip
 RUN_COLUMNS = ["run_id", "experiment", *TAG_COLUMNS.values(), *PARAM_COLUMNS, *METRIC_COLUMNS]
 """Read from MLflow; `typed_runs` adds `api` (from the registry, not the store)."""
