@@ -18,6 +18,9 @@ from grid.signals import stop_on_sigterm
 from trainables.errors import ArbError
 from trainables.registry import ModelRegistry
 
+CLUSTER_CACHE = "lm-cluster.tar"
+"""The cluster's LM cache between sessions, in `$ARB_HOME/cache` (one file, written whole)."""
+
 PRELOAD = ("trainables.trial",)
 """Modules a local Ray worker imports before it is handed a trial (what `run_trial` needs). Cluster nodes also
 preload `datasets` (cluster.yaml), which a trial's data step would otherwise import itself (1.3 s and 134 MB,
@@ -43,6 +46,7 @@ def session(
     """Serve the embedded models among `used`, connect Ray, and yield the session; on exit, Ray is shut down and
     the servers stopped."""
     from trainables.context import Runtime
+    from trainables.lm import cache as lm_cache
 
     with serve_embedded(used, registry, home / "logs", base_port=embedded_port, stream=stream) as servers:
         for name, url in servers.endpoints.items():
@@ -75,10 +79,17 @@ def session(
             # RAY_preload_python_modules in cluster.yaml.
             _system_config={"preload_python_modules": list(PRELOAD)} if address == "local" else None,
         )
+        # On a cluster the LM cache is one service on the head, not SQLite on the shared ARB_HOME
+        # (`trainables.lm.cache`).
+        cache = lm_cache.start_service(Path(home) / "cache" / CLUSTER_CACHE) if address != "local" else None
         try:
             yield Session(address, servers, runtime)
         finally:
-            ray.shutdown()
+            try:
+                if cache is not None:
+                    lm_cache.stop_service(cache)
+            finally:
+                ray.shutdown()
     if servers.failure is not None:
         raise servers.failure
 

@@ -90,9 +90,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 stop(node)
 
 
-def _runs(cluster: Cluster) -> list[Any]:
+def _runs(cluster: Cluster, grid: str = "cluster") -> list[Any]:
     client = MlflowClient(cluster.mlflow.uri)
-    exp = client.get_experiment_by_name("cluster")
+    exp = client.get_experiment_by_name(grid)
     if exp is None:
         return []
     runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -194,6 +194,84 @@ def test_check_asks_every_node_for_its_models(cluster: Cluster) -> None:
                         env=cluster.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert cluster.calls() == calls  # checking asks /api/tags and /api/show, never a chat
+
+
+CROSS_NODE = """
+import json, ray
+from pathlib import Path
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On
+from trainables.lm import cache
+ray.init(address="auto", log_to_driver=False)
+service = cache.start_service(Path(__import__("sys").argv[1]))
+workers = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("ollama_slots"))
+
+@ray.remote(num_cpus=0)
+def put(key):
+    cache.install(Path("unused"))
+    store = __import__("dspy").cache.disk_cache
+    store.set(key, {"answer": 42})
+    return ray.get_runtime_context().get_node_id(), store.get(key)
+
+@ray.remote(num_cpus=0)
+def get(key):
+    cache.install(Path("unused"))
+    return ray.get_runtime_context().get_node_id(), __import__("dspy").cache.disk_cache.get(key)
+
+wrote = ray.get(put.options(scheduling_strategy=On(workers[0], soft=False)).remote("k"))
+read = ray.get(get.options(scheduling_strategy=On(workers[1], soft=False)).remote("k"))
+saved = cache.stop_service(service)
+print(json.dumps({"nodes": [wrote[0], read[0]], "workers": workers, "read": read[1], "saved": saved}))
+"""
+
+
+def _two_nodes_share_the_service(cluster: Cluster) -> None:
+    """An entry written by a task on one worker node is read by a task on the other, through the head's service
+    (with the service, `install` never opens the directory it is given)."""
+    snapshot = cluster.home / "cross-node.tar"
+    proc = subprocess.run([sys.executable, "-c", CROSS_NODE, str(snapshot)], cwd=ROOT, env=cluster.env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["nodes"] == out["workers"] and len(set(out["nodes"])) == 2
+    assert out["read"] == {"answer": 42} and out["saved"] == 1 and snapshot.is_file()
+
+
+def test_the_lm_cache_is_one_service_on_the_head_not_sqlite_on_the_shared_home(cluster: Cluster) -> None:
+    """Two students of one task, one per node, with the same teacher: the second trial's teacher calls are answered
+    from the first's, though the nodes share nothing but the head (each its own Ollama, its own Ray temp dir). The
+    entries live in one actor on the head; `$ARB_HOME` (the shared directory) gets one file at the end, never a
+    SQLite database, and a second session reads it back."""
+    grid = cluster.home / "cache.yaml"
+    grid.write_text(
+        "name: cluster-cache\nmodels: [llama3.2, mistral]\ntasks: [math]\noptimizer: bootstrap\nteacher: llama3.2\n"
+        "demos: [2]\nn_labeled: [6]\nn_val: 2\nn_eval: 3\ndata: sample\nmax_concurrent_trials: 1\n"
+    )
+    before = [dict(stub.state.calls) for stub in cluster.stubs]
+    driver = cluster.arb("run", str(grid))
+    _, err = driver.communicate(timeout=900)
+    assert driver.returncode == 0, err
+    sent = [
+        {m: stub.state.calls[m] - calls.get(m, 0) for m in MODELS}
+        for stub, calls in zip(cluster.stubs, before, strict=True)
+    ]
+    runs = {r.data.params["model"]: r for r in _runs(cluster, "cluster-cache")}
+    assert set(runs) == {"llama3.2", "mistral"}
+    # every llama3.2 call any node's Ollama answered was the llama3.2 trial's: the mistral trial's teacher calls
+    # (the same prompts: the teacher runs the task's program on the same training examples) were all cache hits
+    first, second = runs["llama3.2"].data.metrics, runs["mistral"].data.metrics
+    assert sum(per["llama3.2"] for per in sent) == first["lm_calls"] - first["cache_hits"], sent
+    assert second["teacher_lm_calls"] > 0 and second["cache_hits"] >= second["teacher_lm_calls"]
+    _two_nodes_share_the_service(cluster)
+    assert (cluster.home / "cache" / "lm-cluster.tar").is_file() and not (cluster.home / "cache" / "lm").exists()
+    assert not [p for p in cluster.home.rglob("*") if p.suffix in (".db", ".sqlite", ".sqlite3")]
+    # another session (a new grid name, the same work) starts from the saved entries: no LM call at all
+    again = cluster.home / "cache-again.yaml"
+    again.write_text(grid.read_text().replace("cluster-cache", "cluster-cache-again"))
+    calls = cluster.calls()
+    driver = cluster.arb("run", str(again))
+    _, err = driver.communicate(timeout=900)
+    assert driver.returncode == 0, err
+    assert cluster.calls() == calls
 
 
 def test_worker_killed_mid_trial_its_trials_finish_elsewhere(cluster: Cluster) -> None:

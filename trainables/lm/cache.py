@@ -8,12 +8,25 @@ Ollamas and llama.cpp servers (a real-Slurm trial: 0 of 3 hits on a new port whe
 
 A retry must not replay an answer the trial could not parse: `evaluate` opens a `scope()` per example and
 `forget`s the responses cached inside it when the example failed to parse.
+
+On one machine the entries live in `$ARB_HOME/cache/lm` (DSPy's disk cache: SQLite files on a local disk). On a
+cluster `$ARB_HOME` is a shared filesystem, where SQLite's locks are unreliable (NFS, Lustre; DSPy's disk cache
+crashing there is stanfordnlp/dspy#8799) and nodes would share entries only through that file. There, the driver
+starts one `CacheService` actor on the head, whose store is on the head's local disk; every trial's cache reads
+and writes through it (`RemoteStore`), so a teacher's answers are computed once per task for every student on any
+node. At the end of the session the store is written to `$ARB_HOME/cache/lm-cluster.tar` as one file (a plain
+write, no locking) and read back by the next session's service.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
 import threading
 from collections.abc import Iterator
 from hashlib import sha256
@@ -99,10 +112,119 @@ class EndpointCache(Cache):
                 self.disk_cache.delete(key)
 
 
+SERVICE = "arb-lm-cache"
+"""The name of the cluster's cache actor in a Ray job."""
+
+
+class CacheService:
+    """The cluster's LM cache: a diskcache store on this (the head's) local disk, restored from `snapshot` and
+    written back to it by `save`. Values arrive pickled by the trials (the same objects DSPy's disk cache pickles)."""
+
+    def __init__(self, snapshot: str) -> None:
+        import diskcache
+
+        self.snapshot = Path(snapshot)
+        self.local = Path(tempfile.mkdtemp(prefix="arb-lm-cache-"))
+        if self.snapshot.exists():
+            with tarfile.open(self.snapshot) as tar:
+                tar.extractall(self.local, filter="data")
+        self.store = diskcache.Cache(str(self.local / "store"), size_limit=DISK_LIMIT_BYTES)
+
+    def get(self, key: str) -> bytes | None:
+        value = self.store.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def set(self, key: str, value: bytes) -> None:
+        self.store.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    def entries(self) -> int:
+        return len(self.store)
+
+    def save(self) -> int:
+        """Write the store to the snapshot (a temp file renamed over it: a crash leaves the old one) and remove the
+        local copy; the number of entries."""
+        import diskcache
+
+        count = len(self.store)
+        self.store.close()
+        self.snapshot.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.snapshot.with_suffix(".tmp")
+        with tarfile.open(partial, "w") as tar:
+            tar.add(self.local / "store", arcname="store")
+        os.replace(partial, self.snapshot)
+        shutil.rmtree(self.local, ignore_errors=True)
+        self.store = diskcache.Cache(str(self.local / "store"), size_limit=DISK_LIMIT_BYTES)
+        return count
+
+
+class RemoteStore:
+    """The disk tier of a trial's `EndpointCache` when the cluster has a `CacheService`: what DSPy's `Cache` asks
+    of its disk cache (get, set, delete, membership), answered by the actor. Writes are sent without waiting: the
+    actor takes one caller's calls in order, so a trial reads back what it wrote."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def get(self, key: str) -> Any:
+        import ray
+
+        blob = ray.get(self.actor.get.remote(key))
+        return None if blob is None else pickle.loads(blob)  # written by this cluster's own trials
+
+    def set(self, key: str, value: Any) -> None:
+        self.actor.set.remote(key, pickle.dumps(value))
+
+    def delete(self, key: str) -> None:
+        self.actor.delete.remote(key)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+
+def start_service(snapshot: Path) -> Any:
+    """Start the cluster's `CacheService` on this node (the driver's: the head), restored from `snapshot`."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    actor = ray.remote(num_cpus=0)(CacheService).options(name=SERVICE, scheduling_strategy=here)
+    return actor.remote(str(snapshot))
+
+
+def stop_service(actor: Any) -> int:
+    """Write the service's store to its snapshot and stop it; the entries saved."""
+    import ray
+
+    try:
+        return int(ray.get(actor.save.remote(), timeout=600))
+    finally:
+        ray.kill(actor)
+
+
+def _service() -> Any:
+    """This Ray job's cache service, if the driver started one."""
+    try:
+        import ray
+
+        return ray.get_actor(SERVICE) if ray.is_initialized() else None
+    except (ImportError, ValueError):
+        return None
+
+
 def install(directory: Path | None) -> None:
-    """Use the partitioned cache in this process (disk entries under `directory`), or no cache at all (None)."""
+    """Use the partitioned cache in this process, or no cache at all (None): entries through the cluster's
+    `CacheService` when the driver started one, else on disk under `directory`."""
     if directory is None:
         dspy.cache = Cache(enable_disk_cache=False, enable_memory_cache=False, disk_cache_dir=None)
+        return
+    service = _service()
+    if service is not None:
+        cache = EndpointCache(enable_disk_cache=False, enable_memory_cache=True, disk_cache_dir=None)
+        cache.enable_disk_cache, cache.disk_cache = True, RemoteStore(service)
+        dspy.cache = cache
         return
     directory.mkdir(parents=True, exist_ok=True)
     dspy.cache = EndpointCache(
