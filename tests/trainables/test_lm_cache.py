@@ -97,3 +97,27 @@ def test_keys_hold_the_model_identity_or_else_the_endpoint() -> None:
     assert cache.cache_key(request, ["api_base"]) == cache.cache_key(moved, ["api_base"]) != key
     lm_cache.register_identity("ollama_chat/m", "http://b", lm_cache.identity("http://b", "sha256:2", "m"))
     assert cache.cache_key(request, ["api_base"]) != cache.cache_key(moved, ["api_base"])
+
+
+def test_the_cluster_cache_service_keeps_a_cut_sessions_answers(tmp_path: Path) -> None:
+    """The head's cache service (used in-process here): entries survive a session killed before it saved (the
+    journal, even with its last record cut short), and a saved session leaves one snapshot file and an empty
+    journal; nothing in the shared directory is a database."""
+    from trainables.lm.cache import CacheService
+
+    shared = tmp_path / "shared" / "lm-cluster.tar"
+    first = CacheService(str(shared))
+    first.set("a", b"answer a")
+    first.set("b", b"answer b")
+    first.delete("b")
+    first.set("c", b"answer c")
+    first.journal.close()  # killed: no save
+    journal = shared.with_suffix(".journal")
+    journal.write_bytes(journal.read_bytes()[:-3])  # the last record cut mid-write
+    second = CacheService(str(shared))
+    assert (second.get("a"), second.get("b"), second.get("c")) == (b"answer a", None, None)
+    second.set("d", b"answer d")
+    assert second.save() == 2 and journal.stat().st_size == 0
+    assert sorted(p.name for p in shared.parent.iterdir()) == ["lm-cluster.journal", "lm-cluster.tar"]
+    third = CacheService(str(shared))
+    assert (third.get("a"), third.get("d"), third.entries()) == (b"answer a", b"answer d", 2)

@@ -14,8 +14,9 @@ cluster `$ARB_HOME` is a shared filesystem, where SQLite's locks are unreliable 
 crashing there is stanfordnlp/dspy#8799) and nodes would share entries only through that file. There, the driver
 starts one `CacheService` actor on the head, whose store is on the head's local disk; every trial's cache reads
 and writes through it (`RemoteStore`), so a teacher's answers are computed once per task for every student on any
-node. At the end of the session the store is written to `$ARB_HOME/cache/lm-cluster.tar` as one file (a plain
-write, no locking) and read back by the next session's service.
+node. Each new entry is appended to `$ARB_HOME/cache/lm-cluster.journal` as it comes (one writer, plain appends);
+at the end of the session the store is written to `$ARB_HOME/cache/lm-cluster.tar` as one file and the journal
+emptied; the next session's service reads both back, so a session cut before its end keeps its answers.
 """
 
 from __future__ import annotations
@@ -117,18 +118,44 @@ SERVICE = "arb-lm-cache"
 
 
 class CacheService:
-    """The cluster's LM cache: a diskcache store on this (the head's) local disk, restored from `snapshot` and
-    written back to it by `save`. Values arrive pickled by the trials (the same objects DSPy's disk cache pickles)."""
+    """The cluster's LM cache: a diskcache store on this (the head's) local disk, restored from `snapshot` and its
+    journal, every change appended to the journal, and written back whole by `save`. Values arrive pickled by the
+    trials (the same objects DSPy's disk cache pickles)."""
 
     def __init__(self, snapshot: str) -> None:
         import diskcache
 
         self.snapshot = Path(snapshot)
+        self.journal_path = self.snapshot.with_suffix(".journal")
         self.local = Path(tempfile.mkdtemp(prefix="arb-lm-cache-"))
         if self.snapshot.exists():
             with tarfile.open(self.snapshot) as tar:
                 tar.extractall(self.local, filter="data")
         self.store = diskcache.Cache(str(self.local / "store"), size_limit=DISK_LIMIT_BYTES)
+        self._replay()
+        self.snapshot.parent.mkdir(parents=True, exist_ok=True)
+        self.journal = self.journal_path.open("ab")
+
+    def _replay(self) -> None:
+        """Apply the journal a session killed before `save` left (its last record may be cut short)."""
+        if not self.journal_path.exists():
+            return
+        with self.journal_path.open("rb") as f:
+            while True:
+                try:
+                    key, value = pickle.load(f)  # written by this service only
+                except (EOFError, pickle.UnpicklingError, ValueError):
+                    break
+                if value is None:
+                    self.store.delete(key)
+                else:
+                    self.store.set(key, value)
+
+    def _log(self, key: str, value: bytes | None) -> None:
+        # Every change is appended to the journal as it happens, by this one writer: a session cut by scancel or
+        # a time limit (the head's Ray going down with the driver) keeps its answers for the job that resumes it.
+        pickle.dump((key, value), self.journal)
+        self.journal.flush()
 
     def get(self, key: str) -> bytes | None:
         value = self.store.get(key)
@@ -136,9 +163,11 @@ class CacheService:
 
     def set(self, key: str, value: bytes) -> None:
         self.store.set(key, value)
+        self._log(key, value)
 
     def delete(self, key: str) -> None:
         self.store.delete(key)
+        self._log(key, None)
 
     def entries(self) -> int:
         return len(self.store)
@@ -150,11 +179,12 @@ class CacheService:
 
         count = len(self.store)
         self.store.close()
-        self.snapshot.parent.mkdir(parents=True, exist_ok=True)
         partial = self.snapshot.with_suffix(".tmp")
         with tarfile.open(partial, "w") as tar:
             tar.add(self.local / "store", arcname="store")
         os.replace(partial, self.snapshot)
+        self.journal.close()
+        self.journal = self.journal_path.open("wb")  # the snapshot holds everything the journal said
         shutil.rmtree(self.local, ignore_errors=True)
         self.store = diskcache.Cache(str(self.local / "store"), size_limit=DISK_LIMIT_BYTES)
         return count
