@@ -75,3 +75,29 @@ def test_the_trial_says_what_is_wrong_with_the_vllm_server(tmp_path: Path) -> No
             served_identity(stub.url, "other-model", 2048)
     with pytest.raises(ArbError, match="does not answer"):
         served_identity("http://127.0.0.1:9", "served-llama", 2048, timeout_s=2)
+
+
+def test_a_trial_on_a_vllm_node_calls_that_nodes_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside Ray, a node labelled `arb-vllm-port` (deploy/slurm's vLLM nodes) is where the trial's vLLM is; a node
+    without the label, or no Ray at all, leaves the registry's endpoint."""
+    import ray
+
+    from trainables.providers import get_provider
+    from trainables.registry import ModelEntry
+
+    entry = ModelEntry(provider="vllm", id="served-llama", endpoint="http://10.0.0.5:8000/v1")
+    vllm = get_provider("vllm")
+    assert vllm.node_endpoint(entry) == "http://10.0.0.5:8000/v1"  # not in Ray
+
+    class Context:
+        def __init__(self, labels: dict[str, str]) -> None:
+            self.labels = labels
+
+        def get_node_labels(self) -> dict[str, str]:
+            return self.labels
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: Context({"arb-vllm-port": "18123"}))
+    assert vllm.client_base(vllm.node_endpoint(entry)) == "http://127.0.0.1:18123/v1"
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: Context({"arb-ollama-port": "11434"}))
+    assert vllm.node_endpoint(entry) == "http://10.0.0.5:8000/v1"  # an Ollama node's label is not vLLM's
