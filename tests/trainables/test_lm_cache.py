@@ -112,12 +112,14 @@ def test_the_cluster_cache_service_keeps_a_cut_sessions_answers(tmp_path: Path) 
     first.delete("b")
     first.set("c", b"answer c")
     first.journal.close()  # killed: no save
-    journal = shared.with_suffix(".journal")
+    journal = first.journal_path
     journal.write_bytes(journal.read_bytes()[:-3])  # the last record cut mid-write
     second = CacheService(str(shared))
     assert (second.get("a"), second.get("b"), second.get("c")) == (b"answer a", None, None)
+    assert second.journal_path != journal  # a journal of its own
     second.set("d", b"answer d")
-    assert second.save() == 2 and journal.stat().st_size == 0
-    assert sorted(p.name for p in shared.parent.iterdir()) == ["lm-cluster.journal", "lm-cluster.tar"]
+    assert second.save() == 2 and not journal.exists()
+    left = sorted(shared.parent.iterdir())
+    assert [p.suffix for p in left] == [".journal", ".tar"] and left[0].stat().st_size == 0
     third = CacheService(str(shared))
     assert (third.get("a"), third.get("d"), third.entries()) == (b"answer a", b"answer d", 2)

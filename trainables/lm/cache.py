@@ -14,9 +14,11 @@ cluster `$ARB_HOME` is a shared filesystem, where SQLite's locks are unreliable 
 crashing there is stanfordnlp/dspy#8799) and nodes would share entries only through that file. There, the driver
 starts one `CacheService` actor on the head, whose store is on the head's local disk; every trial's cache reads
 and writes through it (`RemoteStore`), so a teacher's answers are computed once per task for every student on any
-node. Each new entry is appended to `$ARB_HOME/cache/lm-cluster.journal` as it comes (one writer, plain appends);
-at the end of the session the store is written to `$ARB_HOME/cache/lm-cluster.tar` as one file and the journal
-emptied; the next session's service reads both back, so a session cut before its end keeps its answers.
+node. Each new entry is appended to the session's own journal (`$ARB_HOME/cache/lm-cluster.<id>.journal`, one
+writer, plain appends) as it comes; at the end of the session the store is written to `lm-cluster.tar` as one file
+and the journals it holds are removed; the next session's service reads the snapshot and every journal left, so a
+session cut before its end keeps its answers. Two sessions at once on one ARB_HOME never write the same journal;
+the later snapshot wins, and an entry lost that way costs a call again, never a result.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
@@ -126,24 +129,29 @@ class CacheService:
         import diskcache
 
         self.snapshot = Path(snapshot)
-        self.journal_path = self.snapshot.with_suffix(".journal")
         self.local = Path(tempfile.mkdtemp(prefix="arb-lm-cache-"))
         if self.snapshot.exists():
             with tarfile.open(self.snapshot) as tar:
                 tar.extractall(self.local, filter="data")
         self.store = diskcache.Cache(str(self.local / "store"), size_limit=DISK_LIMIT_BYTES)
-        self._replay()
         self.snapshot.parent.mkdir(parents=True, exist_ok=True)
+        # sessions killed before `save` left journals: oldest first, each possibly cut short in its last record
+        self.replayed = sorted(self.snapshot.parent.glob(f"{self.snapshot.stem}.*.journal"),
+                               key=lambda j: j.stat().st_mtime)  # fmt: skip
+        for journal in self.replayed:
+            self._replay(journal)
+        self._open_journal()
+
+    def _open_journal(self) -> None:
+        # a journal per session: two sessions on one ARB_HOME never append to the same file
+        self.journal_path = self.snapshot.with_name(f"{self.snapshot.stem}.{uuid.uuid4().hex[:12]}.journal")
         self.journal = self.journal_path.open("ab")
 
-    def _replay(self) -> None:
-        """Apply the journal a session killed before `save` left (its last record may be cut short)."""
-        if not self.journal_path.exists():
-            return
-        with self.journal_path.open("rb") as f:
+    def _replay(self, journal: Path) -> None:
+        with journal.open("rb") as f:
             while True:
                 try:
-                    key, value = pickle.load(f)  # written by this service only
+                    key, value = pickle.load(f)  # written by a service of this cluster
                 except (EOFError, pickle.UnpicklingError, ValueError):
                     break
                 if value is None:
@@ -184,7 +192,10 @@ class CacheService:
             tar.add(self.local / "store", arcname="store")
         os.replace(partial, self.snapshot)
         self.journal.close()
-        self.journal = self.journal_path.open("wb")  # the snapshot holds everything the journal said
+        for journal in [*self.replayed, self.journal_path]:  # the snapshot holds everything they said
+            journal.unlink(missing_ok=True)
+        self.replayed = []
+        self._open_journal()
         shutil.rmtree(self.local, ignore_errors=True)
         self.store = diskcache.Cache(str(self.local / "store"), size_limit=DISK_LIMIT_BYTES)
         return count
@@ -224,14 +235,23 @@ def start_service(snapshot: Path) -> Any:
     return actor.remote(str(snapshot))
 
 
-def stop_service(actor: Any) -> int:
-    """Write the service's store to its snapshot and stop it; the entries saved."""
+SAVE_TIMEOUT_S = 10.0
+"""How long a session's end waits for the snapshot. A job being cancelled has ~30 s (Slurm's KillWait) before
+SIGKILL, and the journal already holds every entry: a snapshot that cannot be written in time is not a loss."""
+
+
+def stop_service(actor: Any, timeout_s: float = SAVE_TIMEOUT_S) -> int:
+    """Write the service's store to its snapshot and stop it; the entries saved (0 if the snapshot could not be
+    written: the journal keeps them for the next session)."""
     import ray
 
     try:
-        return int(ray.get(actor.save.remote(), timeout=600))
+        return int(ray.get(actor.save.remote(), timeout=timeout_s))
+    except Exception:  # the head going down with the job, or a slow disk: the journal has every entry
+        return 0
     finally:
-        ray.kill(actor)
+        with contextlib.suppress(Exception):
+            ray.kill(actor)
 
 
 def _service() -> Any:
