@@ -263,7 +263,7 @@ def test_the_lm_cache_is_one_service_on_the_head_not_sqlite_on_the_shared_home(c
     assert second["teacher_lm_calls"] > 0 and second["cache_hits"] >= second["teacher_lm_calls"]
     _two_nodes_share_the_service(cluster)
     assert (cluster.home / "cache" / "lm-cluster.tar").is_file() and not (cluster.home / "cache" / "lm").exists()
-    assert not [p for p in cluster.home.rglob("*") if p.suffix in (".db", ".sqlite", ".sqlite3")]
+    assert not [p for p in (cluster.home / "cache").rglob("*") if p.suffix in (".db", ".sqlite", ".sqlite3")]
     # another session (a new grid name, the same work) starts from the saved entries: no LM call at all
     again = cluster.home / "cache-again.yaml"
     again.write_text(grid.read_text().replace("cluster-cache", "cluster-cache-again"))
