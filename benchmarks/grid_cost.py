@@ -118,8 +118,6 @@ class Work:
     engine: int | None
     """The engine that serves its student (None: an API student)."""
     api_usd: float = 0.0
-    done_at: float = 0.0
-    gpu_tokens: float = 0.0
 
 
 @dataclass
@@ -127,7 +125,6 @@ class Sim:
     setup: Setup
     params: Params
     works: list[Work]
-    engines: int
     clock: float = 0.0
     running: list[Work] = field(default_factory=list)
 
@@ -180,20 +177,17 @@ class Sim:
             for w in self.running:
                 kind, calls, prompt = w.steps[0]
                 served = rates[id(w)] * dt
-                if kind == "gpu":
-                    w.gpu_tokens += served * (prompt + self.params.completion_tokens)
                 w.steps[0] = (kind, calls - served, prompt)
             self.clock += dt
             for w in list(self.running):
                 if w.steps[0][1] <= 1e-9:
                     w.steps.pop(0)
                     if not w.steps:
-                        w.done_at = self.clock
                         self.running.remove(w)
         return self.clock
 
 
-def plan(calls: dict[str, float], params: Params) -> tuple[list[Work], int]:
+def plan(calls: dict[str, float], params: Params) -> list[Work]:
     """Phase 1's trials as work: each trial's calls by stage (measured on math, scaled per task by LM calls per
     program call), its student on an engine (two per local model) or the API; API dollars from the registry."""
     spec = load_grid(str(ROOT / "grid" / "phases" / "phase1.yaml"))
@@ -215,12 +209,12 @@ def plan(calls: dict[str, float], params: Params) -> tuple[list[Work], int]:
             n = (calls["baseline"] + calls["search"] + calls["optimized"]) * per
             usd += entry.cost_usd(student_calls, n * params.completion_tokens)
         works.append(Work(trial.run_name, steps, engine, api_usd=usd))
-    return works, 2 * len(local)
+    return works
 
 
 def simulate(setup: Setup, params: Params, calls: dict[str, float]) -> dict[str, float]:
-    works, engines = plan(calls, params)
-    wall_s = Sim(setup, params, works, engines).run()
+    works = plan(calls, params)
+    wall_s = Sim(setup, params, works).run()
     gpu_hours = 8 * wall_s / 3600
     api_usd = sum(w.api_usd for w in works)
     return {"wall_h": wall_s / 3600, "gpu_hours": gpu_hours, "usd": gpu_hours * params.gpu_hour_usd + api_usd,
