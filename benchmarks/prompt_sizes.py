@@ -5,8 +5,8 @@ labeled demos or MIPROv2's chosen ones would render) and DSPy's ChatAdapter form
 example, exactly the messages a trial sends (rag's with the passages its retriever finds). Labeled demos carry no
 reasoning: a bootstrapped demo of a chain-of-thought task (math, qa, rag) adds its reasoning, typically 50-200
 tokens each, and agentic's later ReAct steps add their trajectory, so these are lower bounds for those tasks.
-Tokens are counted with an embedded model's own tokenizer (the GGUF loaded with `vocab_only`, through
-llama.cpp), plus its chat template's tokens per message. The table gives the
+Tokens are counted with an embedded model's own tokenizer (llama-server's `/tokenize` on that model's GGUF,
+served as a trial's would be), plus its chat template's tokens per message. The table gives the
 median and the largest prompt per task and k, and how many prompts exceed 2048 / 4096 (Ollama's defaults) and
 8192 (the registry's `context` for the study's Ollama models).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import dspy  # noqa: E402
 import record  # noqa: E402
 
-from grid.model_files import gguf_path  # noqa: E402
 from trainables.registry import load_registry  # noqa: E402
 from trainables.tasks import TASKS  # noqa: E402
 
@@ -71,13 +71,39 @@ def main() -> None:
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
 
-    from llama_cpp import Llama
+    import tempfile
 
-    tokenizer = Llama(model_path=str(gguf_path(load_registry().get(args.model))), vocab_only=True, verbose=False)
+    import httpx
 
-    def count(messages: list[dict[str, str]]) -> int:
-        return sum(len(tokenizer.tokenize(m["content"].encode(), add_bos=False)) + TEMPLATE_TOKENS for m in messages)
+    from grid.embedded import serve_embedded
 
+    with tempfile.TemporaryDirectory() as logs, serve_embedded([args.model], load_registry(), Path(logs)) as served:
+        root = served.endpoints[args.model].removesuffix("/v1")
+
+        def count(messages: list[dict[str, str]]) -> int:
+            def tokens(text: str) -> int:
+                answer = httpx.post(f"{root}/tokenize", json={"content": text, "add_special": False}, timeout=60)
+                return len(answer.raise_for_status().json()["tokens"])
+
+            return sum(tokens(m["content"]) + TEMPLATE_TOKENS for m in messages)
+
+        lines = table(args, count)
+    print("\n".join(lines))
+    if args.record:
+        head = record.heading()
+        record.append(
+            "Prompt sizes against context windows (benchmarks/prompt_sizes.py)",
+            [
+                *head,
+                f"Data: {args.data}; tokenizer: {args.model} (GGUF vocabulary); {args.n} test prompts per task.",
+                "",
+                *lines,
+            ],
+        )
+
+
+def table(args: argparse.Namespace, count: Callable[[list[dict[str, str]]], int]) -> list[str]:
+    """The Markdown table: per task and k, the prompts' median and largest size and how many exceed each window."""
     lines = [
         f"| task | k demos | prompts | median tokens | largest | > {' | > '.join(map(str, WINDOWS))} |",
         "|---|---|---|---|---|" + "---|" * len(WINDOWS),
@@ -91,18 +117,7 @@ def main() -> None:
                 + " | ".join(map(str, over))
                 + " |"
             )
-    print("\n".join(lines))
-    if args.record:
-        head = record.heading()
-        record.append(
-            "Prompt sizes against context windows (benchmarks/prompt_sizes.py)",
-            [
-                *head,
-                f"Data: {args.data}; tokenizer: {args.model} (GGUF vocabulary); {args.n} test prompts per task.",
-                "",
-                *lines,
-            ],
-        )
+    return lines
 
 
 if __name__ == "__main__":

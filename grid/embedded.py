@@ -1,4 +1,5 @@
-"""Serving the embedded models: llama.cpp's OpenAI-compatible server on 127.0.0.1, one process per model.
+"""Serving the embedded models: llama.cpp's OpenAI-compatible server (`llama-server`) on 127.0.0.1, one process
+per model, with as many parallel slots as a trial keeps requests in flight to it (`ModelEntry.in_flight`).
 
 The GGUF files come from PyPI packages (see `gguf` and `split_gguf` in grid/models.yaml). Servers are started
 before trials, checked until they answer, timed on two requests (their per-call timeout follows from that speed
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib
-import importlib.util
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grid.model_files import INSTALL_HINT, file_sha256, gguf_path
+from grid.model_files import file_sha256, gguf_path
 from trainables.errors import ArbError
 from trainables.registry import ModelEntry, ModelRegistry
 
@@ -35,9 +36,24 @@ DEFAULT_PORT = 8761
 _READY_TIMEOUT_S = 120.0
 
 
-def _require_llama_cpp() -> None:
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
-        raise ArbError("llama.cpp's server (llama-cpp-python[server]) is not installed", INSTALL_HINT)
+BUILD_HINT = "build it with `scripts/install-llama-cpp.sh .venv` (or `make install`)"
+
+
+def llama_server() -> Path:
+    """llama.cpp's server binary: `$ARB_LLAMA_SERVER`, else the one `scripts/install-llama-cpp.sh` put beside this
+    Python, else `llama-server` on PATH."""
+    chosen = os.environ.get("ARB_LLAMA_SERVER")
+    if chosen:
+        if not os.access(chosen, os.X_OK):
+            raise ArbError(f"ARB_LLAMA_SERVER={chosen} is not an executable file", BUILD_HINT)
+        return Path(chosen)
+    beside = Path(sys.executable).parent / "llama-server"
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("llama-server")
+    if found is None:
+        raise ArbError("llama.cpp's server (llama-server) is not installed", BUILD_HINT)
+    return Path(found)
 
 
 def _port_free(port: int) -> bool:
@@ -128,7 +144,9 @@ def _wait_ready(server: _Server, timeout_s: float) -> None:
                 f"{likely_fix(code)}; log: {server.log_path}",
             )
         try:
-            if httpx.get(f"{server.url}/models", timeout=2.0).status_code == 200:
+            # llama-server answers /health with 503 while it loads the weights, 200 once it serves (tools/server
+            # README, "GET /health")
+            if httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -188,10 +206,11 @@ def measure_speed(url: str, model_id: str) -> Speed:
 
 def call_timeout(entry: ModelEntry, speed: Speed) -> float:
     """Per-call timeout for a CPU-served model: twice the time of the longest call its context allows (a full
-    prompt, then `max_tokens` generated) at the measured speed, and never less than the registry's `timeout_s`;
-    a slow but working model is not cut off, a stalled one is still noticed."""
+    prompt, then `max_tokens` generated) at the measured speed, times the slots that share the CPU with it, and
+    never less than the registry's `timeout_s`; a slow but working model is not cut off, a stalled one is still
+    noticed."""
     longest = (entry.context - entry.max_tokens) / speed.prompt_tok_s + entry.max_tokens / speed.generate_tok_s
-    return max(entry.timeout_s, 2.0 * longest + 10.0)
+    return max(entry.timeout_s, 2.0 * longest * entry.in_flight + 10.0)
 
 
 def check_embedded(names: list[str], registry: ModelRegistry, base_port: int = DEFAULT_PORT) -> None:
@@ -199,7 +218,7 @@ def check_embedded(names: list[str], registry: ModelRegistry, base_port: int = D
     embedded = [n for n in names if registry.get(n).provider_spec.started_here]
     if not embedded:
         return
-    _require_llama_cpp()
+    llama_server()
     for i, name in enumerate(embedded):
         gguf_path(registry.get(name))
         _check_port(base_port + i, name)
@@ -264,11 +283,28 @@ class _Supervisor(threading.Thread):
                         return
 
 
-def served_identity(entry: ModelEntry, path: Path) -> str:
-    """What a server answers with: the GGUF's content and the server settings that change answers. The response
-    cache is keyed by it, so the next run, on another port, reuses this one's answers."""
+def served_identity(entry: ModelEntry, path: Path, engine: str) -> str:
+    """What a server answers with: the engine, the GGUF's content and the server settings that change answers. The
+    response cache is keyed by it, so the next run, on another port, reuses this one's answers.
+
+    The slot count is among them: llama.cpp decodes the requests of several slots in one batch, and a batch of
+    another size rounds differently (measured with qwen-coder-1.5b at temperature 0: 2 of 16 answers differ between 1
+    and 4 in flight; BENCHMARKS.md "Embedded requests in flight")."""
     sha = entry.split_gguf.sha256 if entry.split_gguf is not None else file_sha256(path)  # a split is verified
-    return f"gguf-sha256:{sha} n_ctx={entry.context} chat_format={entry.chat_format or 'auto'} seed=0"
+    return (
+        f"{engine} gguf-sha256:{sha} n_ctx={entry.context} chat_format={entry.chat_format or 'auto'} seed=0 "
+        f"slots={entry.in_flight}"
+    )
+
+
+def engine_version(binary: Path) -> str:
+    """`llama-server-<version>-<commit>` from the binary's `--version` line, `version: 0.5.0-dev (build 1, commit
+    0c1e570)` (printed on stderr)."""
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+    found = re.search(r"version: (\S+) \(build \S+, commit (\w+)\)", out.stdout + out.stderr)
+    if found is None:
+        raise ArbError(f"{binary} --version did not say its version: {(out.stdout + out.stderr)[-200:]!r}", BUILD_HINT)
+    return f"llama-server-{found[1]}-{found[2]}"
 
 
 @contextlib.contextmanager
@@ -286,7 +322,8 @@ def serve_embedded(
     if not embedded:
         yield state
         return
-    _require_llama_cpp()
+    binary = llama_server()
+    engine = engine_version(binary)
     paths = {n: gguf_path(registry.get(n)) for n in embedded}
     log_dir.mkdir(parents=True, exist_ok=True)
     servers: list[_Server] = []
@@ -298,20 +335,27 @@ def serve_embedded(
             _check_port(port, name)
             log_path = log_dir / f"llama-server-{name}.log"
             log_path.unlink(missing_ok=True)
+            slots = entry.in_flight
             cmd = [
-                sys.executable, "-m", "llama_cpp.server",
+                str(binary),
                 "--model", str(paths[name]),
-                "--model_alias", entry.id,
+                "--alias", entry.id,
                 "--host", "127.0.0.1",
                 "--port", str(port),
-                "--n_ctx", str(entry.context),
-                "--n_threads", str(threads or os.cpu_count() or 1),
-                "--n_threads_batch", str(threads or os.cpu_count() or 1),
+                # each slot gets the whole registry context: the KV cache is split evenly between slots unless
+                # unified (tools/server README, `--kv-unified`), and a slot must hold the longest prompt
+                "--ctx-size", str(entry.context * slots),
+                "--parallel", str(slots),
+                "--no-kv-unified",
+                "--threads", str(threads or os.cpu_count() or 1),
+                "--threads-batch", str(threads or os.cpu_count() or 1),
                 "--seed", "0",
-                "--verbose", "False",
+                "--no-webui",
             ]  # fmt: skip
             if entry.chat_format:
-                cmd += ["--chat_format", entry.chat_format]
+                # a built-in template by name; under Jinja (the default) the name would be taken as the template's
+                # own text, and the prompt would be the word "gemma" (checked with gemma3: 3 prompt tokens)
+                cmd += ["--no-jinja", "--chat-template", entry.chat_format]
             server = _Server(name, port, cmd, log_path)
             server.start()
             servers.append(server)
@@ -322,7 +366,7 @@ def serve_embedded(
             state.endpoints[server.name] = server.url
             state.speeds[server.name] = speed
             state.timeouts[server.name] = call_timeout(entry, speed)
-            state.versions[server.name] = served_identity(entry, paths[server.name])
+            state.versions[server.name] = served_identity(entry, paths[server.name], engine)
         supervisor = _Supervisor(servers, state, stream)
         supervisor.start()
         yield state

@@ -314,6 +314,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"models": [{"name": m, "model": m, "size": 1} for m in state.loaded]})
         elif self.path == "/v1/models":
             self._send(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in state.models]})
+        elif self.path == "/health":
+            # llama-server's readiness check: 503 "Loading model" until the weights are in (tools/server README)
+            if state.ready:
+                self._send(200, {"status": "ok"})
+            else:
+                self._send(503, {"error": {"code": 503, "message": "Loading model", "type": "unavailable_error"}})
         else:
             self._send(404, {"error": f"no route {self.path}"})
 

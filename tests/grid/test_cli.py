@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import assert_one_line_error, assert_preflight_error
 
 
@@ -94,7 +93,6 @@ def test_resume_of_unknown_grid(tmp_path: Path) -> None:
 
 
 def test_embedded_port_taken(tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp", reason="needs the `embedded` extra")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()

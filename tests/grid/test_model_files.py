@@ -101,8 +101,12 @@ def test_a_served_model_is_identified_by_its_file_content_and_settings(tmp_path:
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"weights")
     entry = ModelEntry(provider="embedded", id="m", gguf="pkg:file:m.gguf", context=4096)
-    first = served_identity(entry, gguf)
+    engine = "llama-server-0.5.0-dev-0c1e570"
+    first = served_identity(entry, gguf, engine)
     assert hashlib.sha256(b"weights").hexdigest() in first and "n_ctx=4096" in first
-    assert served_identity(entry.model_copy(update={"context": 2048}), gguf) != first  # another window, other answers
+    assert served_identity(entry.model_copy(update={"context": 2048}), gguf, engine) != first  # another window
+    # batches of another size round differently (grid/embedded.py), and another build may compute differently
+    assert served_identity(entry.model_copy(update={"max_in_flight": 4}), gguf, engine) != first
+    assert served_identity(entry, gguf, "llama-server-0.6.0-abcdef0") != first
     gguf.write_bytes(b"other weights")
-    assert served_identity(entry, gguf) != first
+    assert served_identity(entry, gguf, engine) != first

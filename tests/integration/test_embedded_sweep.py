@@ -31,7 +31,7 @@ max_concurrent_trials: 1
 
 
 def _server_pid(port: int) -> int | None:
-    out = subprocess.run(["pgrep", "-f", f"llama_cpp.server.*--port {port}"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", f"llama-server.*--port {port}"], capture_output=True, text=True)
     pids = [int(p) for p in out.stdout.split()]
     return pids[0] if pids else None
 
@@ -94,7 +94,6 @@ def _kill_once_started(sweep: Sweep) -> None:
 def test_killed_twice_the_sweep_stops_killed_once_in_resume_it_is_restarted(tmp_path: Path) -> None:
     """Both ways a server death ends, in one study (each sweep costs minutes of llama.cpp on two cores): killed
     twice, `arb run` stops with one line; `arb resume`, whose server is killed once, restarts it and finishes."""
-    pytest.importorskip("llama_cpp", reason="needs the `embedded` extra")
     grid = tmp_path / "grid.yaml"
     grid.write_text(GRID)
     sweep = Sweep(tmp_path, "run", str(grid))

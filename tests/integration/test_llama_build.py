@@ -1,8 +1,8 @@
-"""The installed llama.cpp is the portable build: no AMX or AVX-512 code, and it answers a completion here.
+"""The installed llama-server is the portable build: no AMX or AVX-512 code, and it answers a completion here.
 
 A build with native CPU flags on a CPU that advertises AMX inside a VM that does not enable it dies with a general
 protection fault in `ggml_backend_amx_mul_mat` at the first decode; `scripts/install-llama-cpp.sh` builds for
-AVX2. These tests check the library that is installed, on the machine it was installed on.
+AVX2. These tests check the binary that is installed, on the machine it was installed on.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,43 +21,58 @@ pytestmark = pytest.mark.real_model
 _NON_PORTABLE = re.compile(r"\b(ldtilecfg|sttilecfg|tilerelease|tileloadd|tdpb\w*)\b|%zmm\d+")
 
 
-def _libraries() -> list[Path]:
-    llama_cpp = pytest.importorskip("llama_cpp", reason="needs the `embedded` extra")
-    libs = sorted((Path(llama_cpp.__file__).parent / "lib").glob("libggml*.so*"))
-    assert libs, "llama_cpp ships no libggml libraries"
-    return libs
+def test_installed_llama_server_has_no_amx_or_avx512_code() -> None:
+    from grid.embedded import llama_server
 
-
-def test_installed_llama_cpp_has_no_amx_or_avx512_code() -> None:
     objdump = shutil.which("objdump")
-    if objdump is None:
-        pytest.skip("objdump (binutils) is not installed")
-    found = {}
-    for lib in _libraries():
-        text = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(lib)], capture_output=True, text=True).stdout
-        hits = sorted({m.group(0) for m in _NON_PORTABLE.finditer(text)})
-        if hits:
-            found[lib.name] = hits[:5]
-    assert not found, f"non-portable instructions in the installed llama.cpp (rebuild: make install): {found}"
+    assert objdump is not None, "objdump (binutils, part of build-essential) is not installed"
+    text = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(llama_server())], capture_output=True, text=True)
+    assert text.returncode == 0 and len(text.stdout) > 1_000_000, text.stderr[-500:]
+    hits = sorted({m.group(0) for m in _NON_PORTABLE.finditer(text.stdout)})
+    assert not hits, f"non-portable instructions in the installed llama-server (rebuild: make install): {hits[:5]}"
 
 
-def test_installed_llama_cpp_answers_a_completion() -> None:
-    """Load SmolLM2 in a child process (a fault there must fail this test, not kill pytest) and generate."""
-    _libraries()
+def test_installed_llama_server_is_static_in_llama_cpp() -> None:
+    """The binary needs no library of its build tree (a moved or cleaned build would break it)."""
+    from grid.embedded import llama_server
+
+    linked = subprocess.run(["ldd", str(llama_server())], capture_output=True, text=True).stdout
+    assert "libllama" not in linked and "libggml" not in linked and "not found" not in linked, linked
+
+
+def test_installed_llama_server_answers_a_completion(tmp_path: Path) -> None:
+    """Serve SmolLM2 (a fault must fail this test, not kill pytest) and generate 8 tokens, greedy."""
+    import httpx
+    from servers import free_port
+
+    from grid.embedded import llama_server
     from grid.model_files import gguf_path
     from trainables.registry import load_registry
 
+    port = free_port()
     model = gguf_path(load_registry().get("smollm2"))
-    code = (
-        "import sys, llama_cpp\n"
-        "llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=2, verbose=False, seed=0)\n"
-        "out = llm.create_completion('The capital of France is', max_tokens=8, temperature=0)\n"
-        "print(out['usage']['completion_tokens'], repr(out['choices'][0]['text']))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"llama.cpp died with {proc.returncode}: {proc.stderr[-2000:]}"
-    tokens, text = proc.stdout.strip().split(" ", 1)
-    assert int(tokens) > 0 and text.strip("'\" ")
+    log = (tmp_path / "server.log").open("wb")
+    cmd = [str(llama_server()), "-m", str(model), "--port", str(port), "-c", "512", "-t", "2", "--no-webui"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(240):  # ≤ 60 s for the weights to load
+            log_tail = (tmp_path / "server.log").read_text()[-2000:]
+            assert proc.poll() is None, f"llama-server died with {proc.returncode}: {log_tail}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/completions",
+            json={"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0},
+            timeout=120,
+        ).json()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert answer["usage"]["completion_tokens"] > 0 and answer["choices"][0]["text"].strip(), answer
 
 
 @pytest.mark.parametrize("model", ["qwen-coder-0.5b", "qwen-coder-1.5b"])

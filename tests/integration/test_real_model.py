@@ -22,7 +22,6 @@ pytestmark = pytest.mark.real_model
 
 
 def test_smollm2_trial_end_to_end(tmp_path: Path, tracking_uri: str) -> None:
-    pytest.importorskip("llama_cpp", reason="needs the `embedded` extra: pip install -e '.[embedded]'")
     registry = load_registry()
     spec = GridSpec(
         name="real", phase="test", models=["smollm2"], tasks=["math"], optimizer="bootstrap", demos=[1],
@@ -42,7 +41,8 @@ def test_smollm2_trial_end_to_end(tmp_path: Path, tracking_uri: str) -> None:
                 },
             }
         )
-    assert "POST /v1/chat/completions" in (tmp_path / "logs" / "llama-server-smollm2.log").read_text()
+    log = (tmp_path / "logs" / "llama-server-smollm2.log").read_text()
+    assert log.count("processing task") >= 4, log[-2000:]  # llama-server's slots did the calls, not a cache
     assert metrics["lm_calls"] >= 4 and metrics["prompt_tokens"] > 100 and metrics["completion_tokens"] > 0
     assert 0.0 <= metrics["baseline_score"] <= 100.0 and metrics["latency_ms_p50"] > 0
 

@@ -35,7 +35,7 @@ def _registry_with_embedded() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("model", "path", "shape"),
     [
-        ("tiny-embedded", "/v1", "llama.cpp"),  # llama-cpp-python's server: json_object + schema (a grammar)
+        ("tiny-embedded", "/v1", "llama.cpp"),  # llama-server: json_object + schema (a grammar)
         ("gpt-4o", "/v1", "openai"),  # OpenAI structured outputs: json_schema, strict
         ("llama3.2", "", "ollama"),  # Ollama's native API: format = schema
     ],

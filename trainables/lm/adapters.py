@@ -4,7 +4,7 @@ Small models often break DSPy's text field format. With `structured: true` in a 
 `dspy.JSONAdapter`, and each call carries the JSON schema of the signature's output fields in the dialect of the
 server that constrains decoding to it:
 
-- llama.cpp (llama-cpp-python's server): `response_format = {"type": "json_object", "schema": …}` (a grammar);
+- llama.cpp (`llama-server`): `response_format = {"type": "json_object", "schema": …}` (a grammar);
 - OpenAI: structured outputs, `{"type": "json_schema", "json_schema": {"name", "schema", "strict": true}}`;
 - Ollama: the same OpenAI form, which LiteLLM turns into Ollama's `format: <schema>`.
 

@@ -1,5 +1,5 @@
-"""llama.cpp servers that `arb` starts itself from GGUF files (`grid.embedded`): the default with no GPU and no
-network."""
+"""llama.cpp servers (`llama-server`) that `arb` starts itself from GGUF files (`grid.embedded`): the default with
+no GPU and no network."""
 
 from __future__ import annotations
 
@@ -19,10 +19,12 @@ class Embedded(Provider):
             )
 
     def lm_options(self, entry: Any) -> dict[str, Any]:
-        # DSPy's native engine sends `max_completion_tokens`, which llama.cpp's server ignores: a model that never
-        # emits a stop token would then generate until its context is full.
+        # DSPy's native engine sends `max_completion_tokens`. llama-server takes it as an alias of `n_predict`
+        # (tools/server/server-schema.cpp), but older llama.cpp servers and llama-cpp-python's ignore it, and a
+        # model that never emits a stop token then generates until its context is full: `max_tokens` too.
         return {"extra_body": {"max_tokens": entry.max_tokens}}
 
     def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
-        # llama-cpp-python's server constrains decoding with a grammar built from `schema`
+        # llama-server constrains decoding with a grammar built from `schema` (tools/server/server-common.cpp reads
+        # `response_format.schema` of a "json_object")
         return {"type": "json_object", "schema": schema}

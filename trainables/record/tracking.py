@@ -32,7 +32,7 @@ FINISHED, COMPILE_FAILED, ERRORED, RUNNING = "finished", "compile_failed", "erro
 DONE_STATUSES = (FINISHED, COMPILE_FAILED)
 """A run in one of these states holds a complete result: re-running its trial key does no work."""
 
-_PACKAGES = ("dspy", "ray", "mlflow", "litellm", "openai", "ollama", "datasets", "llama_cpp_python")
+_PACKAGES = ("dspy", "ray", "mlflow", "litellm", "openai", "ollama", "datasets")  # llama-server: in its served identity
 _PARAM_MAX = 6000  # MLflow's limit on a param value
 _SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)", re.IGNORECASE)
 
