@@ -11,8 +11,12 @@ finished grid.
   ideal time  = (simulated generation time of every call + the minimum loads × load time) / total slots
   efficiency  = ideal time / measured wall time of `arb run` (driver start to exit)
 
-Presets: `--preset old` (2 s calls, n_eval 6: the first published configuration) and `--preset realistic` (4 s
-calls, a 7B model writing 150-250 tokens; n_eval 20). The sequential loop can be run on the first K models only
+Presets: `--preset old` (2 s calls, n_eval 6: the first published configuration), `--preset realistic` (4 s
+calls, a 7B model writing 150-250 tokens; n_eval 20) and `--preset harness` (0.4 s calls and compile on:
+BootstrapFewShot, 2 demos from 6 labeled examples, before evaluation; what remains of the wall time beyond the
+simulated calls is the harness's own cost: workers, DSPy, MLflow, scheduling). The fixed call time does not depend
+on how many requests are in flight, so this measures the harness, not the GPU: `benchmarks/grid_cost.py` models
+the GPU's throughput curve. The sequential loop can be run on the first K models only
 (`--sequential-models K`) and scaled by M/K: every model does the same work on the simulated servers.
 
 Run:  .venv/bin/python benchmarks/cluster_efficiency.py --preset realistic [--nodes 3 --slots 2 --models 6 ...]
@@ -48,7 +52,12 @@ from stub_server import StubServer, table_responder  # noqa: E402
 from trainables.tasks import TASKS  # noqa: E402
 
 MODELS = ["llama3.2", "mistral", "phi4", "qwen2.5:7b", "qwen3:4b", "deepseek-r1:7b"]
-PRESETS = {"old": {"call_seconds": 2.0, "n_eval": 6}, "realistic": {"call_seconds": 4.0, "n_eval": 20}}
+PRESETS: dict[str, dict[str, Any]] = {
+    "old": {"call_seconds": 2.0, "n_eval": 6},
+    "realistic": {"call_seconds": 4.0, "n_eval": 20},
+    # the harness's own overhead: short calls, and each trial compiles (BootstrapFewShot) before it evaluates
+    "harness": {"call_seconds": 0.4, "n_eval": 6, "optimizer": "bootstrap"},
+}
 SAMPLE_N_EVAL = 6
 """The shipped sample files have at least this many test examples per task."""
 RESULTS = ROOT / "benchmarks" / "results"
@@ -67,10 +76,12 @@ PHASE_NAMES = {
 _ACCESS = re.compile(r'"(GET|POST|PUT|PATCH|DELETE) (/[^ ?"]*)')
 
 
-def _grid(path: Path, models: list[str], n_eval: int, data: str) -> None:
+def _grid(path: Path, models: list[str], n_eval: int, data: str, optimizer: str) -> None:
+    # compile on: 2 bootstrapped demos from 6 labeled examples, scored on 3 (what the sample files hold)
+    compile_ = "demos: [0]\nn_labeled: [0]\nn_val: 1" if optimizer == "none" else "demos: [2]\nn_labeled: [6]\nn_val: 3"
     path.write_text(
         f"name: bench\nphase: bench\nmodels: [{', '.join(repr(m) for m in models)}]\n"
-        f"tasks: [{', '.join(TASKS)}]\noptimizer: none\ndemos: [0]\nn_labeled: [0]\nn_val: 1\nn_eval: {n_eval}\n"
+        f"tasks: [{', '.join(TASKS)}]\noptimizer: {optimizer}\n{compile_}\nn_eval: {n_eval}\n"
         f"data: {data}\nlm_cache: false\n"
     )
 
@@ -223,8 +234,12 @@ def main() -> None:
     parser.add_argument("--max-loaded", type=int, default=1, help="models a node holds in memory at once")
     parser.add_argument("--sequential-models", type=int, help="run the sequential loop on the first K models only")
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--optimizer", choices=["none", "bootstrap"], help="compile before evaluating (default none)")
     args = parser.parse_args()
     preset = PRESETS.get(args.preset or "", {})
+    args.optimizer = args.optimizer or preset.get("optimizer", "none")
+    # the sequential loop evaluates only; with compile on there is nothing like it to compare with
+    args.skip_sequential = args.skip_sequential or args.optimizer != "none"
     args.n_eval = args.n_eval or preset.get("n_eval", 6)
     args.call_seconds = args.call_seconds or preset.get("call_seconds", 2.0)
     # Worker processes import the trial's code before their first trial, as cluster.yaml's nodes do.
@@ -239,7 +254,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="arb-bench-"))
     data = "sample" if args.n_eval <= SAMPLE_N_EVAL else str(bench_data.generate(tmp / "data", args.n_eval + 10))
     grid = tmp / "bench.yaml"
-    _grid(grid, models, args.n_eval, data)
+    _grid(grid, models, args.n_eval, data, args.optimizer)
     with mlflow_on_postgres(tmp) as mlflow, contextlib.ExitStack() as stack:
         sims = [stack.enter_context(StubServer(models, table_responder({}), **sim)) for _ in range(args.nodes)]
         with ray_cluster(tmp, sims, args.slots, args.max_loaded) as (address, env):
@@ -259,9 +274,9 @@ def main() -> None:
     min_loads = max(len(models), args.nodes)
     slots = args.nodes * args.slots
     ideal = (service + min_loads * args.load_seconds) / slots
-    label = f"{args.preset or 'custom'}-{args.call_seconds:g}s-n{args.n_eval}"
+    label = f"{args.preset or 'custom'}-{args.call_seconds:g}s-n{args.n_eval}-{args.optimizer}"
     png = RESULTS / f"cluster_timeline_{label}.png"
-    title = (f"{len(models)} models × 9 tasks, n_eval {args.n_eval}, {args.call_seconds:g} s per call, "
+    title = (f"{len(models)} models × 9 tasks, {args.optimizer}, n_eval {args.n_eval}, {args.call_seconds:g} s/call, "
              f"{args.nodes} nodes × {args.slots} slots: efficiency {ideal / wall:.2f}")  # fmt: skip
     _timeline(png, t0, t1, results, ports, sims, args.slots, title)
     seq = None
@@ -305,7 +320,8 @@ def _report(
     slots = args.nodes * args.slots
     lines = [
         *record.heading(),
-        f"Grid: {len(models)} models × 9 tasks = {len(models) * 9} trials, n_eval {args.n_eval}; "
+        f"Grid: {len(models)} models × 9 tasks = {len(models) * 9} trials, optimizer {args.optimizer}, "
+        f"n_eval {args.n_eval}; "
         f"{args.nodes} nodes × {args.slots} slots; {args.call_seconds} s per call, {args.load_seconds} s per load, "
         f"{args.max_loaded} model(s) in memory per node. Timeline: `{png.relative_to(ROOT)}`.",
         "",

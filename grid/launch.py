@@ -109,9 +109,10 @@ def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) ->
 
     from grid.preflight import check_ollama, ollama_wants
 
+    lines = unserved_models(trials, registry, ray.nodes())
     wants = ollama_wants(trials, registry, spec)
     if not wants:
-        return []
+        return lines
 
     @ray.remote(num_cpus=0)
     def on_node(wants: dict[str, int]) -> tuple[str, list[str]]:
@@ -126,9 +127,26 @@ def check_nodes(trials: list[Trial], registry: ModelRegistry, spec: GridSpec) ->
         on_node.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(wants)
         for node_id in nodes
     ]
-    lines: list[str] = []
     for ip, problems in ray.get(futures, timeout=120):
         lines.extend(f"node {ip}: {line}" for line in problems)
+    return lines
+
+
+def unserved_models(trials: list[Trial], registry: ModelRegistry, nodes: list[dict[str, Any]]) -> list[str]:
+    """Models served one per node (vLLM) that no live node serves, on a cluster where some node serves one: their
+    trials would wait for a node forever."""
+    lines = []
+    for name in sorted({t.model for t in trials}):
+        entry = registry.get(name)
+        label = entry.provider_spec.model_label
+        if not label or not any(label in (n.get("Labels") or {}) for n in nodes if n.get("Alive")):
+            continue
+        served = served_models(nodes, label)
+        if entry.id not in served:
+            lines.append(
+                f"no node serves {entry.provider} model {entry.id!r} ({name}); nodes serve {sorted(served)} "
+                f"(node label {label}): start a node with it (deploy/slurm ARB_VLLM_MODEL, cluster.yaml) or drop it"
+            )
     return lines
 
 
@@ -191,7 +209,7 @@ def _fit(
             flush=True,
         )
     tuner = tune.Tuner(
-        tune.with_resources(run_trial, _trial_resources(spec)),
+        tune.with_resources(run_trial, _trial_resources(spec, registry, _ray_nodes(address))),
         tune_config=tune.TuneConfig(
             search_alg=searcher,
             scheduler=placement.DeadNodeScheduler(searcher),
@@ -263,19 +281,36 @@ def _searcher(
     )
 
 
-def _trial_resources(spec: GridSpec) -> Any:
-    """Per-trial resources: CPUs, and for a trial the searcher pinned to an Ollama node, one of its slots there."""
+def served_models(nodes: list[dict[str, Any]], label: str) -> set[str]:
+    """The model ids that live nodes of `ray.nodes()` say they serve under node label `label` (vLLM's
+    `arb-vllm-model`)."""
+    return {str(n["Labels"][label]) for n in nodes if n.get("Alive") and label in (n.get("Labels") or {})}
+
+
+def _trial_resources(spec: GridSpec, registry: ModelRegistry, nodes: list[dict[str, Any]]) -> Any:
+    """Per-trial resources: CPUs; for a trial the searcher pinned to an Ollama node, one of its slots there; for a
+    model that nodes serve one per server (vLLM), a node whose `model_label` names it."""
     from ray import tune
 
     def resources(config: dict[str, Any]) -> Any:
         bundle: dict[str, float] = {"CPU": spec.trial_cpus}
         node = config.get("node")
-        if not node:
-            return tune.PlacementGroupFactory([bundle])
-        bundle[placement.SLOTS] = 1
-        return tune.PlacementGroupFactory([bundle], bundle_label_selector=[{placement.NODE_ID_LABEL: node}])
+        if node:
+            bundle[placement.SLOTS] = 1
+            return tune.PlacementGroupFactory([bundle], bundle_label_selector=[{placement.NODE_ID_LABEL: node}])
+        entry = registry.get(str(config["trial"]["model"]))
+        label = entry.provider_spec.model_label
+        if label and entry.id in served_models(nodes, label):
+            return tune.PlacementGroupFactory([bundle], bundle_label_selector=[{label: entry.id}])
+        return tune.PlacementGroupFactory([bundle])
 
     return resources
+
+
+def _ray_nodes(address: str) -> list[dict[str, Any]]:
+    import ray
+
+    return [] if address == "local" else ray.nodes()
 
 
 def storage_path(home: Path) -> str:

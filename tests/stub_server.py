@@ -517,8 +517,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=11434)
     parser.add_argument("--models", nargs="+", default=["llama3.2", "gpt-4o"])
+    parser.add_argument("--flavor", default="", help='"" (Ollama and OpenAI) or "vllm"')
+    parser.add_argument("--root", help="vllm: the weights every model was started from (ModelCard.root)")
     args = parser.parse_args()
-    with StubServer(args.models, port=args.port) as server:
+    with StubServer(args.models, port=args.port, flavor=args.flavor) as server:  # type: ignore[arg-type]
+        if args.root:
+            server.state.roots.update({m: args.root for m in args.models})
         print(f"stub LM server on {server.url}", flush=True)
         try:
             while True:

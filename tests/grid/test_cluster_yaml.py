@@ -28,6 +28,24 @@ def test_gpu_workers_advertise_ollama_slots_and_run_ollama() -> None:
     assert "sk-" not in CLUSTER.read_text()  # no key ever written into the file
 
 
+def test_vllm_workers_serve_the_model_their_label_names() -> None:
+    """The vLLM node type's label names a shipped `provider: vllm` entry, its server answers on the labelled port
+    under that name, with prefix caching and a batch size, on loopback."""
+    from trainables.registry import load_registry
+
+    config = yaml.safe_load(CLUSTER.read_text())
+    node = config["available_node_types"]["vllm_worker"]
+    served, port = node["labels"]["arb-vllm-model"], node["labels"]["arb-vllm-port"]
+    entry = next(e for e in load_registry().models.values() if e.id == served)
+    assert entry.provider == "vllm"
+    serve = next(c for c in node["worker_setup_commands"] if "vllm serve" in c)
+    for flag in (f"--served-model-name {served}", f"--port {port}", "--host 127.0.0.1", "--enable-prefix-caching",
+                 "--max-num-seqs", f"--max-model-len {entry.context}"):  # fmt: skip
+        assert flag in serve, flag
+    # the type's own list replaces the global setup: arb is installed there too
+    assert set(config["setup_commands"]) <= set(node["worker_setup_commands"])
+
+
 def test_validation_would_catch_a_broken_file() -> None:
     config = yaml.safe_load(CLUSTER.read_text())
     config["available_node_types"]["gpu_worker"]["min_workerz"] = 1

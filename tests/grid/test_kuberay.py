@@ -91,7 +91,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 def test_gpu_workers_advertise_what_their_ollama_sidecar_serves() -> None:
     cluster = _raycluster()
     assert cluster["spec"]["rayVersion"] == __import__("ray").__version__  # the image's Ray (constraints.txt)
-    (group,) = cluster["spec"]["workerGroupSpecs"]
+    (group,) = [g for g in cluster["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
     params = group["rayStartParams"]
     assert all(isinstance(v, str) for v in params.values())
     resources = json.loads(json.loads(params["resources"]))  # KubeRay's documented form: a quoted JSON string
@@ -119,6 +119,28 @@ def test_gpu_workers_advertise_what_their_ollama_sidecar_serves() -> None:
     }
     assert set(env["ARB_OLLAMA_MODELS"].split()) == ollama_models
     assert cluster["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"  # no trial on the head
+
+
+def test_vllm_workers_serve_the_model_their_label_names() -> None:
+    """The vLLM group's sidecar serves the registry entry its label names, on the labelled loopback port, with the
+    entry's window, prefix caching and a batch size; it holds the GPU and Ray starts once /health answers."""
+    from trainables.registry import load_registry
+
+    (group,) = [g for g in _raycluster()["spec"]["workerGroupSpecs"] if g["groupName"] == "vllm"]
+    labels = dict(pair.split("=", 1) for pair in group["rayStartParams"]["labels"].split(","))
+    pod = group["template"]["spec"]
+    (vllm,) = [c for c in pod["initContainers"] if c["name"] == "vllm"]
+    entry = next(e for e in load_registry().models.values() if e.id == labels["arb-vllm-model"])
+    assert entry.provider == "vllm" and "resources" not in group["rayStartParams"]  # no Ollama slots here
+    args = vllm["args"]
+    for flag in (f"--served-model-name={entry.id}", "--host=127.0.0.1", f"--port={labels['arb-vllm-port']}",
+                 "--enable-prefix-caching", f"--max-model-len={entry.context}"):  # fmt: skip
+        assert flag in args, flag
+    assert any(a.startswith("--max-num-seqs=") for a in args)
+    probe = vllm["startupProbe"]["httpGet"]
+    assert (probe["path"], str(probe["port"])) == ("/health", labels["arb-vllm-port"])
+    assert vllm["restartPolicy"] == "Always" and vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "value" not in next(e for e in vllm["env"] if e["name"] == "HF_TOKEN")  # from a Secret, never written
 
 
 def test_token_auth_and_the_job_that_runs_a_grid() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from servers import MlflowServer, free_port, mlflow_on_postgres, pg_bin, ray_node, stop, wait_for_nodes
 from stub_server import StubServer, table_responder
@@ -272,6 +273,41 @@ def test_the_lm_cache_is_one_service_on_the_head_not_sqlite_on_the_shared_home(c
     _, err = driver.communicate(timeout=900)
     assert driver.returncode == 0, err
     assert cluster.calls() == calls
+
+
+def test_a_vllm_model_runs_only_on_the_node_that_serves_it(cluster: Cluster) -> None:
+    """A third node serving one model through vLLM (a vLLM-like stub; node labels `arb-vllm-model` and
+    `arb-vllm-port`, as deploy/slurm's ARB_ENGINE=vllm sets them) joins the cluster: that model's trials are
+    placed there, and reach its server through the port label (the registry's endpoint is a closed port, so a trial
+    placed anywhere else would fail). `arb check` of a vLLM model no node serves is one line, exit 2."""
+    models = cluster.home / "vllm-models.yaml"
+    entry = {"provider": "vllm", "endpoint": "http://127.0.0.1:9/v1", "context": 2048, "max_tokens": 256}
+    models.write_text(yaml.safe_dump({"models": {"llama-vllm": {**entry, "id": "served-llama"},
+                                                 "other-vllm": {**entry, "id": "other-llama"}}}))  # fmt: skip
+    grid = cluster.home / "vllm.yaml"
+    grid.write_text(GRID.replace("name: cluster", "name: cluster-vllm").replace("[llama3.2, mistral]", "[llama-vllm]"))
+    with StubServer(["served-llama"], table_responder({}), flavor="vllm") as vllm:  # type: ignore[arg-type]
+        labels = f"--labels=arb-vllm-model=served-llama,arb-vllm-port={vllm.port}"
+        node = ray_node([f"--address={cluster.address}", "--num-cpus=2", labels], cluster.home / "vllm-node.log",
+                        cluster.ray_env)  # fmt: skip
+        try:
+            wait_for_nodes(cluster.address, len([n for n in cluster.nodes if n.poll() is None]) + 1,
+                           ray_env=cluster.ray_env)  # fmt: skip
+            ollama_calls = cluster.calls()
+            driver = cluster.arb("run", str(grid), "--models", str(models))
+            _, err = driver.communicate(timeout=900)
+            assert driver.returncode == 0, err
+            runs = _runs(cluster, "cluster-vllm")
+            assert len(runs) == 3 and all(r.data.tags["arb.status"] == "finished" for r in runs), err
+            assert vllm.state.calls["served-llama"] >= 9 and cluster.calls() == ollama_calls
+            unserved = cluster.home / "vllm-other.yaml"
+            unserved.write_text(grid.read_text().replace("name: cluster-vllm", "name: cluster-vllm-other")
+                                .replace("[llama-vllm]", "[other-vllm]"))  # fmt: skip
+            command = [sys.executable, "-m", "grid.cli", "check", str(unserved), "--models", str(models)]
+            check = subprocess.run(command, cwd=ROOT, env=cluster.env(), capture_output=True, text=True, timeout=300)
+            assert check.returncode == 2 and "no node serves vllm model 'other-llama'" in check.stderr, check.stderr
+        finally:
+            stop(node)
 
 
 def test_worker_killed_mid_trial_its_trials_finish_elsewhere(cluster: Cluster) -> None:

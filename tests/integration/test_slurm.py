@@ -37,7 +37,7 @@ from trainables.record.schema import Tag
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = [ROOT / "deploy/slurm/arb.sbatch", ROOT / "deploy/slurm/arb-node.sh", ROOT / "deploy/slurm/submit",
-           ROOT / "tests/slurm/bin/ollama"]  # fmt: skip
+           ROOT / "tests/slurm/bin/ollama", ROOT / "tests/slurm/bin/vllm"]  # fmt: skip
 GRID = (
     "name: slurm-stub\nmodels: [llama3.2, mistral]\ntasks: [math, qa, analysis]\noptimizer: none\ndemos: [0]\n"
     "n_labeled: [0]\nn_val: 1\nn_eval: 4\ndata: sample\nlm_cache: true\n"
@@ -73,13 +73,13 @@ class Study:
             "ARB_OLLAMA_SLOTS": "1",  # 2 slots for 6 trials: three waves
         }  # fmt: skip
 
-    def as_user(self, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = [f"{k}={v}" for k, v in self.env().items()]
+    def as_user(self, *command: str, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
+        env = [f"{k}={v}" for k, v in {**self.env(), **extra}.items()]
         return subprocess.run(["runuser", "-u", self.user, "--", "env", "-i", *env, *command], cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
-    def sbatch(self, *args: str) -> str:
-        proc = self.as_user("sbatch", "--parsable", f"--output={self.work}/arb-%j.out", *args)
+    def sbatch(self, *args: str, **extra: str) -> str:
+        proc = self.as_user("sbatch", "--parsable", f"--output={self.work}/arb-%j.out", *args, **extra)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip().split(";")[0]
 
@@ -278,3 +278,29 @@ def test_five_endings_leave_nothing_behind_and_resume_from_the_cache(study: Stud
                              study.store, "--out", str(study.work / "report")], cwd=ROOT, capture_output=True,
                             text=True, timeout=300, env=env)  # fmt: skip
     assert report.returncode == 0, report.stderr
+
+
+def test_a_vllm_job_serves_its_model_on_every_node(study: Study) -> None:
+    """ARB_ENGINE=vllm: each node starts `vllm serve` (the tests' look-alike, tests/slurm/bin/vllm) instead of
+    Ollama, labels itself with the served name and port, and the grid's vLLM model runs there (its registry
+    endpoint is a closed port: only the node's own server can answer); the job ends with nothing left behind."""
+    models = study.work / "vllm-models.yaml"
+    models.write_text("models:\n  llama-vllm: {provider: vllm, id: served-llama, endpoint: 'http://127.0.0.1:9/v1', "
+                      "context: 2048, max_tokens: 256}\n")  # fmt: skip
+    grid = study.work / "vllm-grid.yaml"
+    grid.write_text(GRID.replace("slurm-stub", "slurm-vllm").replace("[llama3.2, mistral]", "[llama-vllm]"))
+    for path in (models, grid):
+        shutil.chown(path, study.user, study.user)
+    job = study.sbatch("--nodes=2", "--cpus-per-task=2", "--mem=2000", "--time=20", "deploy/slurm/arb.sbatch",
+                       str(grid), "--models", str(models), ARB_ENGINE="vllm",
+                       ARB_VLLM_MODEL="/models/llama-3.1-8b-instruct", ARB_VLLM_NAME="served-llama")  # fmt: skip
+    state = study.wait_end(job, timeout_s=600)
+    log = study.output(job)
+    assert state["JobState"] == "COMPLETED", (state, log)
+    assert log.count("vllm on 127.0.0.1:") == 2 and "ollama on" not in log, log
+    client = MlflowClient(study.store)
+    exp = client.get_experiment_by_name("slurm-vllm")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if Tag.KEY in r.data.tags]
+    assert len(runs) == 3 and all(r.data.tags[Tag.STATUS] == tracking.FINISHED for r in runs), log
+    assert all(r.data.metrics["lm_calls"] >= 4 for r in runs)
+    assert not study.leftovers(job), study.leftovers(job)

@@ -41,6 +41,9 @@ class Provider:
     port_label: ClassVar[str | None] = None
     """A Ray node label that says on which port this node's own server listens (several simulated nodes on one
     machine use different ports); a trial on that node talks to it rather than to the registry's endpoint."""
+    model_label: ClassVar[str | None] = None
+    """A Ray node label naming the one model this node's server serves (vLLM: one model per server). On a cluster
+    where some node carries it, a trial of that model runs only on a node whose label names the entry's `id`."""
 
     def node_endpoint(self, entry: Any) -> str | None:
         """The base URL a trial running here calls: this node's server (its `port_label`), else the entry's."""

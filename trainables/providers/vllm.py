@@ -1,8 +1,9 @@
 """vLLM on GPU nodes: its OpenAI-compatible server (`vllm serve MODEL --served-model-name ID`), one model per
 server, with continuous batching, so a trial keeps many requests in flight where Ollama takes a few per node.
 
-A node says where its vLLM listens with the Ray node label `arb-vllm-port` (deploy/slurm with `ARB_ENGINE=vllm`);
-without it the registry's endpoint is used. Before its first call a trial asks the server (`VLLM.serve`):
+A node says where its vLLM listens with the Ray node label `arb-vllm-port`, and which model it serves with
+`arb-vllm-model` (deploy/slurm with `ARB_ENGINE=vllm`, cluster.yaml's vLLM node type); a trial of that model is
+placed on such a node (`grid.launch`). Without the labels the registry's endpoint is used. Before its first call a trial asks the server (`VLLM.serve`):
 `GET /health` answers 200 once the engine is up, and `GET /v1/models` lists the served name with `root` (the
 weights it was started from) and `max_model_len` (vLLM's `ModelCard`, vllm/entrypoints/openai/protocol.py). The
 identity that keys the LM cache is `root` and `max_model_len`: another checkpoint or window under the same served
@@ -22,6 +23,7 @@ from trainables.errors import ArbError
 from trainables.providers.base import Provider
 
 PORT_LABEL = "arb-vllm-port"
+MODEL_LABEL = "arb-vllm-model"
 
 
 class VLLMUnavailable(ArbError):
@@ -35,6 +37,7 @@ class VLLM(Provider):
     # OpenAI `code: context_length_exceeded` that vLLM does not send: there a long prompt would fail the trial.
     litellm_prefix = "hosted_vllm"
     port_label = PORT_LABEL
+    model_label = MODEL_LABEL
     base_env = "VLLM_BASE_URL"
     default_base = "http://127.0.0.1:8000/v1"
     # One trial's share of a server that batches: its `--max-num-seqs` (default 256 in vLLM 0.6+; deploy/slurm
