@@ -106,8 +106,9 @@ def test_how_a_server_died_and_the_likely_fix(code: int, how: str, fix: str) -> 
 
 
 def test_call_timeout_follows_speed_and_max_tokens() -> None:
-    entry = ModelEntry(provider="embedded", id="m", gguf="m:file:m.gguf", max_tokens=384, context=4096, timeout_s=30,
-                       max_in_flight=1)
+    entry = ModelEntry(
+        provider="embedded", id="m", gguf="m:file:m.gguf", max_tokens=384, context=4096, timeout_s=30, max_in_flight=1
+    )
     fast, slow = Speed(prompt_tok_s=1000, generate_tok_s=100), Speed(prompt_tok_s=50, generate_tok_s=10)
     assert call_timeout(entry, fast) == 30  # never below the registry's floor
     # slow: (4096 - 384) / 50 + 384 / 10 = 112.6 s for the longest call; twice that, plus 10 s

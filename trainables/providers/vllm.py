@@ -1,15 +1,16 @@
 """vLLM on GPU nodes: its OpenAI-compatible server (`vllm serve MODEL --served-model-name ID`), one model per
 server, with continuous batching, so a trial keeps many requests in flight where Ollama takes a few per node.
 
-A node says where its vLLM listens with the Ray node label `arb-vllm-port`, and which model it serves with
-`arb-vllm-model` (deploy/slurm with `ARB_ENGINE=vllm`, cluster.yaml's vLLM node type); a trial of that model is
-placed on such a node (`grid.launch`). Without the labels the registry's endpoint is used. Before its first call a trial asks the server (`VLLM.serve`):
-`GET /health` answers 200 once the engine is up, and `GET /v1/models` lists the served name with `root` (the
-weights it was started from) and `max_model_len` (vLLM's `ModelCard`, vllm/entrypoints/openai/protocol.py). The
-identity that keys the LM cache is `root` and `max_model_len`: another checkpoint or window under the same served
-name gets new cache keys. A prompt longer than `max_model_len` is refused with a 400 ("This model's maximum context
-length is N tokens…", vllm-project/vllm#20409, #33425), never cut, which the trial records as the example's
-`context_window` error; the registry's `context` is checked against `max_model_len` up front.
+A node says where its vLLM listens with the Ray node label `arb-vllm-port`, and which model it serves with `arb-
+vllm-model` (deploy/slurm with `ARB_ENGINE=vllm`, cluster.yaml's vLLM node type); a trial of that model is placed on
+such a node (`grid.launch`). Without the labels the registry's endpoint is used. Before its first call a trial asks
+the server (`VLLM.serve`): `GET /health` answers 200 once the engine is up, and `GET /v1/models` lists the served
+name with `root` (the weights it was started from) and `max_model_len` (vLLM's `ModelCard`,
+vllm/entrypoints/openai/protocol.py). The identity that keys the LM cache is `root` and `max_model_len`: another
+checkpoint or window under the same served name gets new cache keys. A prompt longer than `max_model_len` is refused
+with a 400 ("This model's maximum context length is N tokens…", vllm-project/vllm#20409, #33425), never cut, which
+the trial records as the example's `context_window` error; the registry's `context` is checked against
+`max_model_len` up front.
 
 A vLLM-served model is a different registry entry from the same model under Ollama: other weights (the
 checkpoint's own BF16 or an AWQ/GPTQ quantization, not a GGUF) and so other scores (docs/registry.md).
