@@ -169,11 +169,14 @@ def test_nothing_secret_is_written_and_the_record_outlives_the_cluster() -> None
                 if secretish.search(var["name"]) and var["name"] not in ("RAY_AUTH_MODE",):
                     assert "value" not in var, (doc["metadata"]["name"], var)  # only from a Secret
     assert not re.search(r"postgresql://[^@\s]*:[^@\s]*@", text)  # no password in a database URI
-    # every Secret a manifest reads is one `k8s-secrets` makes (or the optional API keys the user creates)
+    # every Secret a manifest reads is one `k8s-secrets` makes, or an optional one the user creates (API keys, the
+    # vLLM checkpoint's Hugging Face token)
     read = set(re.findall(r"name: (arb-[a-z-]+)\s+key:", text)) | set(
         re.findall(r"secretRef:\s+name: (arb-[a-z-]+)", text)
     )
-    assert read - {"arb-api-keys"} <= set(cluster_secrets.K8S_SECRETS), read
+    assert read - {"arb-api-keys", "arb-hf"} <= set(cluster_secrets.K8S_SECRETS), read
+    for user_made in ("arb-api-keys", "arb-hf"):
+        assert re.search(rf"name: {user_made}\s+key: \S+\s+optional: true", text), user_made
     generated = list(yaml.safe_load_all(cluster_secrets.k8s_secrets("arb")))
     assert {d["metadata"]["name"] for d in generated if d} == set(cluster_secrets.K8S_SECRETS)
     for doc in filter(None, generated):
