@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -41,37 +40,28 @@ def test_installed_llama_server_is_static_in_llama_cpp() -> None:
 
 
 def test_installed_llama_server_answers_a_completion(tmp_path: Path) -> None:
-    """Serve SmolLM2 (a fault must fail this test, not kill pytest) and generate 8 tokens, greedy."""
+    """Serve SmolLM2 as `arb` does (a fault must fail this test, not kill pytest) and generate 8 tokens, greedy."""
     import httpx
     from servers import free_port
 
-    from grid.embedded import llama_server
+    from grid.embedded import _Server, _stop, _wait_ready, llama_server
     from grid.model_files import gguf_path
     from trainables.registry import load_registry
 
     port = free_port()
     model = gguf_path(load_registry().get("smollm2"))
-    log = (tmp_path / "server.log").open("wb")
     cmd = [str(llama_server()), "-m", str(model), "--port", str(port), "-c", "512", "-t", "2", "--no-webui"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server = _Server("smollm2", port, cmd, tmp_path / "server.log")
+    server.start()
     try:
-        for _ in range(240):  # ≤ 60 s for the weights to load
-            log_tail = (tmp_path / "server.log").read_text()[-2000:]
-            assert proc.poll() is None, f"llama-server died with {proc.returncode}: {log_tail}"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
+        _wait_ready(server, 60)  # raises with the log's tail if the server dies or stays silent
         answer = httpx.post(
-            f"http://127.0.0.1:{port}/v1/completions",
+            f"{server.url}/completions",
             json={"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0},
             timeout=120,
         ).json()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        _stop(server)
     assert answer["usage"]["completion_tokens"] > 0 and answer["choices"][0]["text"].strip(), answer
 
 
