@@ -139,10 +139,8 @@ def unserved_models(trials: list[Trial], registry: ModelRegistry, nodes: list[di
     for name in sorted({t.model for t in trials}):
         entry = registry.get(name)
         label = entry.provider_spec.model_label
-        if not label or not any(label in (n.get("Labels") or {}) for n in nodes if n.get("Alive")):
-            continue
-        served = served_models(nodes, label)
-        if entry.id not in served:
+        served = served_models(nodes, label) if label else set()
+        if served and entry.id not in served:
             lines.append(
                 f"no node serves {entry.provider} model {entry.id!r} ({name}); nodes serve {sorted(served)} "
                 f"(node label {label}): start a node with it (deploy/slurm ARB_VLLM_MODEL, cluster.yaml) or drop it"
